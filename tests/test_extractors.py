@@ -1,0 +1,113 @@
+"""The hf and timm families, through the real from_pretrained / create_model paths, offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils import extractors
+from utils.extractors import ExtractorError, MediaError
+from utils.registry import UnknownNameError
+
+from .conftest import write_images
+
+
+def test_unknown_family_and_alias_list_valid_names():
+    with pytest.raises(UnknownNameError) as e:
+        extractors.create("nope:model")
+    assert "hf" in str(e.value) and "timm" in str(e.value)
+    with pytest.raises(UnknownNameError) as e:
+        extractors.create("minilmm")
+    assert "minilm-offline" in str(e.value)
+    assert "hf:" in extractors.names() and "random-convnext" in extractors.names()
+
+
+def test_hf_tiny_bert_shapes_order_and_empty_text(tiny_bert):
+    ext = extractors.create(f"hf:{tiny_bert}", pooling="mean")
+    texts = ["a small iron block", "", "the cat", "a large feather found on the shelf by the window", "dog"]
+    out = ext.encode(texts, batch_size=2, show_progress=False)
+    assert out.dtype == np.float32 and out.shape == (5, 32)
+    assert np.isfinite(out).all()
+    # input order is kept although batches are length-sorted
+    rev = ext.encode(texts[::-1], batch_size=2, show_progress=False)
+    np.testing.assert_allclose(rev[::-1], out, atol=1e-5)
+    # each text alone gives the same vector as inside a padded batch
+    single = np.stack([ext.encode([t], show_progress=False)[0] for t in texts])
+    np.testing.assert_allclose(single, out, atol=1e-4)
+    normed = ext.encode(texts, normalize=True, show_progress=False)
+    np.testing.assert_allclose(np.linalg.norm(normed, axis=1), 1.0, atol=1e-5)
+
+
+def test_hf_pooling_modes_differ(tiny_bert):
+    texts = ["a small iron block", "the cat"]
+    vecs = {p: extractors.create(f"hf:{tiny_bert}", pooling=p).encode(texts, show_progress=False) for p in ("cls", "mean", "last")}
+    assert not np.allclose(vecs["cls"], vecs["mean"]) and not np.allclose(vecs["mean"], vecs["last"])
+    with pytest.raises(ValueError, match="pooling"):
+        extractors.create(f"hf:{tiny_bert}", pooling="max")
+
+
+def test_hf_missing_model_says_what_to_do(tmp_path):
+    ext = extractors.create(f"hf:{tmp_path / 'no-such-model'}")
+    with pytest.raises(ExtractorError, match="save_pretrained"):
+        ext.encode(["x"], show_progress=False)
+
+
+def test_packaged_minilm_is_semantic(minilm_path):
+    ext = extractors.create("minilm-offline")
+    v = ext.encode(["A man is eating food.", "A man is eating a piece of bread.", "The car drove down the road."],
+                   normalize=True, show_progress=False)
+    assert v.shape == (3, 384)
+    assert v[0] @ v[1] > 0.6 > v[0] @ v[2] + 0.3
+    assert "pooling=mean" in ext.describe()  # read from the sentence-transformers pooling config
+
+
+def test_timm_random_init_is_deterministic_and_uses_model_preprocessing(tmp_path):
+    paths = write_images(tmp_path, 5)
+    a = extractors.create("timm:test_vit", pretrained=False, seed=1)
+    b = extractors.create("timm:test_vit", pretrained=False, seed=1)
+    c = extractors.create("timm:test_vit", pretrained=False, seed=2)
+    va, vb, vc = (e.encode(paths, batch_size=2, show_progress=False) for e in (a, b, c))
+    assert va.shape[0] == 5 and va.dtype == np.float32
+    np.testing.assert_array_equal(va, vb)
+    assert not np.allclose(va, vc)
+    assert "RANDOM weights" in a.describe()
+    assert tuple(a.data_config["input_size"][1:]) == (160, 160)  # test_vit's own size, not a fixed 224
+
+
+def test_timm_loads_a_local_weights_file(tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    ref = timm.create_model("test_resnet", pretrained=False, num_classes=0).eval()
+    wfile = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(wfile))
+    paths = write_images(tmp_path / "img", 3)
+    ext = extractors.create("timm:test_resnet", weights_file=str(wfile))
+    got = ext.encode(paths, show_progress=False)
+    cfg = timm.data.resolve_model_data_config(ref)
+    tf = timm.data.create_transform(**cfg, is_training=False)
+    from PIL import Image
+
+    with torch.inference_mode():
+        want = ref(torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_timm_bad_image_names_row_and_path_or_is_skipped(tmp_path):
+    paths = write_images(tmp_path, 4)
+    paths[2].write_bytes(b"not a png")
+    ext = extractors.create("timm:test_vit", pretrained=False)
+    with pytest.raises(MediaError) as e:
+        ext.encode(paths, batch_size=2, show_progress=False)
+    assert "row 2" in str(e.value) and str(paths[2]) in str(e.value) and "on_error='skip'" in str(e.value)
+    out = ext.encode(paths, batch_size=2, show_progress=False, on_error="skip")
+    assert np.isnan(out[2]).all() and np.isfinite(out[[0, 1, 3]]).all()
+    assert list(ext.last_failures) == [2]
+
+
+def test_timm_unknown_model_is_clear():
+    ext = extractors.create("timm:not_a_model_xyz", pretrained=False)
+    with pytest.raises(ExtractorError, match="unknown model"):
+        ext.encode(["x.png"], show_progress=False)

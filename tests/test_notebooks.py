@@ -1,0 +1,77 @@
+"""Every notebook in the repository runs headless through papermill on small fixtures and tiny models.
+
+The results JSON each notebook writes (``RESULTS_JSON``) is checked: one row per trained model with the
+fields tools rely on. Notebooks are committed cleared and must match their templates.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from . import notebook_params
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(
+    p.relative_to(REPO).as_posix()
+    for p in REPO.rglob("*.ipynb")
+    if not any(part.startswith(".") or part in ("results", "data", "embeddings") for part in p.relative_to(REPO).parts)
+)
+ROW_FIELDS = {"model", "accuracy", "macro_f1", "roc_auc", "train_s_per_epoch", "inference_s", "n_params"}
+
+
+def _rule(table, rel):
+    for pattern, value in table.items():
+        if fnmatch.fnmatch(rel, pattern):
+            return value
+    return None
+
+
+def test_repository_has_notebooks():
+    assert "notebooks/embed_model_synthetic.ipynb" in NOTEBOOKS
+
+
+def test_generated_notebooks_match_their_templates():
+    from utils.notebooks import drift
+
+    assert drift(REPO) == []
+
+
+@pytest.mark.parametrize("rel", NOTEBOOKS)
+def test_notebook_is_committed_clean_with_parameters_cell(rel):
+    nb = json.loads((REPO / rel).read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks cleared"
+    assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in code)
+    assert "google.colab" in "".join(code[0]["source"]), "the first code cell is the Colab cell"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rel", NOTEBOOKS)
+def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
+    import papermill as pm
+
+    rule = _rule(notebook_params.RULES, rel)
+    assert rule is not None, f"no CI parameters for {rel}: add a rule in tests/notebook_params.py"
+    ctx = {"name": Path(rel).stem, "tmp": tmp_path, "results_json": tmp_path / "results.json", "tiny_bert": tiny_bert}
+    params = rule(ctx)
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    pm.execute_notebook(
+        str(REPO / rel), str(tmp_path / "executed.ipynb"), parameters=params, kernel_name="python3",
+        cwd=str(tmp_path), progress_bar=False, log_output=False,
+    )
+    if "RESULTS_JSON" in params:
+        rows = json.loads(Path(params["RESULTS_JSON"]).read_text())
+        assert isinstance(rows, list) and rows
+        for row in rows:
+            assert ROW_FIELDS <= set(row), f"row lacks {ROW_FIELDS - set(row)}"
+            assert 0.0 <= row["accuracy"] <= 1.0 and row["n_params"] > 0
+        expected = _rule(notebook_params.EXPECTED_MODELS, rel)
+        if expected:
+            assert {r["model"] for r in rows} >= set(expected)

@@ -1,0 +1,142 @@
+"""Heads, losses, metrics and the trainer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from utils.metrics import classification_metrics
+from utils.models import HEADS, HeadConfig, build_head, head_modalities
+from utils.models.losses import class_weight_vector, make_loss, targets_tensor
+from utils.train import TrainConfig, fit, n_params, predict_proba
+
+
+def test_early_fusion_has_the_documented_shape_and_size():
+    m = build_head("early_fusion", {"text": 10, "image": 6}, n_out=4)
+    kinds = [type(x).__name__ for x in m.body] + [type(m.classifier).__name__]
+    assert kinds == ["Linear", "ReLU", "Dropout", "BatchNorm1d", "Linear"]
+    assert m.body[2].p == 0.2
+    assert n_params(m) == (16 * 256 + 256) + 2 * 256 + (256 * 4 + 4)
+    assert m(torch.randn(5, 16)).shape == (5, 4)
+
+
+def test_late_fusion_has_two_blocks_per_modality():
+    m = build_head("late_fusion", {"text": 10, "image": 6}, n_out=1)
+    assert len(m.branches) == 2 and all(len(b) == 2 for b in m.branches)
+    per_branch = lambda d: (d * 128 + 128) + 2 * 128 + (128 * 128 + 128) + 2 * 128  # noqa: E731
+    assert n_params(m) == per_branch(10) + per_branch(6) + (256 * 1 + 1)
+    assert m(torch.randn(3, 16)).shape == (3, 1)
+    # the image branch only sees the image columns
+    x = torch.randn(4, 16)
+    m.eval()
+    y1 = m.branches[1](x[:, 10:])
+    x2 = x.clone()
+    x2[:, :10] = 0
+    assert torch.allclose(m.branches[1](x2[:, 10:]), y1)
+
+
+def test_single_modality_heads_and_configurable_widths():
+    assert set(HEADS.names()) >= {"early_fusion", "late_fusion", "text_only", "image_only", "audio_only"}
+    m = build_head("text_only", {"text": 10, "image": 6}, 3, HeadConfig(hidden=32))
+    assert m.body[0].in_features == 10 and m.body[0].out_features == 32
+    assert head_modalities("image_only", ["text", "image"]) == ["image"]
+    with pytest.raises(ValueError, match="fuses"):
+        head_modalities("early_fusion", ["text"])
+
+
+def test_binary_class_weights_become_pos_weight():
+    y = np.array([0] * 90 + [1] * 10)
+    w = class_weight_vector(y, "binary", 2, "balanced")
+    assert w.tolist() == [9.0]
+    logits = torch.tensor([[0.3], [-1.2]])
+    t = targets_tensor(np.array([1, 0]), "binary")
+    got = make_loss("binary", w)(logits, t).item()
+    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    want = (-9.0 * math.log(sig(0.3)) - math.log(1 - sig(-1.2))) / 2
+    assert got == pytest.approx(want, rel=1e-6)
+    assert class_weight_vector(y, "binary", 2, [1.0, 4.0]).tolist() == [4.0]
+
+
+def test_multiclass_balanced_weights():
+    y = np.array([0, 0, 0, 1, 2, 2])
+    w = class_weight_vector(y, "multiclass", 3, "balanced")
+    np.testing.assert_allclose(w.numpy(), [6 / 9, 6 / 3, 6 / 6])
+
+
+def test_metrics_against_hand_computed_values():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.6, 0.4, 0.9])
+    m = classification_metrics(y, p, "binary", ["neg", "pos"])
+    assert m["accuracy"] == 0.5 and m["roc_auc"] == 0.75
+    assert m["confusion_matrix"] == [[1, 1], [1, 1]]
+    yc = np.array([0, 1, 2, 2])
+    pc = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
+    mc = classification_metrics(yc, pc, "multiclass", ["a", "b", "c"])
+    assert mc["accuracy"] == 0.75
+    assert mc["per_class_f1"] == {"a": pytest.approx(2 / 3), "b": 1.0, "c": pytest.approx(2 / 3)}
+    assert mc["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert mc["roc_auc"] == pytest.approx(np.mean([1.0, 1.0, 0.75]))
+    ym = np.array([[1, 0], [1, 1]])
+    pm = np.array([[0.9, 0.2], [0.8, 0.3]])
+    mm = classification_metrics(ym, pm, "multilabel", ["x", "y"])
+    assert mm["accuracy"] == 0.5  # subset accuracy
+    assert mm["roc_auc_classes"] == 1  # label x has a single class in y_true: left out of the macro AUC
+
+
+def _blobs(n, d=8, seed=0, classes=3):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(classes, size=n)
+    centres = rng.normal(0, 3, (classes, d))
+    return (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
+
+
+def test_fit_learns_a_separable_problem_and_loss_falls():
+    X, y = _blobs(600)
+    Xv, yv = _blobs(200, seed=1)
+    model = build_head("text_only", {"text": 8}, 3)
+    res = fit(model, X[:400], y[:400], Xv, yv, "multiclass", ["a", "b", "c"], TrainConfig(epochs=15, patience=None))
+    hist = [h["train_loss"] for h in res.history]
+    assert hist[-1] < 0.5 * hist[0]
+    proba = predict_proba(res.model, X[400:], "multiclass")
+    assert (proba.argmax(1) == y[400:]).mean() > 0.9
+    assert res.epochs_run == 15 and res.train_s_per_epoch > 0
+
+
+def test_early_stopping_restores_the_best_validation_epoch():
+    # labels are noise: validation loss rises as the head memorises the training set
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 20)).astype(np.float32)
+    y = rng.integers(2, size=300)
+    Xv, yv = rng.normal(size=(100, 20)).astype(np.float32), rng.integers(2, size=100)
+    cfg = TrainConfig(epochs=60, patience=5, lr=1e-2)
+    res = fit(build_head("text_only", {"text": 20}, 1), X, y, Xv, yv, "binary", ["n", "p"], cfg)
+    losses = [h["val_loss"] for h in res.history]
+    assert res.best_epoch == int(np.argmin(losses)) + 1
+    assert res.epochs_run == res.best_epoch + 5 < 60
+    # the returned weights are those of the best epoch
+    from utils.models.losses import make_loss as ml
+
+    with torch.no_grad():
+        res.model.eval()
+        logits = res.model(torch.from_numpy(Xv))
+        val_loss = ml("binary")(logits, targets_tensor(yv, "binary")).item()
+    assert val_loss == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_fit_is_reproducible_with_a_seed():
+    X, y = _blobs(200)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)  # the head's initial weights
+        res = fit(build_head("text_only", {"text": 8}, 3), X[:150], y[:150], X[150:], y[150:], "multiclass",
+                  ["a", "b", "c"], TrainConfig(epochs=3, seed=7))
+        runs.append(predict_proba(res.model, X, "multiclass"))
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_monitor_choice_is_validated():
+    with pytest.raises(ValueError, match="monitor"):
+        TrainConfig(monitor="test_loss")

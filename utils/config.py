@@ -1,0 +1,185 @@
+"""Where things live (data, embeddings, results) and which device to use.
+
+Paths resolve in this order: an explicit function argument, then an environment variable, then the
+same variable in a ``.env`` file (python-dotenv, searched from the working directory upwards), then a
+default under the project home. The variables:
+
+=====================  ==================================================
+``MMFUSION_HOME``      base folder for the defaults (default: the repository root when ``utils`` is
+                       used from a checkout, else the working directory)
+``MMFUSION_DATA_DIR``  raw datasets (default ``$MMFUSION_HOME/data``)
+``MMFUSION_EMBEDDINGS_DIR``  the embedding store (default ``$MMFUSION_HOME/embeddings``)
+``MMFUSION_RESULTS_DIR``     results tables, JSON and figures (default ``$MMFUSION_HOME/results``)
+=====================  ==================================================
+
+On Colab, :func:`setup_colab` mounts Google Drive and points these folders into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+ENV_HOME = "MMFUSION_HOME"
+ENV_DATA = "MMFUSION_DATA_DIR"
+ENV_EMBEDDINGS = "MMFUSION_EMBEDDINGS_DIR"
+ENV_RESULTS = "MMFUSION_RESULTS_DIR"
+
+_dotenv_cache: Optional[Dict[str, str]] = None
+
+
+def _dotenv_values() -> Dict[str, str]:
+    """Values of the nearest ``.env`` file (read once; never logged: it may hold API keys)."""
+    global _dotenv_cache
+    if _dotenv_cache is None:
+        from dotenv import dotenv_values, find_dotenv
+
+        path = find_dotenv(usecwd=True)
+        _dotenv_cache = {k: v for k, v in dotenv_values(path).items() if v is not None} if path else {}
+    return _dotenv_cache
+
+
+def reload_dotenv() -> None:
+    """Forget the cached ``.env`` values (after editing the file in a running notebook)."""
+    global _dotenv_cache
+    _dotenv_cache = None
+
+
+def get_setting(name: str, default: Optional[str] = None) -> Optional[str]:
+    """A setting from the environment, else from ``.env``, else ``default``.
+
+    Used for paths and for secrets (``OPENAI_API_KEY``, PhysioNet credentials): callers must never
+    print or log the value of a secret.
+    """
+    value = os.environ.get(name)
+    if value:
+        return value
+    value = _dotenv_values().get(name)
+    return value if value else default
+
+
+def project_home() -> Path:
+    """``MMFUSION_HOME``, else the repository root of this checkout, else the working directory."""
+    home = get_setting(ENV_HOME)
+    if home:
+        return Path(home).expanduser().resolve()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").exists() and (repo / "utils").is_dir():
+        return repo
+    return Path.cwd()
+
+
+def _resolve(explicit: Optional[PathLike], env: str, default_name: str) -> Path:
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser().resolve()
+    value = get_setting(env)
+    if value:
+        return Path(value).expanduser().resolve()
+    return project_home() / default_name
+
+
+def data_dir(path: Optional[PathLike] = None) -> Path:
+    """Folder holding raw datasets (one subfolder per dataset)."""
+    return _resolve(path, ENV_DATA, "data")
+
+
+def embeddings_dir(path: Optional[PathLike] = None) -> Path:
+    """Root of the embedding store."""
+    return _resolve(path, ENV_EMBEDDINGS, "embeddings")
+
+
+def results_dir(path: Optional[PathLike] = None) -> Path:
+    """Folder for results tables, JSON and figures."""
+    return _resolve(path, ENV_RESULTS, "results")
+
+
+@dataclass(frozen=True)
+class Paths:
+    data: Path
+    embeddings: Path
+    results: Path
+
+
+def get_paths(
+    data: Optional[PathLike] = None,
+    embeddings: Optional[PathLike] = None,
+    results: Optional[PathLike] = None,
+) -> Paths:
+    """All three folders at once (arguments > environment > ``.env`` > defaults)."""
+    return Paths(data_dir(data), embeddings_dir(embeddings), results_dir(results))
+
+
+# --------------------------------------------------------------------------------------------- devices
+
+
+def resolve_device(device: Optional[str] = "auto") -> "torch.device":  # noqa: F821
+    """``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
+    import torch
+
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------- Colab
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    try:
+        import google.colab  # type: ignore  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def setup_colab(drive_folder: str = "MyDrive/mmfusion", mount_point: str = "/content/drive") -> Optional[Paths]:
+    """On Colab: mount Google Drive and point data, embeddings and results into ``drive_folder``.
+
+    Does nothing (returns ``None``) outside Colab, so notebooks can call it unconditionally.
+    Returns the resolved :class:`Paths`.
+    """
+    if not in_colab():
+        return None
+    from google.colab import drive  # type: ignore
+
+    drive.mount(mount_point)
+    base = Path(mount_point) / drive_folder
+    for env, sub in ((ENV_DATA, "data"), (ENV_EMBEDDINGS, "embeddings"), (ENV_RESULTS, "results")):
+        os.environ.setdefault(env, str(base / sub))
+        Path(os.environ[env]).mkdir(parents=True, exist_ok=True)
+    paths = get_paths()
+    log.info("Colab: data=%s embeddings=%s results=%s", paths.data, paths.embeddings, paths.results)
+    return paths
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions of the libraries that shape the numbers (recorded in manifests and results)."""
+    import importlib.metadata as md
+    import platform
+
+    from . import __version__
+
+    out = {"python": platform.python_version(), "utils": __version__}
+    for pkg in ("torch", "transformers", "timm", "numpy", "scikit-learn", "pandas", "openai", "llama-cpp-python"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

