@@ -143,3 +143,56 @@ def test_nan_vectors_are_an_error_not_a_silent_result(tmp_path):
 
     with pytest.raises(Exception, match="NaN"):
         NaNs().encode(["a", "b", "c"], show_progress=False)
+
+
+KILL_SCRIPT = r'''
+import sys, time
+import numpy as np, pandas as pd
+from utils.data import DatasetSpec, MultimodalDataset
+from utils.embed import embed
+from utils.extractors.base import Extractor
+
+class Slow(Extractor):
+    family, modality = "slow", "text"
+    def _encode(self, items, batch_size, device, show_progress, on_error):
+        time.sleep(float(sys.argv[2]))
+        return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in items], dtype=np.float32)
+
+df = pd.DataFrame({"id": [f"r{i}" for i in range(40)], "text": [f"row {i}" for i in range(40)],
+                   "label": "a", "split": "train"})
+ds = MultimodalDataset(df, DatasetSpec(name="kill", task="multiclass", classes=["a"], modalities=["text"]))
+store = embed(ds, "text", Slow("m"), root=sys.argv[1], shard_size=10, show_progress=False)
+print("calls-done", store.is_complete())
+'''
+
+
+def test_sigkill_during_extraction_then_rerun_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "job.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    root = tmp_path / "emb"
+    proc = subprocess.Popen([sys.executable, str(script), str(root), "0.6"], env=env)
+    shard_dir = root / "kill" / "text" / "slow_m" / "shards"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(shard_dir.glob("*[0-9].npy"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name for p in shard_dir.glob("*[0-9].npy"))
+    assert 2 <= len(done) < 4, done
+    for p in shard_dir.glob("*[0-9].npy"):
+        assert np.load(p).shape == (10, 3)  # every shard on disk is whole
+    out = subprocess.run([sys.executable, str(script), str(root), "0"], env=env, capture_output=True, text=True)
+    assert "calls-done True" in out.stdout, out.stderr
+    ref = subprocess.run([sys.executable, str(script), str(tmp_path / "ref"), "0"], env=env, capture_output=True, text=True)
+    assert "calls-done True" in ref.stdout
+    a = EmbeddingStore(root / "kill" / "text" / "slow_m").read()
+    b = EmbeddingStore(tmp_path / "ref" / "kill" / "text" / "slow_m").read()
+    assert a[0].tolist() == b[0].tolist()
+    np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))

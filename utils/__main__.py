@@ -21,6 +21,8 @@ def main(argv=None) -> int:
                    help="text extractor: alias or family:model_id, e.g. hf:sentence-transformers/all-MiniLM-L6-v2")
     p.add_argument("--image", default="random-convnext",
                    help="image extractor, e.g. timm:vit_small_patch14_dinov2.lvd142m (needs the hub) ")
+    p.add_argument("--text-options", default="{}", help='JSON dict of text extractor options, e.g. \'{"pooling": "cls"}\'')
+    p.add_argument("--image-options", default="{}", help='JSON dict of image extractor options, e.g. \'{"pretrained": false}\'')
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
@@ -37,7 +39,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     table = run_embedding_experiment(
         dataset=a.dataset, dataset_options=json.loads(a.dataset_options), text_extractor=a.text,
-        image_extractor=a.image, epochs=a.epochs, batch_size=a.batch_size, seeds=seeds if len(seeds) > 1 else seeds[0],
+        image_extractor=a.image,
+        extractor_options={"text": json.loads(a.text_options), "image": json.loads(a.image_options)}, epochs=a.epochs, batch_size=a.batch_size, seeds=seeds if len(seeds) > 1 else seeds[0],
         data_dir=a.data_dir, embeddings_dir=a.embeddings_dir, out_dir=a.results_dir, device=a.device,
     )
     print()

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Union
 from .config import embeddings_dir, library_versions
 from .data.schema import MultimodalDataset
 from .extractors import Extractor, create
-from .store import EmbeddingStore, store_for
+from .store import EmbeddingStore, atomic_write_json, store_for
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,11 @@ def embed(
         bar.update(hi - lo)
     bar.close()
     store.reused = False  # type: ignore[attr-defined]
+    if todo:  # the model is loaded now, so its description is complete (e.g. the resolved pooling)
+        m = store.manifest()
+        if m.get("description") != extractor.describe():
+            m["description"] = extractor.describe()
+            atomic_write_json(store.manifest_path, m)
     if all(store.has_shard(k) for k in range(n_shards)):
         store.finalize(n_shards)
         m = store.manifest()

@@ -177,6 +177,7 @@ def train_heads(
             "rows_without_vectors": int((~usable).sum()),
             "history": res.history,
             "train_config": config_dict(cfg),
+            "train_precision": res.precision,
             "standardize": standardize,
             "versions": library_versions(),
         }

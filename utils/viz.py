@@ -53,7 +53,7 @@ def metric_bars(
     ax.set_ylim(0, 1.08)
     ax.set_xlabel("")
     ax.set_ylabel("test score")
-    ax.legend(title="", fontsize=8, loc="lower right")
+    ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -1,0 +1,67 @@
+"""End to end: the main job on the synthetic dataset, the CLI, caching, results files."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+import pytest
+
+from utils import experiment as ex
+from utils.__main__ import main
+
+
+@pytest.mark.slow
+def test_main_job_fusion_beats_each_single_modality(tmp_path):
+    """The README's claim, with the default offline extractors (real MiniLM, random-weight ConvNeXt)."""
+    table = ex.run_embedding_experiment(dataset_options={"n": 480}, out_dir=tmp_path, epochs=40)
+    f1 = dict(zip(table.model, table.macro_f1))
+    for fused in ("early_fusion", "late_fusion"):
+        for single in ("text_only", "image_only"):
+            assert f1[fused] >= f1[single] + 0.05, f1
+    assert (tmp_path / "embed_model_synthetic.png").stat().st_size > 10_000
+    rows = json.loads((tmp_path / "embed_model_synthetic.json").read_text())
+    assert {r["model"] for r in rows} == {"early_fusion", "late_fusion", "text_only", "image_only"}
+    assert all("RANDOM weights" in r["extractors"]["image"] for r in rows if "image" in r["modalities"])
+    assert all("pooling=mean" in r["extractors"]["text"] for r in rows if "text" in r["modalities"])
+    csv = pd.read_csv(tmp_path / "embed_model_synthetic.csv")
+    assert list(csv.columns[:8]) == ["model", "accuracy", "macro_f1", "weighted_f1", "roc_auc",
+                                     "train_s_per_epoch", "inference_s", "n_params"]
+
+
+def test_cli_runs_reuses_embeddings_and_prints_the_table(tmp_path, tiny_bert, capsys, caplog):
+    args = ["--dataset-options", '{"n": 120}', "--text", f"hf:{tiny_bert}", "--image", "timm:test_vit",
+            "--image-options", '{"pretrained": false}', "--epochs", "2", "--results-dir", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for name in ("early_fusion", "late_fusion", "text_only", "image_only", "macro_f1", "n_params"):
+        assert name in out
+    with caplog.at_level(logging.INFO, logger="utils"):
+        assert main(args) == 0
+    reused = [r.message for r in caplog.records if "reusing cached" in r.message]
+    assert len(reused) == 2  # text and image: no extraction the second time
+
+
+def test_multi_seed_table_reports_spread(tmp_path, tiny_bert):
+    ds = ex.load_dataset("synthetic", n=120)
+    emb = ex.extract_embeddings(ds, {"text": f"hf:{tiny_bert}", "image": "timm:test_vit"},
+                                {"image": {"pretrained": False}}, show_progress=False)
+    rows = ex.train_heads(ds, emb, ["early_fusion", "image_only"], epochs=2, seeds=[0, 1, 2], show_progress=False)
+    assert len(rows) == 6
+    table = ex.results_table(rows)
+    assert list(table.model) == ["early_fusion", "image_only"]
+    assert (table.seeds == 3).all() and (table.macro_f1_std >= 0).all()
+    per_seed = [r["macro_f1"] for r in rows if r["model"] == "early_fusion"]
+    assert table.macro_f1[0] == pytest.approx(sum(per_seed) / 3)
+
+
+def test_rows_without_vectors_are_left_out_and_counted(tmp_path, tiny_bert):
+    ds = ex.load_dataset("synthetic", n=120)
+    victim = ds.resolve_path(ds.df.image_path[3])
+    victim.write_bytes(b"corrupt")
+    emb = ex.extract_embeddings(ds, {"text": f"hf:{tiny_bert}", "image": "timm:test_vit"},
+                                {"image": {"pretrained": False}}, on_error="skip", show_progress=False)
+    rows = ex.train_heads(ds, emb, ["early_fusion", "text_only"], epochs=1, show_progress=False)
+    by = {r["model"]: r for r in rows}
+    assert by["early_fusion"]["rows_without_vectors"] == 1 and by["text_only"]["rows_without_vectors"] == 0
