@@ -24,6 +24,7 @@ from .schema import (
     encode_labels,
     validate,
 )
+from .summary import DatasetSummary, summary
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ __all__ = [
     "DATASETS",
     "DatasetError",
     "DatasetSpec",
+    "DatasetSummary",
     "MODALITIES",
     "MultimodalDataset",
     "SPLITS",
@@ -42,6 +44,7 @@ __all__ = [
     "load",
     "names",
     "register",
+    "summary",
     "validate",
 ]
 
@@ -122,5 +125,5 @@ def _import_builtin_loaders() -> None:
     import pkgutil
 
     for mod in pkgutil.iter_modules(__path__):  # type: ignore[name-defined]
-        if mod.name not in ("schema", "splits", "download"):
+        if mod.name not in ("schema", "splits", "download", "summary") and not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")

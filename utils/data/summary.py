@@ -1,0 +1,83 @@
+"""``summary(dataset)``: records per split and class, text lengths, missing media, duplicates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import pandas as pd
+
+from .schema import SPLITS, MultimodalDataset, _as_list
+
+
+@dataclass
+class DatasetSummary:
+    """What :func:`summary` found. ``splits``: rows per split; ``classes``: class x split counts (for
+    multilabel, rows carrying the class); ``text_length``: words per text by split (count, missing,
+    min, median, mean, p95, max); ``missing_media``: modality -> rows whose file is absent;
+    ``duplicates``: duplicated texts, media files and (text, media) pairs."""
+
+    name: str
+    rows: int
+    splits: pd.Series
+    classes: pd.DataFrame
+    text_length: pd.DataFrame
+    missing_media: Dict[str, int]
+    duplicates: Dict[str, int]
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name}: {self.rows} rows; " + ", ".join(f"{k}={v}" for k, v in self.splits.items())
+            + f"\nmissing media: {self.missing_media}\nduplicates: {self.duplicates}"
+            + f"\nclasses (rows per split):\n{self.classes.to_string()}\ntext length (words):\n{self.text_length.to_string()}"
+        )
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<b>{self.name}</b>: {self.rows} rows; missing media {self.missing_media}; duplicates {self.duplicates}"
+            + "<br>" + self.splits.to_frame("rows").T.to_html() + self.classes.to_html() + self.text_length.to_html()
+        )
+
+
+def summary(ds: MultimodalDataset, check_files: bool = True, max_classes: int = 50) -> DatasetSummary:
+    """Summarise ``ds`` (``check_files``: stat every image/audio file to count missing ones)."""
+    df = ds.df
+    splits = df["split"].value_counts().reindex(list(SPLITS), fill_value=0)
+    if ds.spec.task == "multilabel":
+        long = pd.DataFrame([(c, s) for lab, s in zip(df["label"], df["split"]) for c in _as_list(lab)], columns=["label", "split"])
+    else:
+        long = df[["label", "split"]].astype(str)
+    classes = pd.crosstab(long["label"], long["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    classes = classes.reindex([c for c in ds.spec.classes if c in classes.index]).fillna(0).astype(int)
+    classes["total"] = classes.sum(axis=1)
+    classes = classes.sort_values("total", ascending=False).head(max_classes)
+
+    texts = ds.items("text") if "text" in df.columns else [""] * len(df)
+    words = pd.Series([len(t.split()) for t in texts])
+    miss = pd.Series([t == "" for t in texts])
+    stats = []
+    for s in list(SPLITS) + ["all"]:
+        m = (df["split"] == s).to_numpy() if s != "all" else np.ones(len(df), bool)
+        w = words[m & ~miss.to_numpy()]
+        stats.append({
+            "split": s, "texts": int(m.sum()), "missing": int((m & miss.to_numpy()).sum()),
+            "min": int(w.min()) if len(w) else 0, "median": float(w.median()) if len(w) else 0.0,
+            "mean": round(float(w.mean()), 1) if len(w) else 0.0, "p95": float(w.quantile(0.95)) if len(w) else 0.0,
+            "max": int(w.max()) if len(w) else 0,
+        })
+    text_length = pd.DataFrame(stats).set_index("split")
+
+    missing_media: Dict[str, int] = {}
+    duplicates: Dict[str, int] = {"text": int(pd.Series(texts)[~miss].duplicated().sum())}
+    for m in ds.spec.modalities:
+        if m == "text":
+            continue
+        paths = ds.items(m)
+        if check_files:
+            missing_media[m] = sum(1 for p in paths if p is None or not Path(p).is_file())
+        duplicates[m] = int(pd.Series(paths).dropna().duplicated().sum())
+        duplicates[f"text+{m}"] = int(pd.DataFrame({"t": texts, "p": paths}).duplicated().sum())
+    return DatasetSummary(ds.spec.key, len(df), splits, classes, text_length, missing_media, duplicates)
