@@ -75,7 +75,7 @@ def build_coco_qa(root: Path) -> Fixture:
         q, a, ids, types = [], [], [], []
         for i in range(n):
             c = i % 3
-            img = base + i // 2
+            img = base + (i // 2 if split == "train" else i)
             q.append(qs[c]); a.append(answers[c]); ids.append(str(img)); types.append(str(c))
             if split == "train":
                 rel = f"images/train2014/COCO_train2014_{img:012d}.jpg"
