@@ -24,7 +24,7 @@ from .schema import (
     encode_labels,
     validate,
 )
-from .summary import DatasetSummary, summary
+from .summary import DatasetSummary, example_figure, save_summaries, summary, try_load
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ __all__ = [
     "names",
     "register",
     "summary",
+    "example_figure",
+    "save_summaries",
+    "try_load",
     "validate",
 ]
 

@@ -388,3 +388,27 @@ def fetch(
                 extract(path, folder)
                 marker.write_text("ok\n")
     return folder
+
+
+def sources_table():
+    """One row per dataset: task, size, access, licence, page (a pandas DataFrame; README-ready)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [{"dataset": k, "task": s.task, "size": s.size, "access": s.access, "licence": s.licence, "page": s.page}
+         for k, s in SOURCES.items()]
+    ).set_index("dataset")
+
+
+def prepare(name: str, data_dir_: Optional[PathLike] = None, download: bool = False) -> str:
+    """Notebook step: the instructions for ``name``; with ``download=True`` also fetch it when it can be
+    fetched (open or PhysioNet with credentials set). Never raises for manual datasets: it says what to do."""
+    root = Path(data_dir_) / name if data_dir_ else None
+    if download:
+        try:
+            fetch(name, root=root)
+        except ManualDownloadRequired:
+            pass
+        except DownloadError as e:
+            log.warning("%s: %s", name, e)
+    return instructions(name)

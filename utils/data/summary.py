@@ -81,3 +81,69 @@ def summary(ds: MultimodalDataset, check_files: bool = True, max_classes: int = 
         duplicates[m] = int(pd.Series(paths).dropna().duplicated().sum())
         duplicates[f"text+{m}"] = int(pd.DataFrame({"t": texts, "p": paths}).duplicated().sum())
     return DatasetSummary(ds.spec.key, len(df), splits, classes, text_length, missing_media, duplicates)
+
+
+def try_load(name: str, data_dir: Any = None, **options: Any) -> Any:
+    """``utils.data.load`` for a notebook that walks over every dataset: ``None`` (with the reason and
+    where to get the data logged) when the dataset folder is absent, instead of an error."""
+    import logging
+
+    from ..config import data_dir as _data_dir
+    from . import load
+    from .download import instructions
+
+    log = logging.getLogger(__name__)
+    root = Path(data_dir) / name if data_dir else _data_dir() / name
+    if not root.is_dir():
+        log.warning("%s: no folder %s; skipping. To get it:\n%s", name, root, instructions(name))
+        return None
+    return load(name, root=root, **options)
+
+
+def example_figure(ds: MultimodalDataset, n: int = 3, seed: int = 0, width: int = 60):
+    """A figure of ``n`` random records: the image (when there is one) titled with label and wrapped text."""
+    import textwrap
+
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg",) and "inline" not in matplotlib.get_backend().lower():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(ds), size=min(n, len(ds)), replace=False)
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.5), squeeze=False)
+    images = ds.items("image") if "image" in ds.spec.modalities else [None] * len(ds)
+    texts = ds.items("text") if "text" in ds.df.columns else [""] * len(ds)
+    for ax, r in zip(axes[0], rows):
+        ax.axis("off")
+        if images[r] is not None and Path(images[r]).is_file():
+            with Image.open(images[r]) as im:
+                ax.imshow(im.convert("RGB"))
+        label = ds.df["label"].iloc[r]
+        label = ", ".join(_as_list(label)) if ds.spec.task == "multilabel" else str(label)
+        body = textwrap.fill(texts[r][:300], width) if texts[r] else "(no text)"
+        if "audio_path" in ds.df.columns:
+            body += "\n" + Path(str(ds.df["audio_path"].iloc[r])).name
+        ax.set_title(f"[{label}] {ds.df['split'].iloc[r]}\n{body}", fontsize=8, loc="left")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def save_summaries(summaries: Dict[str, Any], path: Any) -> Path:
+    """Write ``{name: DatasetSummary or None}`` as a JSON list of rows (name, loaded, rows, per-split counts, ...)."""
+    import json
+
+    rows = []
+    for name, s in summaries.items():
+        row: Dict[str, Any] = {"dataset": name, "loaded": s is not None}
+        if s is not None:
+            row.update(key=s.name, rows=s.rows, splits={k: int(v) for k, v in s.splits.items()},
+                       classes=int(len(s.classes)), missing_media=s.missing_media, duplicates=s.duplicates)
+        rows.append(row)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1))
+    return path
