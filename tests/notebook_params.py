@@ -59,7 +59,7 @@ DATASET_CI: Dict[str, Any] = {
         "daquar", "coco_qa", "fakeddit", "recipes5k", "brset", "ham10000", "satellite", "mimic_cxr", "musti", "table",
     )},
     # esc50: the per-class text + image inputs (the CLAP audio family is optional here)
-    "esc50": fixture_params("esc50", AUDIO_EXTRACTOR=None),
+    "esc50": fixture_params("esc50", AUDIO_EXTRACTOR=None, FUSION=["early_fusion", "late_fusion", "text_only", "image_only"]),
 }
 
 RULES: Dict[str, Callable[[Dict[str, Any]], Params]] = {
