@@ -23,17 +23,48 @@ def embed_model(ctx) -> Params:
         "EMBED_BATCH_SIZE": 16,
         "RESULTS_JSON": str(ctx["results_json"]),
     }
-    p.update(DATASET_CI.get(dataset, {}))
+    extra = DATASET_CI.get(dataset, {})
+    p.update(extra(ctx) if callable(extra) else extra)
     return p
 
 
+def fixture_params(name: str, **params: Any) -> Callable[[Dict[str, Any]], Params]:
+    """CI parameters reading dataset ``name`` from a raw-layout fixture built in ``ctx["tmp"]``."""
+
+    def rule(ctx) -> Params:
+        from . import fixtures_data
+
+        fx = fixtures_data.build(name, ctx["tmp"] / "data" / name)
+        out: Params = {"DATA_DIR": str(ctx["tmp"] / "data"), "DATASET_OPTIONS": dict(fx.options)}
+        out.update(params)
+        return out
+
+    return rule
+
+
+def get_datasets(ctx) -> Params:
+    from . import fixtures_data
+    from utils.dataset_notebook import ORDER
+
+    options = {name: fixtures_data.build(name, ctx["tmp"] / "data" / name).options for name in ORDER}
+    return {"DATA_DIR": str(ctx["tmp"] / "data"), "DATASET_OPTIONS": options, "N_EXAMPLES": 2,
+            "SUMMARY_JSON": str(ctx["tmp"] / "summary.json")}
+
+
 # dataset -> extra CI parameters (fixture folders, small sizes)
-DATASET_CI: Dict[str, Params] = {
+DATASET_CI: Dict[str, Any] = {
     "synthetic": {"DATASET_OPTIONS": {"n": 160}},
+    # value: static parameters, or f(ctx) -> parameters (raw-layout fixtures from tests/fixtures_data.py)
+    **{name: fixture_params(name) for name in (
+        "daquar", "coco_qa", "fakeddit", "recipes5k", "brset", "ham10000", "satellite", "mimic_cxr", "musti", "table",
+    )},
+    # esc50: the per-class text + image inputs (the CLAP audio family is optional here)
+    "esc50": fixture_params("esc50", AUDIO_EXTRACTOR=None, FUSION=["early_fusion", "late_fusion", "text_only", "image_only"]),
 }
 
 RULES: Dict[str, Callable[[Dict[str, Any]], Params]] = {
     "notebooks/embed_model_*.ipynb": embed_model,
+    "get_datasets.ipynb": get_datasets,
 }
 
 # which result-row models each notebook must produce (pattern -> model names); default: at least one row

@@ -28,6 +28,21 @@ if "google.colab" in sys.modules:
 # dataset -> parameter overrides for its generated notebooks (defaults are in _embed_parameters)
 DATASET_NOTEBOOKS: Dict[str, Dict[str, Any]] = {
     "synthetic": {},
+    "daquar": {},
+    "coco_qa": {},
+    "fakeddit": {"DATASET_OPTIONS": {"label": "2_way", "subset": 10000, "seed": 0}},
+    "recipes5k": {"DATASET_OPTIONS": {"ingredients": "full"}},
+    "brset": {"DATASET_OPTIONS": {"task": "DR_2"}},
+    "ham10000": {},
+    "satellite": {"DATASET_OPTIONS": {"task": "dengue_binary", "split": "time"}},
+    "mimic_cxr": {"DATASET_OPTIONS": {"sections": ["indication", "history"], "uncertain": "negative"}},
+    "musti": {"DATASET_OPTIONS": {"text_column": "text", "image_column": "image", "label_column": "label"}},
+    "esc50": {
+        "DATASET_OPTIONS": {"class_texts": "class_texts.csv", "class_images": "class_images"},
+        "AUDIO_EXTRACTOR": "clap:laion/clap-htsat-unfused",
+        "FUSION": ["early_fusion", "late_fusion", "text_only", "image_only", "audio_only"],
+    },
+    "table": {"DATASET_OPTIONS": {"file": "records.csv", "text_column": "text", "image_column": "image", "label_column": "label"}},
 }
 
 
@@ -49,6 +64,7 @@ EMBED_COMMENTS = {
     "DATASET_OPTIONS": "loader options (task, subset size, text template, ...)",
     "TEXT_EXTRACTOR": "alias or family:model_id, e.g. 'hf:sentence-transformers/all-MiniLM-L6-v2'",
     "IMAGE_EXTRACTOR": "e.g. 'timm:vit_small_patch14_dinov2.lvd142m' (pretrained, needs the hub)",
+    "AUDIO_EXTRACTOR": "None, or e.g. 'clap:laion/clap-htsat-unfused' (datasets with audio)",
     "EXTRACTOR_OPTIONS": "{'text': {...}, 'image': {...}} passed to utils.extractors.create",
     "EMBEDDINGS_DIR": "None: MMFUSION_EMBEDDINGS_DIR, .env or ./embeddings",
     "FUSION": "heads to train (utils.models.HEADS.names())",
@@ -70,6 +86,7 @@ def _embed_parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]
         "DATASET_OPTIONS": {},
         "TEXT_EXTRACTOR": "minilm-offline",
         "IMAGE_EXTRACTOR": "random-convnext",
+        "AUDIO_EXTRACTOR": None,
         "EXTRACTOR_OPTIONS": {},
         "EMBEDDINGS_DIR": None,
         "FUSION": ["early_fusion", "late_fusion", "text_only", "image_only"],
@@ -110,8 +127,10 @@ def embed_model_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str,
         _code("ds = ex.load_dataset(DATASET, DATA_DIR, **DATASET_OPTIONS)\nds.df.head()"),
         _md("## Extract embeddings\nCached in the embedding store: a second run reuses them, a killed run resumes."),
         _code(
+            "extractors = {m: spec for m, spec in {\"text\": TEXT_EXTRACTOR, \"image\": IMAGE_EXTRACTOR, \"audio\": AUDIO_EXTRACTOR}.items()\n"
+            "              if spec and m in ds.spec.modalities}\n"
             "emb = ex.extract_embeddings(\n"
-            "    ds, {\"text\": TEXT_EXTRACTOR, \"image\": IMAGE_EXTRACTOR}, EXTRACTOR_OPTIONS,\n"
+            "    ds, extractors, EXTRACTOR_OPTIONS,\n"
             "    batch_size=EMBED_BATCH_SIZE, device=DEVICE, embeddings_dir=EMBEDDINGS_DIR,\n"
             ")\n"
             "emb.extractors, emb.dims()"
@@ -168,6 +187,15 @@ def generated_notebooks(repo: Path) -> Dict[Path, Any]:
 
 # other modules add generated notebooks here: relative path -> zero-argument builder
 EXTRA_GENERATORS: Dict[str, Any] = {}
+
+
+def _get_datasets_notebook():
+    from .dataset_notebook import get_datasets_cells
+
+    return build_notebook(get_datasets_cells())
+
+
+EXTRA_GENERATORS["get_datasets.ipynb"] = _get_datasets_notebook
 
 
 def _comparable(nb) -> List[Any]:

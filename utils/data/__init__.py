@@ -24,6 +24,7 @@ from .schema import (
     encode_labels,
     validate,
 )
+from .summary import DatasetSummary, example_figure, save_summaries, summary, try_load
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ __all__ = [
     "DATASETS",
     "DatasetError",
     "DatasetSpec",
+    "DatasetSummary",
     "MODALITIES",
     "MultimodalDataset",
     "SPLITS",
@@ -42,6 +44,10 @@ __all__ = [
     "load",
     "names",
     "register",
+    "summary",
+    "example_figure",
+    "save_summaries",
+    "try_load",
     "validate",
 ]
 
@@ -122,5 +128,5 @@ def _import_builtin_loaders() -> None:
     import pkgutil
 
     for mod in pkgutil.iter_modules(__path__):  # type: ignore[name-defined]
-        if mod.name not in ("schema", "splits", "download"):
+        if mod.name not in ("schema", "splits", "download", "summary") and not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")

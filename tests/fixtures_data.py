@@ -1,0 +1,411 @@
+"""Fixture folders that copy each dataset's raw layout (shared/DATASETS.md) with a handful of records.
+
+``build(name, folder)`` writes the files (tiny generated images, WAVs, TIFFs) and returns a
+:class:`Fixture`: the loader options to use and the expected table (``id, text, image_path, label,
+split``), written down independently of the loaders (clean values chosen here, then written messy).
+``split`` is the official split; ``"train"`` rows of datasets without a val split may become ``val``.
+Used by tests/test_datasets.py and by the notebook CI rules (tests/notebook_params.py).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Fixture:
+    root: Path
+    expected: pd.DataFrame
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+def _image(path: Path, seed: int, size: int = 16) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, **({"quality": 80} if path.suffix == ".jpg" else {}))
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------- daquar
+
+
+def build_daquar(root: Path) -> Fixture:
+    answers = ["chair", "table", "lamp", "book, lamp", "chair, table"]
+    rows = []
+    lines: Dict[str, List[str]] = {"train": [], "test": []}
+    k = 0
+    for split, imgs, n in (("train", range(1, 7), 24), ("test", range(7, 10), 9)):
+        for i in range(n):
+            img = list(imgs)[i % len(imgs)]
+            ans = answers[(i + img) % len(answers)]
+            q_clean = ["what is beside the bed?", "what is on the floor?", "what is near the window?"][i % 3]
+            lines[split] += [q_clean[:-1] + f" in the image{img} ?", ans]
+            rows.append({"id": f"{split}{i:05d}", "text": q_clean, "image_path": f"nyu_depth_images/image{img}.png",
+                         "label": [a.strip() for a in ans.split(",")], "split": split})
+            k += 1
+    _write(root / "qa.894.raw.train.txt", "\n".join(lines["train"]) + "\n")
+    _write(root / "qa.894.raw.test.txt", "\n".join(lines["test"]) + "\n")
+    for img in range(1, 10):
+        _image(root / "nyu_depth_images" / f"image{img}.png", img)
+    return Fixture(root, pd.DataFrame(rows))
+
+
+# ---------------------------------------------------------------------------------------- coco_qa
+
+
+def build_coco_qa(root: Path) -> Fixture:
+    answers, qs = ["cat", "two", "red"], ["what is on the sofa", "how many dogs are there", "what color is the bus"]
+    rows = []
+    for split, n, base in (("train", 24, 1000), ("test", 9, 5000)):
+        q, a, ids, types = [], [], [], []
+        for i in range(n):
+            c = i % 3
+            img = base + (i // 2 if split == "train" else i)
+            q.append(qs[c]); a.append(answers[c]); ids.append(str(img)); types.append(str(c))
+            if split == "train":
+                rel = f"images/train2014/COCO_train2014_{img:012d}.jpg"
+            elif i % 2:
+                rel = f"images/val2017/{img:012d}.jpg"  # the 2017 naming
+            else:
+                rel = f"images/val2014/COCO_val2014_{img:012d}.jpg"
+            if not (root / rel).exists():
+                _image(root / rel, img)
+            rows.append({"id": f"{split}{i:06d}", "text": qs[c], "image_path": rel, "label": answers[c], "split": split})
+        for name, vals in (("questions", q), ("answers", a), ("img_ids", ids), ("types", types)):
+            _write(root / split / f"{name}.txt", "\n".join(vals) + "\n")
+    return Fixture(root, pd.DataFrame(rows))
+
+
+# --------------------------------------------------------------------------------------- fakeddit
+
+
+def build_fakeddit(root: Path, layout: str = "official") -> Fixture:
+    rows = []
+    titles = ["dog finds home", "moon made of cheese", "city council votes", "man bites dog", "new bridge opens"]
+    for split, fname, n in (("train", "multimodal_train.tsv", 16), ("val", "multimodal_validate.tsv", 8),
+                            ("test", "multimodal_test_public.tsv", 8)):
+        recs = []
+        for i in range(n):
+            pid = f"{split[:2]}{i:03d}x"
+            six = i % 6
+            two = 0 if six == 0 else 1
+            three = 0 if six == 0 else 1 + (six % 2)
+            title = f"{titles[i % 5]} {i}"
+            recs.append({"author": "u", "clean_title": title, "created_utc": 1.5e9 + i, "domain": "x.com",
+                         "hasImage": True, "id": pid, "image_url": f"http://i/{pid}.jpg", "linked_submission_id": "",
+                         "num_comments": i, "score": i, "subreddit": "news", "title": title.upper(),
+                         "upvote_ratio": 0.9, "2_way_label": two, "3_way_label": three, "6_way_label": six})
+            img = f"images/{pid}.jpg" if layout == "official" else f"imgs/{split}/{pid}.jpg"
+            _image(root / img, i)
+            rows.append({"id": pid if layout == "official" else None, "text": title, "image_path": img,
+                         "label": str(two), "split": split, "3_way": str(three), "6_way": str(six)})
+        df = pd.DataFrame(recs)
+        if layout == "official":
+            df.to_csv(root / fname, sep="\t")  # the published files start with an unnamed index column
+        else:
+            simple = pd.DataFrame({"clean_title": df["clean_title"], "2_way_label": df["2_way_label"],
+                                   "local_image_path": [f"imgs/{split}/{p}.jpg" for p in df["id"]]})
+            simple.to_csv(root / {"train": "train.tsv", "val": "val.tsv", "test": "test.tsv"}[split], sep="\t", index=False)
+    exp = pd.DataFrame(rows)
+    if layout != "official":
+        exp["id"] = [f"{s}{i:07d}" for s, i in zip(exp["split"], exp.groupby("split").cumcount())]
+    return Fixture(root, exp)
+
+
+def build_fakeddit_simple(root: Path) -> Fixture:
+    return build_fakeddit(root, layout="simple")
+
+
+# -------------------------------------------------------------------------------------- recipes5k
+
+
+def build_recipes5k(root: Path) -> Fixture:
+    classes = ["apple_pie", "onion_rings", "sushi"]
+    ingredients = [["flour", "apple", "sugar"], ["onion", "flour", "oil"], ["rice", "salmon", "nori"],
+                   ["flour", "green apple", "butter"], ["onion", "beer", "egg"], ["rice", "tuna", "seaweed"]]
+    simplified = [["flour", "apple", "sugar"], ["onion", "flour", "oil"], ["rice", "fish", "nori"],
+                  ["flour", "apple", "butter"], ["onion", "beer", "egg"], ["rice", "fish", "seaweed"]]
+    _write(root / "annotations/classes_Recipes5k.txt", "\n".join(classes) + "\n")
+    _write(root / "annotations/ingredients_Recipes5k.txt", "\n".join(",".join(x) for x in ingredients) + "\n")
+    _write(root / "annotations/ingredients_simplified_Recipes5k.txt", "\n".join(",".join(x) for x in simplified) + "\n")
+    rows = []
+    for split, n in (("train", 15), ("val", 6), ("test", 6)):
+        imgs, labs = [], []
+        for i in range(n):
+            c = i % 3
+            recipe = c + 3 * (i % 2)
+            img = f"{classes[c]}/{i}_{split}_{classes[c]}_hostedLargeUrl.jpg"
+            _image(root / "images" / img, i)
+            imgs.append(img); labs.append(str(recipe))
+            rows.append({"id": f"{split}{i:05d}", "text": "Ingredients: " + ", ".join(ingredients[recipe]) + ".",
+                         "image_path": f"images/{img}", "label": classes[c], "split": split,
+                         "text_simplified": "Ingredients: " + ", ".join(simplified[recipe]) + "."})
+        _write(root / f"annotations/{split}_images.txt", "\n".join(imgs) + "\n")
+        _write(root / f"annotations/{split}_labels.txt", "\n".join(labs) + "\n")
+    return Fixture(root, pd.DataFrame(rows))
+
+
+# ------------------------------------------------------------------------------------------ brset
+
+
+def build_brset(root: Path) -> Fixture:
+    """Ages and diabetes times are chosen clean, then written the way the real file has them."""
+    recs, rows = [], []
+    ages = [(50.0, "5O"), (57.5, "57,5"), (0.0, "O"), (63.0, "63"), (71.0, "71,0"), (45.0, "45")]
+    dtime = [(10.0, "1O"), (None, "Não"), (2.5, "2,5"), (None, ""), (7.0, "7"), (None, "não")]
+    n_pat = 12
+    k = 0
+    for p in range(n_pat):
+        for e in range(2 if p % 3 else 3):
+            grade = [0, 0, 2, 4, 1, 0][(p + e) % 6] if p % 2 else [0, 3, 0, 0, 4, 2][(p + e) % 6]
+            age, age_raw = ages[p % 6]
+            dt, dt_raw = dtime[(p + e) % 6]
+            sex, eye = 1 + p % 2, 1 + e % 2
+            img = f"img{k:05d}"
+            hem = 1 if grade >= 2 else 0
+            recs.append({"image_id": img, "patient_id": str(100 + p), "camera": "Canon CR", "patient_age": age_raw,
+                         "comorbidities": "SAH" if p % 4 == 0 else "0", "diabetes_time_y": dt_raw,
+                         "insuline": "yes" if p % 3 == 0 else "no", "patient_sex": sex, "exam_eye": eye,
+                         "diabetes": "yes" if p % 2 else "no", "nationality": "Brazil", "optic_disc": "normal",
+                         "vessels": 1, "macula": 1, "DR_SDRG": grade, "DR_ICDR": grade, "focus": 1, "iluminaton": 1,
+                         "image_field": 1, "artifacts": 1, "diabetic_retinopathy": int(grade > 0), "macular_edema": 0,
+                         "scar": 0, "nevus": 0, "amd": 0, "vascular_occlusion": 0, "hypertensive_retinopathy": 0,
+                         "drusens": 0, "hemorrhage": hem, "retinal_detachment": 0, "myopic_fundus": 0,
+                         "increased_cup_disc": 0, "other": 0})
+            _image(root / "fundus_photos" / f"{img}.jpg", k)
+            a = "unknown" if age is None else (int(age) if float(age).is_integer() else age)
+            d = "unknown" if dt is None else (int(dt) if float(dt).is_integer() else dt)
+            text = (f"Fundus photograph of the {'right' if eye == 1 else 'left'} eye of a {a}-year-old "
+                    f"{'male' if sex == 1 else 'female'} patient. Nationality: Brazil. Camera: Canon CR. "
+                    f"Diabetes: {'yes' if p % 2 else 'no'}. Years since diabetes diagnosis: {d}. "
+                    f"Insulin use: {'yes' if p % 3 == 0 else 'no'}. Comorbidities: {'SAH' if p % 4 == 0 else 'unknown'}.")
+            rows.append({"id": img, "text": text, "image_path": f"fundus_photos/{img}.jpg",
+                         "label": "dr" if grade > 0 else "no_dr", "split": None, "group": str(100 + p),
+                         "dr3": "normal" if grade == 0 else "proliferative" if grade == 4 else "non_proliferative"})
+            k += 1
+    pd.DataFrame(recs).to_csv(root / "labels.csv", index=False)
+    return Fixture(root, pd.DataFrame(rows))
+
+
+# --------------------------------------------------------------------------------------- ham10000
+
+
+def build_ham10000(root: Path) -> Fixture:
+    dxs = ["nv", "mel", "bkl"]
+    dx_types = {"nv": "follow_up", "mel": "histo", "bkl": "consensus"}
+    recs, rows = [], []
+    k = 0
+    for les in range(18):
+        dx = dxs[les % 3]
+        for j in range(1 + (les % 2)):
+            img = f"ISIC_{k:07d}"
+            part = "HAM10000_images_part_1" if k % 2 == 0 else "HAM10000_images_part_2"
+            _image(root / part / f"{img}.jpg", k)
+            age = None if les == 4 else float(30 + 5 * les)
+            sex = "unknown" if les == 5 else ["male", "female"][les % 2]
+            loc = ["back", "face", "lower extremity"][les % 3]
+            recs.append({"lesion_id": f"HAM_{les:07d}", "image_id": img, "dx": dx, "dx_type": dx_types[dx],
+                         "age": age, "sex": sex, "localization": loc, "dataset": "vidir_modern"})
+            a = "unknown" if age is None else int(age)
+            s = "unknown" if sex == "unknown" else sex
+            rows.append({"id": img, "text": f"Dermatoscopic image of a skin lesion on the {loc} of a {a}-year-old {s} patient.",
+                         "image_path": f"{part}/{img}.jpg", "label": dx, "split": None, "group": f"HAM_{les:07d}",
+                         "dx_type": dx_types[dx]})
+            k += 1
+    pd.DataFrame(recs).to_csv(root / "HAM10000_metadata.csv", index=False)
+    return Fixture(root, pd.DataFrame(rows))
+
+
+# -------------------------------------------------------------------------------------- satellite
+
+
+def build_satellite(root: Path) -> Fixture:
+    import datetime as dt
+
+    import tifffile
+
+    sub = root / "10_municipalities"
+    codes = ["5001", "5088", "76001"]
+    names = {"5001": ("Medellin", "Antioquia", 2500000), "5088": ("Bello", "Antioquia", 500000), "76001": ("Cali", "Valle", 2200000)}
+    start = dt.date(2017, 1, 1)  # a Sunday: epidemiological week 1 of 2017
+    rng = np.random.default_rng(0)
+    cases_rows, rows = [], []
+    for m, code in enumerate(codes):
+        counts = [(w * 7 + m * 3) % 11 for w in range(10)]
+        med = float(np.median(counts))
+        for w in range(10):
+            d = start + dt.timedelta(days=7 * w + 2)  # images are dated mid-week
+            arr = rng.integers(0, 3000, (12, 16, 16), dtype=np.uint16)
+            p = sub / "images" / code / f"image_{d.isoformat()}.tiff"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(str(p), arr)
+            cases_rows.append({"Municipality code": code, "Year": 2017, "Week": w + 1, "Cases": counts[w]})
+            n, dep, pop = names[code]
+            rows.append({"id": f"{code}_{d.isoformat()}",
+                         "text": f"Municipality {code}, epidemiological week {w + 1} of 2017. Municipality: {n}; Department: {dep}; Population: {pop}.",
+                         "image_path": f"rgb_png/10_municipalities/{code}/image_{d.isoformat()}.png",
+                         "label": "above_median" if counts[w] > med else "not_above_median",
+                         "split": "test" if w >= 8 else "val" if w == 7 else "train" if w <= 5 else "val"})
+    # the week with no cases row is left out by the loader
+    extra = sub / "images" / codes[0] / "image_2018-06-06.tiff"
+    tifffile.imwrite(str(extra), rng.integers(0, 3000, (12, 16, 16), dtype=np.uint16))
+    pd.DataFrame(cases_rows).to_csv(sub / "dengue_cases.csv", index=False)
+    pd.DataFrame([{"Municipality code": c, "Municipality": names[c][0], "Department": names[c][1], "Population": names[c][2]}
+                  for c in codes]).to_csv(sub / "metadata.csv", index=False)
+    exp = pd.DataFrame(rows)
+    # time split over 10 dates with fractions (0.7, 0.15, 0.15): 2 test dates, 2 val dates, 6 train
+    w = exp["id"].str.slice(-10).rank(method="dense").astype(int)
+    exp["split"] = ["test" if x >= 9 else "val" if x >= 7 else "train" for x in w]
+    return Fixture(root, exp)
+
+
+# -------------------------------------------------------------------------------------- mimic_cxr
+
+
+def _gz_csv(path: Path, df: pd.DataFrame) -> None:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        f.write(buf.getvalue())
+
+
+LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
+          "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
+          "Pneumothorax", "Support Devices"]
+
+
+def build_mimic_cxr(root: Path) -> Fixture:
+    meta, chex, split, rows = [], [], [], []
+    patterns = [{"No Finding": 1.0}, {"Cardiomegaly": 1.0, "Edema": -1.0}, {"Pleural Effusion": 1.0, "Atelectasis": 0.0},
+                {"Edema": 1.0, "Cardiomegaly": -1.0}]
+    k = 0
+    for s in range(8):
+        subject = 10000032 + s * 1111
+        sp = "test" if s >= 6 else "validate" if s == 5 else "train"
+        for t in range(3):
+            study = 50000000 + s * 100 + t
+            lab = patterns[(s + t) % 4]
+            chex.append({"subject_id": subject, "study_id": study, **{c: lab.get(c, np.nan) for c in LABELS}})
+            folder = f"files/p{str(subject)[:2]}/p{subject}/s{study}"
+            report = (f"                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n "
+                      f"INDICATION:  ___ with cough {s}.\n\n COMPARISON:  None.\n\n FINDINGS: \n\n Heart size {t}.\n\n"
+                      f" IMPRESSION: \n\n Finding {s}-{t}.\n")
+            _write(root / f"{folder}.txt", report)
+            for v in range(2 if t == 0 else 1):
+                dicom = f"d{k:04d}-{s:02d}{t}{v}"
+                meta.append({"dicom_id": dicom, "subject_id": subject, "study_id": study,
+                             "PerformedProcedureStepDescription": "CHEST", "ViewPosition": "PA" if v == 0 else "LATERAL",
+                             "Rows": 16, "Columns": 16, "StudyDate": 21800506, "StudyTime": 213014.5})
+                split.append({"dicom_id": dicom, "study_id": study, "subject_id": subject, "split": sp})
+                _image(root / folder / f"{dicom}.jpg", k)
+                neg = [c for c, v_ in lab.items() if v_ == 1.0]
+                unc = [c for c, v_ in lab.items() if v_ == -1.0]
+                rows.append({"id": dicom, "text": f"INDICATION: ___ with cough {s}.", "image_path": f"{folder}/{dicom}.jpg",
+                             "label": sorted(neg, key=LABELS.index), "label_uones": sorted(neg + unc, key=LABELS.index),
+                             "split": {"validate": "val"}.get(sp, sp),
+                             "text_fi": f"FINDINGS: Heart size {t}. IMPRESSION: Finding {s}-{t}."})
+                k += 1
+    _gz_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", pd.DataFrame(meta))
+    _gz_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", pd.DataFrame(chex))
+    _gz_csv(root / "mimic-cxr-2.0.0-split.csv.gz", pd.DataFrame(split))
+    return Fixture(root, pd.DataFrame(rows))
+
+
+# ------------------------------------------------------------------------------------------ musti
+
+
+def build_musti(root: Path) -> Fixture:
+    texts = ["The scent of roses filled the hall.", "Der Rauch der Pfeife hing im Zimmer.", "L'odeur du pain chaud.",
+             "Il profumo del mare.", "Vonj po kavi.", "Fresh lilies on the table."]
+    recs, rows = [], []
+    for i in range(30):
+        pos = i % 3 == 0
+        sp = "test" if i >= 24 else "val" if i >= 18 else "train"
+        img = f"artworks/art{i:03d}.jpg"
+        _image(root / img, i)
+        recs.append({"pair_id": f"m{i:03d}", "passage": texts[i % 6], "artwork": img, "same_source": int(pos),
+                     "lang": "en", "subset": {"val": "dev"}.get(sp, sp)})
+        rows.append({"id": f"m{i:03d}", "text": texts[i % 6], "image_path": img, "label": "yes" if pos else "no", "split": sp})
+    pd.DataFrame(recs).to_csv(root / "pairs.csv", index=False)
+    opts = dict(text_column="passage", image_column="artwork", label_column="same_source", split_column="subset",
+                id_column="pair_id", language_column="lang")
+    return Fixture(root, pd.DataFrame(rows), opts)
+
+
+# ------------------------------------------------------------------------------------------ esc50
+
+
+def build_esc50(root: Path) -> Fixture:
+    import soundfile as sf
+
+    cats = [(0, "dog"), (10, "rain"), (41, "chainsaw")]
+    recs, rows = [], []
+    t = np.linspace(0, 0.1, 800, endpoint=False)
+    for target, cat in cats:
+        for j in range(10):
+            fold = 1 + j % 5
+            fname = f"{fold}-{1000 + target * 10 + j}-A-{j}.wav"
+            audio = (0.3 * np.sin(2 * np.pi * (200 + 40 * target + 10 * j) * t)).astype(np.float32)
+            (root / "audio").mkdir(parents=True, exist_ok=True)
+            sf.write(str(root / "audio" / fname), audio, 8000)
+            recs.append({"filename": fname, "fold": fold, "target": target, "category": cat,
+                         "esc10": cat in ("dog", "rain"), "src_file": 1000 + target * 10 + j, "take": "A"})
+            rows.append({"id": fname[:-4], "text": f"the sound of {cat.replace('_', ' ')}", "audio_path": f"audio/{fname}",
+                         "label": cat, "split": "test" if fold == 5 else "val" if fold == 4 else "train"})
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(recs).to_csv(root / "meta" / "esc50.csv", index=False)
+    pd.DataFrame({"class": [c for _, c in cats], "text": [f"the sound of {c}" for _, c in cats]}).to_csv(root / "class_texts.csv", index=False)
+    for _, cat in cats:
+        for j in range(2):
+            _image(root / "class_images" / cat / f"{j}.png", 100 + j)
+    exp = pd.DataFrame(rows)
+    exp["image_path"] = [f"class_images/{c}/{k % 2}.png" for c, k in zip(exp["label"], exp.groupby("label").cumcount())]
+    return Fixture(root, exp, {"class_texts": "class_texts.csv", "class_images": "class_images"})
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def build_table(root: Path) -> Fixture:
+    recs, rows = [], []
+    for i in range(27):
+        c = ["cat", "dog", "bird"][i % 3]
+        img = f"photos/{c}_{i}.png"
+        _image(root / img, i)
+        recs.append({"key": f"k{i}", "caption": f"a photo of a small animal number {i}", "file": img, "class": c})
+        rows.append({"id": f"k{i}", "text": f"a photo of a small animal number {i}", "image_path": img, "label": c, "split": None})
+    pd.DataFrame(recs).to_csv(root / "records.csv", index=False)
+    return Fixture(root, pd.DataFrame(rows), dict(file="records.csv", text_column="caption", image_column="file",
+                                                  label_column="class", id_column="key"))
+
+
+BUILDERS: Dict[str, Callable[[Path], Fixture]] = {
+    "daquar": build_daquar, "coco_qa": build_coco_qa, "fakeddit": build_fakeddit, "fakeddit_simple": build_fakeddit_simple,
+    "recipes5k": build_recipes5k, "brset": build_brset, "ham10000": build_ham10000, "satellite": build_satellite,
+    "mimic_cxr": build_mimic_cxr, "musti": build_musti, "esc50": build_esc50, "table": build_table,
+}
+
+
+def build(name: str, folder: Path) -> Fixture:
+    """Write the fixture of dataset ``name`` into ``folder`` (created) and return what loading must give."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fx = BUILDERS[name](folder)
+    (folder / ".fixture.json").write_text(json.dumps({"name": name, "options": fx.options}))
+    return fx

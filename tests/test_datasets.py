@@ -1,0 +1,289 @@
+"""Every dataset loader against a fixture that copies its raw layout; bad-input errors; summary()."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils import data
+from utils.data import DatasetError
+from utils.data.schema import _as_list
+
+from . import fixtures_data as fd
+
+LOADER = {"fakeddit_simple": "fakeddit"}
+
+
+def _load(name, fx, **kw):
+    return data.load(LOADER.get(name, name), root=fx.root, **{**fx.options, **kw})
+
+
+def _compare(ds, exp, text_col="text", label_col="label", splits_exact=True):
+    got = ds.df.set_index("id")
+    exp = exp.set_index("id")
+    assert sorted(got.index) == sorted(exp.index)
+    got = got.loc[exp.index]
+    for rid in exp.index:
+        g, e = got.loc[rid], exp.loc[rid]
+        assert g["text"] == e[text_col], rid
+        lab = _as_list(g["label"]) if ds.spec.task == "multilabel" else g["label"]
+        assert lab == e[label_col], rid
+        for col in ("image_path", "audio_path"):
+            if col in exp.columns:
+                assert g[col] == e[col], (rid, col)
+    if splits_exact:
+        assert (got["split"] == exp["split"]).all(), got.loc[got["split"] != exp["split"], "split"]
+
+
+@pytest.mark.parametrize("name", ["fakeddit", "fakeddit_simple", "recipes5k", "mimic_cxr", "musti", "esc50", "satellite"])
+def test_official_splits_row_by_row(name, tmp_path):
+    fx = fd.build(name, tmp_path / name)
+    ds = _load(name, fx)
+    _compare(ds, fx.expected)
+    assert len(data.check_media(ds)) == len(ds)  # every file exists
+
+
+@pytest.mark.parametrize("name", ["daquar", "coco_qa"])
+def test_train_test_datasets_carve_val_from_train_grouped_by_image(name, tmp_path):
+    fx = fd.build(name, tmp_path / name)
+    ds = _load(name, fx, val_fraction=0.2, seed=3)
+    _compare(ds, fx.expected, splits_exact=False)
+    exp = fx.expected.set_index("id").loc[ds.df["id"], "split"].to_numpy()
+    got = ds.df["split"].to_numpy()
+    assert ((exp == "test") == (got == "test")).all()  # the official test split is kept
+    assert (got == "val").sum() > 0 and set(got[exp == "train"]) == {"train", "val"}
+    per_image = ds.df[ds.df["split"] != "test"].groupby("image_id")["split"].nunique()
+    assert (per_image == 1).all()  # one image never sits in train and val
+    again = _load(name, fx, val_fraction=0.2, seed=3)
+    assert (again.df["split"] == ds.df["split"]).all()  # seeded
+
+
+@pytest.mark.parametrize("name", ["brset", "ham10000", "table"])
+def test_made_splits_are_grouped_stratified_and_seeded(name, tmp_path):
+    fx = fd.build(name, tmp_path / name)
+    ds = _load(name, fx, seed=1)
+    _compare(ds, fx.expected, splits_exact=False)
+    assert set(ds.df["split"]) == {"train", "val", "test"}
+    if "group" in fx.expected.columns:
+        assert (ds.df.groupby("group")["split"].nunique() == 1).all()
+    assert (_load(name, fx, seed=1).df["split"] == ds.df["split"]).all()
+
+
+def test_daquar_strips_the_image_reference_and_splits_answers():
+    from utils.data.daquar import strip_image_reference
+
+    assert strip_image_reference("what is on the left side of the red chair in the image3 ?") == \
+        "what is on the left side of the red chair?"
+    assert strip_image_reference("how many chairs are in this image12 ?") == "how many chairs are?"
+
+
+def test_daquar_odd_line_count_names_the_file(tmp_path):
+    fx = fd.build("daquar", tmp_path / "d")
+    p = fx.root / "qa.894.raw.test.txt"
+    p.write_text(p.read_text() + "what is this in the image3 ?\n")
+    with pytest.raises(DatasetError, match=r"qa\.894\.raw\.test\.txt.*odd number"):
+        _load("daquar", fx)
+
+
+def test_coco_qa_keeps_question_type_and_checks_alignment(tmp_path):
+    fx = fd.build("coco_qa", tmp_path / "c")
+    ds = _load("coco_qa", fx)
+    assert ds.df.set_index("id").loc["train000001", "question_type"] == "number"
+    p = fx.root / "test" / "answers.txt"
+    p.write_text(p.read_text() + "extra\n")
+    with pytest.raises(DatasetError, match="not aligned"):
+        _load("coco_qa", fx)
+
+
+def test_fakeddit_label_options_and_stratified_subset(tmp_path):
+    fx = fd.build("fakeddit", tmp_path / "f")
+    exp = fx.expected.set_index("id")
+    six = _load("fakeddit", fx, label="6_way")
+    assert six.spec.task == "multiclass" and six.spec.classes == [str(i) for i in range(6)]
+    assert (six.df.set_index("id")["label"] == exp.loc[six.df["id"], "6_way"]).all()
+    three = _load("fakeddit", fx, label="3_way")
+    assert (three.df.set_index("id")["label"] == exp.loc[three.df["id"], "3_way"]).all()
+    sub = _load("fakeddit", fx, subset=16, seed=0)
+    assert 14 <= len(sub) <= 18 and sub.spec.variant == "2_way-n16-seed0"
+    assert set(sub.df["label"]) == {"0", "1"} and set(sub.df["split"]) == {"train", "val", "test"}
+    assert list(_load("fakeddit", fx, subset=16, seed=0).df["id"]) == list(sub.df["id"])
+    assert list(_load("fakeddit", fx, subset=16, seed=1).df["id"]) != list(sub.df["id"])
+
+
+def test_fakeddit_unknown_label_names_file_column_and_line(tmp_path):
+    fx = fd.build("fakeddit", tmp_path / "f")
+    p = fx.root / "multimodal_validate.tsv"
+    df = pd.read_csv(p, sep="\t", index_col=0)
+    df.loc[3, "2_way_label"] = 7
+    df.to_csv(p, sep="\t")
+    with pytest.raises(DatasetError, match=r"'2_way_label' of .*multimodal_validate\.tsv.*line 5: '7'"):
+        _load("fakeddit", fx)
+
+
+def test_recipes5k_simplified_ingredients(tmp_path):
+    fx = fd.build("recipes5k", tmp_path / "r")
+    ds = _load("recipes5k", fx, ingredients="simplified")
+    _compare(ds, fx.expected, text_col="text_simplified")
+    assert ds.spec.variant == "simplified" and ds.spec.classes == ["apple_pie", "onion_rings", "sushi"]
+
+
+def test_brset_cleans_messy_values_and_builds_dr3(tmp_path):
+    from utils.data.brset import clean_number
+
+    assert clean_number("5O") == 50.0 and clean_number("57,5") == 57.5 and clean_number("O") == 0.0
+    assert np.isnan(clean_number("Não")) and np.isnan(clean_number(""))
+    fx = fd.build("brset", tmp_path / "b")
+    ds = _load("brset", fx, task="DR_3")
+    _compare(ds, fx.expected, label_col="dr3", splits_exact=False)
+    assert ds.spec.classes == ["normal", "non_proliferative", "proliferative"] and ds.spec.variant == "DR_3"
+    assert not any("hemorrhage" in t or "Findings" in t for t in ds.df["text"])
+
+
+def test_brset_other_label_column_leaves_it_out_of_the_text(tmp_path):
+    fx = fd.build("brset", tmp_path / "b")
+    ds = _load("brset", fx, task="diabetes")
+    assert ds.spec.task == "binary" and ds.spec.classes == ["no", "yes"]
+    assert not any("Diabetes:" in t for t in ds.df["text"])
+
+
+@pytest.mark.parametrize("name,needle", [("brset", "Findings: diabetic retinopathy"), ("ham10000", "confirmed by histo")])
+def test_full_template_leaks_and_warns(name, needle, tmp_path, caplog):
+    fx = fd.build(name, tmp_path / name)
+    default = _load(name, fx)
+    assert not any(needle in t for t in default.df["text"])
+    with caplog.at_level(logging.WARNING, logger="utils.data"):
+        full = _load(name, fx, text="full")
+    assert any(needle in t for t in full.df["text"])
+    assert "encodes the label" in caplog.text and full.spec.variant.endswith("fulltext")
+
+
+def test_mimic_uncertain_and_sections(tmp_path, caplog):
+    fx = fd.build("mimic_cxr", tmp_path / "m")
+    ones = _load("mimic_cxr", fx, uncertain="positive")
+    _compare(ones, fx.expected, label_col="label_uones")
+    assert ones.spec.variant == "uones"
+    with caplog.at_level(logging.WARNING, logger="utils.data"):
+        fi = _load("mimic_cxr", fx, sections=("findings", "impression"))
+    _compare(fi, fx.expected, text_col="text_fi")
+    assert "encodes the label" in caplog.text
+    y = ones.labels()
+    assert y.shape == (len(ones), 14) and y.sum() == sum(len(v) for v in fx.expected["label_uones"])
+
+
+def test_satellite_rgb_png_tercile_and_municipality_split(tmp_path):
+    from PIL import Image
+
+    fx = fd.build("satellite", tmp_path / "s")
+    ds = _load("satellite", fx, task="dengue_tercile", split="municipality")
+    with Image.open(ds.items("image")[0]) as im:
+        assert im.mode == "RGB" and im.size == (16, 16)
+    assert ds.spec.classes == ["low", "medium", "high"] and set(ds.df["label"]) == {"low", "medium", "high"}
+    assert (ds.df.groupby("group")["split"].nunique() == 1).all()
+    assert not any("Cases" in t or "cases" in t for t in ds.df["text"])
+    from utils.data.satellite import epi_week
+    import datetime as d
+
+    assert epi_week(d.date(2017, 1, 1)) == (2017, 1) and epi_week(d.date(2015, 1, 3)) == (2014, 53) and epi_week(d.date(2016, 1, 2)) == (2015, 52)
+
+
+def test_esc50_audio_only_and_esc10(tmp_path):
+    fx = fd.build("esc50", tmp_path / "e")
+    ds = data.load("esc50", root=fx.root)
+    assert ds.spec.modalities == ["audio"] and "text" not in ds.df.columns and ds.spec.variant == ""
+    ten = data.load("esc50", root=fx.root, esc10=True)
+    assert set(ten.df["label"]) == {"dog", "rain"} and ten.spec.variant == "esc10"
+
+
+def test_table_multilabel_template_and_missing_column(tmp_path):
+    fx = fd.build("table", tmp_path / "t")
+    df = pd.read_csv(fx.root / "records.csv")
+    df["tags"] = ["a;b", "b", "a"] * 9
+    df.to_csv(fx.root / "records.csv", index=False)
+    ds = data.load("table", root=fx.root, file="records.csv", text_template="{caption} ({class})", image_column="file",
+                   label_column="tags", task="multilabel", label_sep=";")
+    assert ds.spec.classes == ["a", "b"] and _as_list(ds.df["label"][0]) == ["a", "b"]
+    assert ds.df["text"][0] == "a photo of a small animal number 0 (cat)"
+    with pytest.raises(DatasetError, match=r"records\.csv lacks column\(s\) \['caption_x'\]"):
+        data.load("table", root=fx.root, text_column="caption_x", image_column="file", label_column="class")
+
+
+@pytest.mark.parametrize("name,file", [
+    ("daquar", "qa.894.raw.train.txt"), ("recipes5k", "annotations/test_labels.txt"), ("brset", "labels.csv"),
+    ("ham10000", "HAM10000_metadata.csv"), ("esc50", "meta/esc50.csv"), ("coco_qa", "train/img_ids.txt"),
+])
+def test_missing_file_names_it_and_says_where_to_get_it(name, file, tmp_path):
+    fx = fd.build(name, tmp_path / name)
+    (fx.root / file).unlink()
+    with pytest.raises(DatasetError) as e:
+        _load(name, fx)
+    assert file in str(e.value) and ("fetch(" in str(e.value) or "download" in str(e.value).lower())
+
+
+@pytest.mark.parametrize("name,file,column", [
+    ("ham10000", "HAM10000_metadata.csv", "localization"), ("brset", "labels.csv", "DR_ICDR"),
+    ("esc50", "meta/esc50.csv", "category"), ("musti", "pairs.csv", "passage"),
+])
+def test_missing_column_names_file_and_column(name, file, column, tmp_path):
+    fx = fd.build(name, tmp_path / name)
+    p = fx.root / file
+    pd.read_csv(p).drop(columns=[column]).to_csv(p, index=False)
+    with pytest.raises(DatasetError, match=rf"{file.split('/')[-1]} lacks column\(s\) \['{column}'\]"):
+        _load(name, fx)
+
+
+def test_unknown_labels_name_the_line(tmp_path):
+    fx = fd.build("ham10000", tmp_path / "h")
+    p = fx.root / "HAM10000_metadata.csv"
+    df = pd.read_csv(p)
+    df.loc[2, "dx"] = "melanoma"
+    df.to_csv(p, index=False)
+    with pytest.raises(DatasetError, match=r"column 'dx' of .*line 4: 'melanoma'"):
+        _load("ham10000", fx)
+    fx = fd.build("brset", tmp_path / "b")
+    p = fx.root / "labels.csv"
+    df = pd.read_csv(p)
+    df.loc[0, "DR_ICDR"] = 9
+    df.to_csv(p, index=False)
+    with pytest.raises(DatasetError, match=r"DR_ICDR.*line 2: '9'"):
+        _load("brset", fx)
+
+
+@pytest.mark.parametrize("name", ["recipes5k", "mimic_cxr", "coco_qa"])
+def test_missing_images_error_or_drop_with_count(name, tmp_path, caplog):
+    fx = fd.build(name, tmp_path / name)
+    gone = fx.expected["image_path"].drop_duplicates().iloc[[0, 3]].tolist()
+    for g in gone:
+        (fx.root / g).unlink()
+    n_gone = int(fx.expected["image_path"].isin(gone).sum())
+    with pytest.raises(DatasetError, match=rf"(?s){n_gone} media file\(s\) not found.*{gone[0].split('/')[-1]}"):
+        _load(name, fx)
+    with caplog.at_level(logging.WARNING, logger="utils.data"):
+        ds = _load(name, fx, on_missing_image="drop")
+    assert len(ds) == len(fx.expected) - n_gone and ds.dropped_missing == n_gone
+    assert f"dropped {n_gone} row(s)" in caplog.text
+
+
+def test_variants_differ_where_rows_or_texts_differ(tmp_path):
+    fx = fd.build("brset", tmp_path / "b")
+    keys = {_load("brset", fx, task=t).spec.key for t in ("DR_2", "DR_3")} | {_load("brset", fx, text="full").spec.key}
+    assert keys == {"brset-DR_2", "brset-DR_3", "brset-DR_2-fulltext"}
+
+
+def test_summary_counts(tmp_path):
+    fx = fd.build("recipes5k", tmp_path / "r")
+    p = fx.root / "annotations" / "train_images.txt"
+    (fx.root / "images" / p.read_text().splitlines()[0]).unlink()
+    ds = _load("recipes5k", fx, on_missing_image="ignore")
+    s = data.summary(ds)
+    assert s.rows == 27 and s.splits.to_dict() == {"train": 15, "val": 6, "test": 6}
+    assert s.classes.loc["sushi", "train"] == 5 and s.classes.loc["sushi", "total"] == 9
+    assert s.missing_media == {"image": 1}
+    # 6 distinct ingredient lists over 27 rows -> 21 duplicated texts; every image is distinct
+    assert s.duplicates["text"] == 21 and s.duplicates["image"] == 0 and s.duplicates["text+image"] == 0
+    assert s.text_length.loc["all", "min"] == 4 and s.text_length.loc["all", "max"] == 5
+    assert "train=15" in str(s) and "<b>recipes5k</b>" in s._repr_html_()
+    ml = data.summary(_load("mimic_cxr", fd.build("mimic_cxr", tmp_path / "m")))
+    assert ml.classes.loc["No Finding", "total"] == sum("No Finding" in v for v in fd.build("mimic_cxr", tmp_path / "m2").expected["label"])

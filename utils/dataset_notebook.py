@@ -1,0 +1,70 @@
+"""Template of ``get_datasets.ipynb``: per dataset, what it is, licence and access, download, load, summary,
+examples. Registered in :data:`utils.notebooks.EXTRA_GENERATORS`."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+ORDER = ["daquar", "coco_qa", "fakeddit", "recipes5k", "brset", "ham10000", "satellite", "mimic_cxr", "musti", "esc50", "table"]
+NOTES = {
+    "daquar": "Multilabel: an answer listing several objects gives several labels. The image reference is removed from the question.",
+    "coco_qa": "Multiclass one-word answers; the question type (object, number, color, location) is kept as a column.",
+    "fakeddit": "`label='2_way' | '3_way' | '6_way'`; `subset=N, seed=S` keeps a stratified sample; the simpler "
+    "`clean_title / 2_way_label / local_image_path` TSV layout is read too.",
+    "recipes5k": "`ingredients='full' | 'simplified'`.",
+    "brset": "Tasks `DR_2`, `DR_3` or any label column; patient-grouped splits. The default text leaves the retinal "
+    "findings out (they define diabetic retinopathy); `text='full'` puts them back and warns that it leaks.",
+    "ham10000": "Lesion-grouped splits. `dx_type` (how the diagnosis was made) encodes the label: only `text='full'` uses it.",
+    "satellite": "RGB from the multi-band TIFFs (cached as PNG); `split='time' | 'municipality'`; "
+    "`task='dengue_binary' | 'dengue_tercile'`. Table and column names are options (the release layout was not verified).",
+    "mimic_cxr": "**The FINDINGS and IMPRESSION sections name the diagnosis** (the CheXpert labels were extracted from "
+    "them): the default text is INDICATION + HISTORY only; `sections=('findings', 'impression')` warns that it leaks.",
+    "musti": "Column names are options (`text_column`, `image_column`, `label_column`, `split_column`).",
+    "esc50": "Audio clips in 5 folds. `class_texts='class_texts.csv'` and `class_images='class_images'` add a text and an "
+    "image per class for three-modality work (they then encode the label).",
+    "table": "Your own CSV / TSV / parquet: `file=`, `text_column=`, `image_column=`, `label_column=`, `split_column=`; "
+    "image paths relative to the folder (a Drive folder on Colab).",
+}
+
+
+def get_datasets_cells() -> List[Dict[str, Any]]:
+    from .data.download import SOURCES
+    from .notebooks import COLAB_CELL, _code, _md, _parameters_cell
+
+    params = {"DATA_DIR": None, "DATASETS": list(ORDER), "DOWNLOAD": False, "DATASET_OPTIONS": {}, "N_EXAMPLES": 3,
+              "SUMMARY_JSON": None}
+    comments = {
+        "DATA_DIR": "None: MMFUSION_DATA_DIR, .env or ./data; each dataset lives in DATA_DIR/<name>",
+        "DATASETS": "which datasets to load (missing folders are skipped with instructions)",
+        "DOWNLOAD": "True: fetch the open / PhysioNet datasets (PhysioNet needs PHYSIONET_USERNAME/PASSWORD in .env)",
+        "DATASET_OPTIONS": "{name: {loader options}}",
+        "N_EXAMPLES": "example records shown per dataset",
+        "SUMMARY_JSON": "None: RESULTS_DIR/datasets_summary.json",
+    }
+    cells = [
+        _md("# Get the datasets\n\nFor each dataset: what it is, its licence and access, a download step, then load, "
+            "summary (records per split and class, text lengths, missing images, duplicates) and a few examples. "
+            "A dataset whose folder is missing is skipped with instructions; credentials are read from the "
+            "environment or `.env`, never typed here."),
+        _code(COLAB_CELL),
+        _code("from utils import data\nfrom utils.config import results_dir\nfrom utils.data import download\n"
+              "from utils.experiment import setup_logging\n\nsetup_logging()\nsummaries = {}"),
+        _code(_parameters_cell(params, comments), tags=["parameters"]),
+        _md("## At a glance"),
+        _code("download.sources_table()"),
+    ]
+    for name in ORDER:
+        s = SOURCES[name]
+        cells += [
+            _md(f"## `{name}`: {s.title}\n\n- task: {s.task}\n- size: {s.size}\n- licence: {s.licence}\n"
+                f"- access: {s.access} ([page]({s.page}))\n\n{NOTES[name]}"),
+            _code(f"print(download.prepare({name!r}, DATA_DIR, download=DOWNLOAD and {name!r} in DATASETS))"),
+            _code(f"ds = data.try_load({name!r}, DATA_DIR, **DATASET_OPTIONS.get({name!r}, {{}})) if {name!r} in DATASETS else None\n"
+                  f"summaries[{name!r}] = data.summary(ds) if ds is not None else None\nsummaries[{name!r}]"),
+            _code("data.example_figure(ds, N_EXAMPLES) if ds is not None else None"),
+        ]
+    cells += [
+        _md("## Save the summaries"),
+        _code("data.save_summaries(summaries, SUMMARY_JSON or results_dir() / \"datasets_summary.json\")"),
+    ]
+    return cells
