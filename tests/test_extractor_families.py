@@ -385,3 +385,27 @@ def test_clap_corrupt_audio_raise_or_skip_through_the_store(clap_model, tmp_path
     assert list(store.failed) == ["r3"] and "Error" in store.failed["r3"]
     vec = store.aligned(["r0", "r1", "r2", "r3"], missing="nan")
     assert np.isfinite(vec[:3]).all() and np.isnan(vec[3]).all()
+
+
+# -------------------------------------------------------------------------- generate notebooks' steps
+def test_generate_rows_preview_umap_and_reuse(tiny_bert, tmp_path):
+    import json
+
+    from utils import data
+    from utils.extractors import generate as gen
+
+    ds = data.load("synthetic", n=40)
+    specs = [f"hf:{tiny_bert}", "timm:test_vit"]
+    with pytest.raises(ValueError, match="embeds image"):
+        gen.generate(ds, "text", specs, show_progress=False)
+    rows = gen.generate(ds, "text", specs[:1], batch_size=8, show_progress=False)
+    (r,) = rows
+    assert (r["dim"], r["count"], r["failed"], r["reused"], r["complete"]) == (32, 40, 0, False, True)
+    assert r["seconds"] > 0 and (tmp_path / "embeddings") in __import__("pathlib").Path(r["store"]).parents
+    again = gen.generate(ds, "text", specs[:1], show_progress=False)
+    assert again[0]["reused"] and again[0]["store"] == r["store"]
+    assert len(gen.preview(rows, n=2)) == 2
+    fig = gen.umap_plot(ds, rows, tmp_path / "u.png")
+    assert fig is not None and (tmp_path / "u.png").stat().st_size > 1000
+    out = json.loads(gen.save_rows(rows, tmp_path / "r.json").read_text())
+    assert out[0]["dim"] == 32 and out[0]["store"] == r["store"]

@@ -170,6 +170,19 @@ def generated_notebooks(repo: Path) -> Dict[Path, Any]:
 EXTRA_GENERATORS: Dict[str, Any] = {}
 
 
+def _generate_notebook(modality: str):
+    def make():
+        from .extractors.generate import build
+
+        return build(modality)
+
+    return make
+
+
+EXTRA_GENERATORS["generate_text_embeddings.ipynb"] = _generate_notebook("text")
+EXTRA_GENERATORS["generate_image_embeddings.ipynb"] = _generate_notebook("image")
+
+
 def _comparable(nb) -> List[Any]:
     cells = []
     for c in nb["cells"]:
