@@ -405,7 +405,6 @@ def test_generate_rows_preview_umap_and_reuse(tiny_bert, tmp_path):
     again = gen.generate(ds, "text", specs[:1], show_progress=False)
     assert again[0]["reused"] and again[0]["store"] == r["store"]
     assert len(gen.preview(rows, n=2)) == 2
-    fig = gen.umap_plot(ds, rows, tmp_path / "u.png")
-    assert fig is not None and (tmp_path / "u.png").stat().st_size > 1000
+    # gen.umap_plot runs in the generate_*_embeddings notebooks under test_notebooks (numba start-up is slow)
     out = json.loads(gen.save_rows(rows, tmp_path / "r.json").read_text())
     assert out[0]["dim"] == 32 and out[0]["store"] == r["store"]
