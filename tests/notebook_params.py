@@ -62,9 +62,31 @@ DATASET_CI: Dict[str, Any] = {
     "esc50": fixture_params("esc50", AUDIO_EXTRACTOR=None, FUSION=["early_fusion", "late_fusion", "text_only", "image_only"]),
 }
 
+def generate_embeddings(ctx) -> Params:
+    """generate_{text,image}_embeddings.ipynb: two tiny extractors on the synthetic dataset (n=120).
+
+    RESULTS_JSON is not passed: its rows describe extractors (dim, count, seconds, store), not trained
+    models, so the trained-model row check does not apply; tests/test_extractor_families.py checks them.
+    """
+    if "text" in ctx["name"]:
+        extractors, options = [f"hf:{ctx['tiny_bert']}", "minilm-offline"], {}
+    else:
+        extractors = ["timm:test_vit", "timm:test_resnet"]
+        options = {e: {"pretrained": False} for e in extractors}
+    return {
+        "DATASET_OPTIONS": {"n": 120},
+        "EXTRACTORS": extractors,
+        "EXTRACTOR_OPTIONS": options,
+        "EMBED_BATCH_SIZE": 16,
+        "RESULTS_DIR": str(ctx["tmp"] / "results"),
+        "EMBEDDINGS_DIR": str(ctx["tmp"] / "embeddings"),
+    }
+
+
 RULES: Dict[str, Callable[[Dict[str, Any]], Params]] = {
     "notebooks/embed_model_*.ipynb": embed_model,
     "get_datasets.ipynb": get_datasets,
+    "generate_*_embeddings.ipynb": generate_embeddings,
 }
 
 # which result-row models each notebook must produce (pattern -> model names); default: at least one row

@@ -84,7 +84,7 @@ def test_timm_loads_a_local_weights_file(tmp_path):
     wfile = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(wfile))
     paths = write_images(tmp_path / "img", 3)
-    ext = extractors.create("timm:test_resnet", weights_file=str(wfile))
+    ext = extractors.create("timm:test_resnet", weights_file=str(wfile), precision="fp32")  # vs an fp32 reference
     got = ext.encode(paths, show_progress=False)
     cfg = timm.data.resolve_model_data_config(ref)
     tf = timm.data.create_transform(**cfg, is_training=False)

@@ -197,6 +197,18 @@ def _get_datasets_notebook():
 
 EXTRA_GENERATORS["get_datasets.ipynb"] = _get_datasets_notebook
 
+def _generate_notebook(modality: str):
+    def make():
+        from .extractors.generate import build
+
+        return build(modality)
+
+    return make
+
+
+EXTRA_GENERATORS["generate_text_embeddings.ipynb"] = _generate_notebook("text")
+EXTRA_GENERATORS["generate_image_embeddings.ipynb"] = _generate_notebook("image")
+
 
 def _comparable(nb) -> List[Any]:
     cells = []

@@ -33,10 +33,23 @@ ALIASES: Dict[str, Tuple[str, Dict[str, Any], str]] = {
     ),
 }
 
+# the original framework's named backbones (+ CLIP/SigLIP/OpenAI/CLAP): see catalog.py for dims and preprocessing
+from .catalog import BACKBONES as _BACKBONES  # noqa: E402
+from .catalog import TEXT_ALIASES as _TEXT_ALIASES  # noqa: E402
+
+for _name, _entry in {**_BACKBONES, **_TEXT_ALIASES}.items():
+    if _name not in ALIASES or ALIASES[_name][0] == _entry[0]:
+        ALIASES[_name] = _entry
+
 # modules that register families on import (imported lazily: each pulls in heavy libraries only when used)
 _FAMILY_MODULES = {
     "hf": "utils.extractors.text_hf",
     "timm": "utils.extractors.image_timm",
+    "hf-image": "utils.extractors.image_hf",  # transformers vision models ("hf" is the text family)
+    "clip": "utils.extractors.clip",  # CLIP / SigLIP, option modality="image" | "text"
+    "clap": "utils.extractors.audio_clap",  # CLAP, option modality="audio" | "text"
+    "openai": "utils.extractors.text_openai",
+    "llamacpp": "utils.extractors.text_llamacpp",
 }
 
 __all__ = ["ALIASES", "Extractor", "ExtractorError", "FAMILIES", "MediaError", "create", "names", "parse_spec"]
@@ -75,6 +88,22 @@ def create(spec: str, **options: Any) -> Extractor:
     return FAMILIES.create(family, model_id=model_id, **{**defaults, **options})
 
 
-def names() -> List[str]:
-    """Families (``family:``) and aliases accepted by :func:`create`."""
+def names(details: bool = False) -> List[str]:
+    """Families (``family:``) and aliases accepted by :func:`create`.
+
+    ``details=True`` gives one line per alias with its spec and description (modality, dimension).
+    """
+    if details:
+        return [f"{f}: (family)" for f in sorted(_FAMILY_MODULES)] + [
+            f"{a}: {ALIASES[a][0]} -- {ALIASES[a][2]}" for a in sorted(ALIASES)
+        ]
     return [f"{f}:" for f in sorted(_FAMILY_MODULES)] + sorted(ALIASES)
+
+
+def alias_dim(alias: str) -> int:
+    """The embedding dimension an alias produces (known without loading the model)."""
+    from .catalog import DIMS
+
+    if alias not in DIMS:
+        raise UnknownNameError(f"no known dimension for {alias!r}; aliases with one: {', '.join(sorted(DIMS))}")
+    return DIMS[alias]

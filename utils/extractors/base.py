@@ -54,7 +54,18 @@ class Extractor(ABC):
 
     def config(self) -> Dict[str, Any]:
         """Everything that changes the vectors: the manifest records it and the store compares it."""
-        return {"id": self.id, "modality": self.modality, "options": _jsonable(self.options)}
+        cfg = {"id": self.id, "modality": self.modality, "options": _jsonable(self.options)}
+        if "precision" in self.options:
+            cfg["precision_resolved"] = self.resolved_precision()
+        return cfg
+
+    def resolved_precision(self, device: Optional[str] = None) -> str:
+        """The precision ``options["precision"]`` means on ``device`` (default: the loaded or auto device)."""
+        from ..config import resolve_device
+        from .runtime import resolve_precision
+
+        dev = getattr(self, "_device", None) if device is None else resolve_device(device)
+        return resolve_precision(self.options["precision"], dev if dev is not None else resolve_device("auto"))
 
     @property
     def slug(self) -> str:

@@ -1,7 +1,7 @@
 """``timm``: image embeddings from any timm model, with that model's own preprocessing.
 
 ``create("timm:<model name>", pretrained=True, weights_file=None, seed=0, num_workers="auto",
-precision="fp32", channels_last="auto")``
+precision="auto", channels_last="auto")``
 
 - The model is built with ``num_classes=0`` (pooled features, no classifier), and images go through
   ``timm.data.resolve_model_data_config`` + ``create_transform``: each backbone's own size, crop,
@@ -10,55 +10,30 @@ precision="fp32", channels_last="auto")``
   local checkpoint instead (safetensors or .pth); ``pretrained=False`` uses random weights seeded by
   ``seed`` -- an offline stand-in whose vectors are *not* foundation-model features, and labelled so.
 - Images decode and resize in DataLoader workers (``num_workers``) while the model runs.
-- ``precision``: ``fp32`` / ``bf16`` / ``fp16`` / ``auto`` (autocast); ``channels_last`` for
-  convolutional models (``auto``: on for CNNs).
+- ``precision``: ``auto`` (default: bf16 on CUDA and on CPUs with native bf16, fp16 on older CUDA,
+  fp32 elsewhere) / ``fp32`` / ``bf16`` / ``fp16`` (autocast); the manifest records what ``auto`` chose.
+  ``channels_last`` for convolutional models (``auto``: on when the model has convolutions and no
+  attention).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
 import numpy as np
 
 from . import FAMILIES
-from .base import Extractor, ExtractorError, MediaError, progress
+from .base import Extractor, ExtractorError
+from .runtime import check_precision, encode_images, looks_convolutional
 
 log = logging.getLogger(__name__)
 
 
-class _ImageFiles:
-    """A map-style dataset of image paths -> (tensor, index, error message or "")."""
-
-    def __init__(self, paths: List[Any], transform, fallback_size):
-        self.paths, self.transform, self.fallback_size = paths, transform, fallback_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        import torch
-        from PIL import Image
-
-        path = self.paths[i]
-        try:
-            if path is None:
-                raise FileNotFoundError("no image path in this row")
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-            return self.transform(img), i, ""
-        except Exception as e:  # noqa: BLE001 -- reported per row to the caller
-            return torch.zeros(3, *self.fallback_size), i, f"{type(e).__name__}: {e}"
-
-
-def loader_workers(num_workers: Union[int, str], n_items: int, batch_size: int) -> int:
-    if num_workers != "auto":
-        return int(num_workers)
-    if n_items < 2 * batch_size:
-        return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+# kept for imports from earlier code
+from .runtime import ImageFiles as _ImageFiles  # noqa: E402,F401
+from .runtime import loader_workers  # noqa: E402,F401
 
 
 @FAMILIES.register("timm", modality="image")
@@ -73,10 +48,10 @@ class TimmImageExtractor(Extractor):
         weights_file: Optional[str] = None,
         seed: int = 0,
         num_workers: Union[int, str] = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         channels_last: Union[bool, str] = "auto",
     ):
-        options: dict = {"pretrained": bool(pretrained or weights_file), "precision": precision}
+        options: dict = {"pretrained": bool(pretrained or weights_file), "precision": check_precision(precision)}
         if weights_file:
             options["weights_file"] = str(Path(weights_file).expanduser().resolve())
         if not options["pretrained"]:
@@ -129,7 +104,7 @@ class TimmImageExtractor(Extractor):
         self._transform = timm.data.create_transform(**self.data_config, is_training=False)
         use_cl = self.channels_last
         if use_cl == "auto":
-            use_cl = not any(k in type(model).__name__.lower() for k in ("vit", "vision", "transformer", "eva", "deit"))
+            use_cl = looks_convolutional(model)
         self._channels_last = bool(use_cl)
         model = model.to(dev).eval()
         if self._channels_last:
@@ -139,54 +114,11 @@ class TimmImageExtractor(Extractor):
         log.info("timm: loaded %s on %s (%s)", self.model_id, dev, self.describe())
         return self
 
-    def _autocast(self):
-        import contextlib
-
-        import torch
-
-        precision = self.options["precision"]
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        if precision == "auto":
-            if self._device.type == "cuda":
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            else:
-                return contextlib.nullcontext()
-        else:
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        return torch.autocast(device_type=self._device.type, dtype=dtype)
-
     def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
-        import torch
-        from torch.utils.data import DataLoader
-
         self.load(device)
-        size = tuple(self.data_config["input_size"][1:])
-        data = _ImageFiles(items, self._transform, size)
-        workers = loader_workers(self.num_workers, len(items), batch_size)
-        cuda = self._device.type == "cuda"
-        loader = DataLoader(
-            data, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda,
-            persistent_workers=False, prefetch_factor=4 if workers else None,
+        return encode_images(
+            items, self._transform, tuple(self.data_config["input_size"]), self._model, self._device,
+            batch_size=batch_size, num_workers=self.num_workers, channels_last=self._channels_last,
+            precision=self.resolved_precision(), on_error=on_error, failures=self.last_failures,
+            desc=f"embed images ({self.model_id})", show_progress=show_progress,
         )
-        out: Optional[np.ndarray] = None
-        with torch.inference_mode():
-            bar = progress(loader, total=len(loader), desc=f"embed images ({self.model_id})", enabled=show_progress, unit="batch")
-            for x, idx, errors in bar:
-                for i, err in zip(idx.tolist(), errors):
-                    if err:
-                        if on_error == "raise":
-                            raise MediaError(i, items[i], err)
-                        self.last_failures[i] = err
-                x = x.to(self._device, non_blocking=cuda)
-                if self._channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with self._autocast():
-                    feats = self._model(x)
-                vec = feats.float().cpu().numpy()
-                if out is None:
-                    out = np.empty((len(items), vec.shape[1]), dtype=np.float32)
-                out[idx.numpy()] = vec
-        if out is None:
-            raise ExtractorError("timm: no batches were produced")
-        return out

