@@ -60,7 +60,7 @@ def bench(model_name: str, paths: list, batch_size: int, repeats: int) -> dict:
     from PIL import Image
 
     from utils import extractors
-    from utils.extractors.runtime import autocast
+    from utils.precision import autocast
 
     n = len(paths)
     ext = extractors.create(f"timm:{model_name}", pretrained=False, seed=0)

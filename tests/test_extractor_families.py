@@ -153,7 +153,6 @@ def test_hf_image_bad_file_names_the_row(models, tmp_path):
 
 # ----------------------------------------------------------------------------------------- precision
 def test_reduced_precision_agrees_with_fp32_and_is_recorded(models, images, monkeypatch):
-    from utils.extractors import runtime
 
     for spec, opts in ((f"hf-image:{models['convnext']}", {}), ("timm:test_resnet", {"pretrained": False})):
         ref = extractors.create(spec, precision="fp32", **opts).encode(images, show_progress=False)
@@ -163,10 +162,11 @@ def test_reduced_precision_agrees_with_fp32_and_is_recorded(models, images, monk
             assert _cos(got, ref).mean() >= 0.99, (spec, precision)
             assert ext.config()["precision_resolved"] == precision
     # auto: bf16 on a CPU with native bf16, fp32 on one without (the manifest records which)
-    runtime.cpu_has_bf16.cache_clear()
-    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    import utils.precision
+
+    monkeypatch.setattr(utils.precision, "cpu_has_bf16", lambda: True)
     assert extractors.create(spec, **opts).config()["precision_resolved"] == "bf16"
-    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(utils.precision, "cpu_has_bf16", lambda: False)
     cfg = extractors.create(spec, **opts).config()
     assert cfg["precision_resolved"] == "fp32" and cfg["options"]["precision"] == "auto"
     with pytest.raises(ValueError, match="precision"):

@@ -149,7 +149,7 @@ def test_reduced_precision_training_matches_fp32_quality_and_is_recorded():
         torch.manual_seed(0)
         res = fit(build_head("text_only", {"text": 16}, 3), X[:400], y[:400], X[400:500], y[400:500], "multiclass",
                   ["a", "b", "c"], TrainConfig(epochs=8, patience=None, precision=precision))
-        assert res.precision == ("fp32" if precision == "fp32" else "bfloat16")
+        assert res.precision == precision
         scores[precision] = (predict_proba(res.model, X[500:], "multiclass").argmax(1) == y[500:]).mean()
     assert scores["fp32"] > 0.9 and abs(scores["fp32"] - scores["bf16"]) <= 0.03
     with pytest.raises(ValueError, match="precision"):

@@ -136,46 +136,6 @@ def resolve_device(device: Optional[str] = "auto") -> "torch.device":  # noqa: F
     return dev
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX-512 BF16 or AMX), where bf16 matmuls are ~2x fp32."""
-    import torch
-
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        fn = getattr(torch.cpu, probe, None)
-        try:
-            if fn is not None and fn():
-                return True
-        except Exception:  # noqa: BLE001 -- private API; fall back to cpuinfo
-            pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def autocast_dtype(device: "torch.device", precision: str = "auto") -> Optional["torch.dtype"]:  # noqa: F821
-    """The autocast dtype for ``precision`` on ``device``, or ``None`` for plain fp32.
-
-    ``"auto"``: bf16 on CUDA with bf16 (else fp16) and on CPUs with native bf16; fp32 elsewhere.
-    """
-    import torch
-
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if precision != "auto":
-        raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
-
-
 # ---------------------------------------------------------------------------------------------- Colab
 
 

@@ -7,7 +7,6 @@ DataLoader, no per-row Python. The best epoch is chosen on the validation split,
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -19,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import autocast_dtype, resolve_device
+from .config import resolve_device
+from .precision import autocast, resolve_precision
 from .metrics import classification_metrics
 from .models.losses import ClassWeights, class_weight_vector, make_loss, probabilities, targets_tensor
 
@@ -40,7 +40,7 @@ class TrainConfig:
     seed: int = 0  # seeds torch (init, dropout) and the batch order
     device: str = "auto"  # "auto": CUDA, then MPS, then CPU
     eval_batch_size: int = 8192  # batch size for validation / inference passes
-    precision: str = "auto"  # matmuls in bf16 autocast where the hardware has native bf16 (see config.autocast_dtype)
+    precision: str = "auto"  # matmuls in bf16 autocast where the hardware has native bf16 (see utils.precision)
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
@@ -128,8 +128,7 @@ def fit(
     weight = class_weight_vector(np.asarray(y_train), task, len(classes), config.class_weights)
     loss_fn = make_loss(task, weight.to(dev) if weight is not None else None)
     opt = make_optimizer(model, config, dev)
-    amp = autocast_dtype(dev, config.precision)
-    autocast = (lambda: torch.autocast(dev.type, dtype=amp)) if amp is not None else contextlib.nullcontext
+    precision = resolve_precision(config.precision, dev)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
 
     n, bs = len(Xt), config.batch_size
@@ -155,7 +154,7 @@ def fit(
         running = torch.zeros((), device=dev)
         for lo, hi in bounds:
             idx = perm[lo:hi]
-            with autocast():
+            with autocast(dev, precision):
                 logits = model(Xt.index_select(0, idx))
             loss = loss_fn(logits.float(), yt.index_select(0, idx))
             opt.zero_grad(set_to_none=True)
@@ -185,7 +184,7 @@ def fit(
     model.eval()
     return FitResult(
         model=model, best_epoch=best_epoch, epochs_run=epoch, train_seconds=train_seconds, history=history,
-        precision="fp32" if amp is None else str(amp).replace("torch.", ""),
+        precision=precision,
     )
 
 

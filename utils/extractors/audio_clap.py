@@ -23,7 +23,7 @@ import numpy as np
 from . import FAMILIES
 from .base import Extractor, ExtractorError, MediaError, progress
 from .clip import encode_texts_with, features
-from .runtime import autocast, check_precision
+from ..precision import autocast, check_precision
 
 log = logging.getLogger(__name__)
 

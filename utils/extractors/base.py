@@ -62,7 +62,7 @@ class Extractor(ABC):
     def resolved_precision(self, device: Optional[str] = None) -> str:
         """The precision ``options["precision"]`` means on ``device`` (default: the loaded or auto device)."""
         from ..config import resolve_device
-        from .runtime import resolve_precision
+        from ..precision import resolve_precision
 
         dev = getattr(self, "_device", None) if device is None else resolve_device(device)
         return resolve_precision(self.options["precision"], dev if dev is not None else resolve_device("auto"))

@@ -21,7 +21,8 @@ import numpy as np
 from . import FAMILIES
 from .base import Extractor, ExtractorError, length_sorted_batches, progress
 from .image_hf import ProcessorTransform, check_against_catalog, processor_stats
-from .runtime import autocast, check_precision, encode_images
+from ..precision import autocast, check_precision
+from .runtime import encode_images
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from . import FAMILIES
 from .base import Extractor, ExtractorError
-from .runtime import check_precision, encode_images, looks_convolutional
+from ..precision import check_precision
+from .runtime import encode_images, looks_convolutional
 
 log = logging.getLogger(__name__)
 

@@ -26,14 +26,10 @@ import numpy as np
 
 from . import FAMILIES
 from .base import Extractor, ExtractorError
-from .runtime import check_precision, encode_images, looks_convolutional
+from ..precision import check_precision
+from .runtime import encode_images, looks_convolutional
 
 log = logging.getLogger(__name__)
-
-
-# kept for imports from earlier code
-from .runtime import ImageFiles as _ImageFiles  # noqa: E402,F401
-from .runtime import loader_workers  # noqa: E402,F401
 
 
 @FAMILIES.register("timm", modality="image")

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import FAMILIES
 from .base import Extractor, ExtractorError, length_sorted_batches, progress
-from .runtime import autocast, check_precision
+from ..precision import autocast, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ def resolve_model_path(model_id: str) -> str:
 
 
 def torch_dtype(precision: str, device) -> "torch.dtype":  # noqa: F821
-    """The dtype for ``precision`` on ``device`` (``auto``: see :func:`runtime.resolve_precision`)."""
-    from .runtime import resolve_precision
-    from .runtime import torch_dtype as _dtype
+    """The dtype for ``precision`` on ``device`` (``auto``: see :func:`utils.precision.resolve_precision`)."""
+    from ..precision import resolve_precision
+    from ..precision import torch_dtype as _dtype
 
     return _dtype(resolve_precision(precision, device))
 
