@@ -78,3 +78,19 @@ def write_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> list:
         Image.fromarray(arr).save(p)
         paths.append(p)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_folder(tmp_path_factory) -> Path:
+    """A saved 2-layer ViT (32 px) with its image processor (tests/tiny_models.py)."""
+    from .tiny_models import make_tiny_vit
+
+    return make_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_folder(tmp_path_factory) -> Path:
+    """A saved tiny CLIP (32 px vision tower, projection 16) with its image processor (tests/tiny_models.py)."""
+    from .tiny_models import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
