@@ -379,6 +379,7 @@ def load_clip_image_encoder(clip_path: os.PathLike, lora_path: Optional[os.PathL
         from peft import PeftModel
 
         clip = PeftModel.from_pretrained(clip, str(lora_path)).merge_and_unload()
+        clip.requires_grad_(True)  # peft loads adapters for inference (frozen base); the merged encoder fine-tunes
     return ClipImageEncoder(clip)
 
 
