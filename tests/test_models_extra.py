@@ -172,3 +172,26 @@ def test_token_feature_cache_and_end_to_end_agree(tiny_bert, tmp_path):
     cached = e2e.selector(torch.from_numpy(tokens.astype(np.float32)), torch.from_numpy(np.array(mask)), img)
     assert torch.allclose(out, cached, atol=1e-2)
     assert all(not p.requires_grad for p in e2e.encoder.parameters())
+
+
+def test_guided_end_to_end_gradients_and_train_guided_on_cache(tiny_bert, tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    from utils.data import load
+    from utils.models.guided import GuidedEndToEnd, ImageGuidedTextSelector, cache_token_features, image_guide_features, train_guided
+
+    torch.manual_seed(0)
+    e2e = GuidedEndToEnd(AutoModel.from_pretrained(str(tiny_bert)), image_dim=4, n_out=3, train_encoder=True, hidden=16)
+    b = AutoTokenizer.from_pretrained(str(tiny_bert))(["a small iron block", "red silk"], padding=True, return_tensors="pt")
+    e2e.train()
+    e2e(b["input_ids"], b["attention_mask"], torch.randn(2, 4)).square().sum().backward()
+    assert all(p.grad is not None for p in e2e.parameters()), "every encoder and selector parameter gets a gradient"
+
+    ds = load("synthetic", n=40)
+    img, names = image_guide_features(ds, ("timm:test_vit", "timm:test_resnet"), {s: {"pretrained": False} for s in ("timm:test_vit", "timm:test_resnet")},
+                                      show_progress=False)
+    assert img.shape[0] == 40 and len(names) == 2 and img.shape[1] > 0
+    folder = cache_token_features(ds.items("text"), list(ds.df["id"]), str(tiny_bert), tmp_path / "tok", max_length=24, show_progress=False)
+    rows = train_guided(ds, folder, img, seeds=[0, 1], epochs=3, batch_size=8, hidden=16)
+    assert [r["model"] for r in rows] == ["guided", "guided"] and all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert rows[0]["n_params"] == n_params(ImageGuidedTextSelector(32, img.shape[1], 4, 16))

@@ -65,6 +65,8 @@ class GuidedEndToEnd(nn.Module):
 
     def __init__(self, encoder: nn.Module, image_dim: int, n_out: int, train_encoder: bool = True, **head: Any):
         super().__init__()
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # unused: the selector reads every token
         self.encoder = encoder
         self.train_encoder = train_encoder
         for p in encoder.parameters():
