@@ -167,6 +167,14 @@ def _encode(row: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _as_text(v: Any) -> Optional[str]:
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, float) and np.isnan(v):
+        return None
+    return json.dumps(v, default=str)
+
+
 def append_runs(rows: Sequence[Mapping[str, Any]], path: Optional[PathLike] = None) -> Path:
     """Append rows to the parquet results table (created when missing); written to a temp file, then renamed."""
     path = runs_path(path)
@@ -176,7 +184,7 @@ def append_runs(rows: Sequence[Mapping[str, Any]], path: Optional[PathLike] = No
         new = pd.concat([pd.read_parquet(path), new], ignore_index=True)
     for c in new.columns:  # mixed object columns (None + str) stay strings for parquet
         if new[c].dtype == object:
-            new[c] = new[c].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
+            new[c] = new[c].map(_as_text)
     tmp = path.with_suffix(".parquet.tmp")
     new.to_parquet(tmp, index=False)
     os.replace(tmp, path)
