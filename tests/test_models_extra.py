@@ -195,3 +195,16 @@ def test_guided_end_to_end_gradients_and_train_guided_on_cache(tiny_bert, tmp_pa
     rows = train_guided(ds, folder, img, seeds=[0, 1], epochs=3, batch_size=8, hidden=16)
     assert [r["model"] for r in rows] == ["guided", "guided"] and all(0 <= r["accuracy"] <= 1 for r in rows)
     assert rows[0]["n_params"] == n_params(ImageGuidedTextSelector(32, img.shape[1], 4, 16))
+
+
+def test_guided_run_kind_and_metric_monitor(tiny_bert):
+    from utils import runs
+
+    rows = runs.run_seeds({"kind": "guided", "dataset_options": {"n": 40}, "text_model": str(tiny_bert), "max_length": 16,
+                           "image_extractors": ["timm:test_vit", "timm:test_resnet"], "hidden": 16, "epochs": 3, "batch_size": 8,
+                           "extractor_options": {"timm:test_vit": {"pretrained": False}, "timm:test_resnet": {"pretrained": False}},
+                           "train": {"monitor": "val_macro_f1", "patience": None}}, seeds=[0, 1])
+    assert [r["model"] for r in rows] == ["guided", "guided"] and rows[0]["config"]["kind"] == "guided"
+    assert all(len(r["history"]) == 3 and "val_macro_f1" in r["history"][0] for r in rows)
+    s = runs.summarize(rows)
+    assert s.loc[0, "seeds"] == 2 and s.loc[0, "accuracy_std"] == pytest.approx(np.std([r["accuracy"] for r in rows], ddof=1))

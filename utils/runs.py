@@ -11,7 +11,9 @@ A config's ``kind``:
   (keys: ``text_extractor``, ``image_extractor``, ``extractor_options``, ``models``, ``epochs``, ``batch_size``, ``train``);
 - ``full``: ``bert_vit_*`` end-to-end models (keys: ``text_model``, ``image_model``, ``models``, ``epochs``,
   ``batch_size``, ``lr``, ``head_lr``, ``max_length``, ``patience``);
-- ``bert_clip``: the BERT + CLIP late-fusion classifier (keys: ``bert_path``, ``clip_path``, ``lora_path``, ``epochs``, ...).
+- ``bert_clip``: the BERT + CLIP late-fusion classifier (keys: ``bert_path``, ``clip_path``, ``lora_path``, ``epochs``, ...);
+- ``guided``: image-guided text feature selection on cached token features (keys: ``text_model``,
+  ``image_extractors`` (their embeddings side by side guide the gates), ``max_length``, ``epochs``, ``hidden``).
 
 Every row records the full config, library versions, seed, metrics, per-epoch curves (``history``), train time
 per epoch, inference time, parameter count and peak memory (CUDA peak allocation on a GPU, else the process's
@@ -37,7 +39,7 @@ from .config import PathLike, library_versions, results_dir
 log = logging.getLogger(__name__)
 
 RUNS_FILE = "runs.parquet"
-KINDS = ("embedding", "full", "bert_clip")
+KINDS = ("embedding", "full", "bert_clip", "guided")
 JSON_FIELDS = ("modalities", "extractors", "per_class_f1", "confusion_matrix", "history", "train_config", "versions", "config",
                "epoch_seconds")
 SUMMARY_METRICS = ["accuracy", "macro_f1", "roc_auc", "train_s_per_epoch", "inference_s"]
@@ -48,6 +50,9 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     "full": {"text_model": "bert-base-uncased", "image_model": "google/vit-base-patch16-224-in21k",
              "models": ["bert_vit_early_frozen", "bert_vit_late_frozen", "bert_vit_early_finetune", "bert_vit_late_finetune"],
              "epochs": 5, "batch_size": 16, "lr": 2e-5, "head_lr": 1e-3, "max_length": 128, "patience": 2},
+    "guided": {"text_model": "bert-base-multilingual-cased",
+               "image_extractors": ["timm:vit_base_patch16_224.augreg2_in21k_ft_in1k", "timm:resnet34.a1_in1k"],
+               "extractor_options": {}, "max_length": 128, "epochs": 30, "batch_size": 32, "hidden": 256, "train": {}},
     "bert_clip": {"bert_path": "bert-base-uncased", "clip_path": "openai/clip-vit-base-patch32", "lora_path": None,
                   "epochs": 5, "batch_size": 16, "lr": 2e-5, "patience": 2, "class_weights": "balanced", "max_length": 128},
 }
@@ -105,6 +110,19 @@ def run(config: Mapping[str, Any], ds=None) -> List[Dict[str, Any]]:
         tc = FullTrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"], head_lr=cfg["head_lr"],
                              max_length=cfg["max_length"], patience=cfg["patience"], device=cfg["device"])
         rows = train_full_models(ds, cfg["models"], cfg["text_model"], cfg["image_model"], seeds, tc, show_progress=False)
+    elif kind == "guided":
+        from .config import embeddings_dir
+        from .models.guided import cache_token_features, image_guide_features, train_guided
+
+        img, names = image_guide_features(ds, cfg["image_extractors"], cfg["extractor_options"], device=cfg["device"],
+                                          embeddings_dir=cfg.get("embeddings_dir"), show_progress=False)
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(cfg["text_model"]))[-80:]
+        folder = embeddings_dir(cfg.get("embeddings_dir")) / ds.spec.key / "text_tokens" / f"{slug}_T{cfg['max_length']}"
+        cache_token_features(ds.items("text"), list(ds.df["id"]), cfg["text_model"], folder, cfg["max_length"],
+                             device=cfg["device"], show_progress=False)
+        rows = train_guided(ds, folder, img, seeds, cfg["epochs"], cfg["batch_size"], cfg["hidden"], cfg["device"], **dict(cfg["train"]))
+        for r in rows:
+            r.update(family="embedding", modalities=["text", "image"], extractors={"text": f"{cfg['text_model']} (tokens)", "image": " + ".join(names)})
     else:
         import tempfile
 
