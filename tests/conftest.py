@@ -14,6 +14,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per xdist worker: two workers x two OpenMP threads on two cores spin-wait each other
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 WORDS = (
     "a an the of in on at by to is was it this that made from small large tiny iron granite lead steel "
@@ -78,3 +84,19 @@ def write_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> list:
         Image.fromarray(arr).save(p)
         paths.append(p)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_folder(tmp_path_factory) -> Path:
+    """A saved 2-layer ViT (32 px) with its image processor (tests/tiny_models.py)."""
+    from .tiny_models import make_tiny_vit
+
+    return make_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_folder(tmp_path_factory) -> Path:
+    """A saved tiny CLIP (32 px vision tower, projection 16) with its image processor (tests/tiny_models.py)."""
+    from .tiny_models import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))

@@ -23,8 +23,7 @@ def embed_model(ctx) -> Params:
         "EMBED_BATCH_SIZE": 16,
         "RESULTS_JSON": str(ctx["results_json"]),
     }
-    extra = DATASET_CI.get(dataset, {})
-    p.update(extra(ctx) if callable(extra) else extra)
+    p.update(dataset_ci(dataset, ctx))
     return p
 
 
@@ -51,6 +50,39 @@ def get_datasets(ctx) -> Params:
             "SUMMARY_JSON": str(ctx["tmp"] / "summary.json")}
 
 
+def dataset_ci(dataset: str, ctx) -> Params:
+    """The dataset's extra CI parameters (a dict, or built from ``ctx`` by a function)."""
+    extra = DATASET_CI.get(dataset, {})
+    return dict(extra(ctx) if callable(extra) else extra)
+
+
+def full_model(ctx) -> Params:
+    """BERT + ViT / BERT + CLIP baselines on tiny local models (built in the test's folder), 3 seeds, 1 epoch."""
+    from .tiny_models import make_tiny_clip, make_tiny_vit
+
+    dataset = ctx["name"].removeprefix("full_model_")
+    p: Params = {
+        "TEXT_MODEL": str(ctx["tiny_bert"]),
+        "IMAGE_MODEL": str(make_tiny_vit(ctx["tmp"] / "tiny-vit")),
+        "CLIP_MODEL": str(make_tiny_clip(ctx["tmp"] / "tiny-clip")),
+        "FULL_MODELS": ["bert_vit_early_frozen", "bert_vit_late_finetune"],
+        "TEXT_EXTRACTOR": f"hf:{ctx['tiny_bert']}",
+        "IMAGE_EXTRACTOR": "timm:test_vit",
+        "EXTRACTOR_OPTIONS": {"image": {"pretrained": False}},
+        "FUSION": ["early_fusion", "logreg"],
+        "EPOCHS": 1,
+        "HEAD_EPOCHS": 3,
+        "MAX_LENGTH": 32,
+        "N_SEEDS": 3,
+        "RESULTS_JSON": str(ctx["results_json"]),
+    }
+    extra = dataset_ci(dataset, ctx)
+    extra.pop("FUSION", None)  # embed-only choices; the full-model rule sets its own
+    extra.pop("AUDIO_EXTRACTOR", None)
+    p.update(extra)
+    return p
+
+
 # dataset -> extra CI parameters (fixture folders, small sizes)
 DATASET_CI: Dict[str, Any] = {
     "synthetic": {"DATASET_OPTIONS": {"n": 160}},
@@ -61,6 +93,7 @@ DATASET_CI: Dict[str, Any] = {
     # esc50: the per-class text + image inputs (the CLAP audio family is optional here)
     "esc50": fixture_params("esc50", AUDIO_EXTRACTOR=None, FUSION=["early_fusion", "late_fusion", "text_only", "image_only"]),
 }
+
 
 def generate_embeddings(ctx) -> Params:
     """generate_{text,image}_embeddings.ipynb: two tiny extractors on the synthetic dataset (n=120).
@@ -87,9 +120,11 @@ RULES: Dict[str, Callable[[Dict[str, Any]], Params]] = {
     "notebooks/embed_model_*.ipynb": embed_model,
     "get_datasets.ipynb": get_datasets,
     "generate_*_embeddings.ipynb": generate_embeddings,
+    "notebooks/full_model_*.ipynb": full_model,
 }
 
 # which result-row models each notebook must produce (pattern -> model names); default: at least one row
 EXPECTED_MODELS: Dict[str, list] = {
     "notebooks/embed_model_*.ipynb": ["early_fusion", "late_fusion", "text_only", "image_only"],
+    "notebooks/full_model_*.ipynb": ["bert_vit_early_frozen", "bert_vit_late_finetune", "bert_clip_late", "early_fusion", "logreg"],
 }

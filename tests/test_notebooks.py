@@ -75,3 +75,16 @@ def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
         expected = _rule(notebook_params.EXPECTED_MODELS, rel)
         if expected:
             assert {r["model"] for r in rows} >= set(expected)
+
+
+@pytest.mark.parametrize("rel", NOTEBOOKS)
+def test_papermill_reads_every_parameter(rel):
+    """papermill must parse each line of the parameters cell (a '=' inside a comment breaks its parser)."""
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    nb = nbformat.read(str(REPO / rel), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [ln.split("=", 1)[0].strip() for ln in cell.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    parsed = [p.name for p in PythonTranslator.inspect(cell)]
+    assert parsed == assigned

@@ -167,3 +167,15 @@ def write_tones(folder: Path, rates=(16000, 44100, 48000), seconds: float = 0.5)
         sf.write(p, x, sr)
         paths.append(p)
     return paths
+
+
+def make_tiny_vit(folder: Path) -> Path:
+    """A tiny ViT folder for the full-model baselines (built once per folder)."""
+    folder = Path(folder)
+    return folder if (folder / "config.json").is_file() else make_vision(folder, "vit")
+
+
+def make_tiny_clip(folder: Path) -> Path:
+    """A tiny CLIP folder for the BERT + CLIP baseline (built once per folder)."""
+    folder = Path(folder)
+    return folder if (folder / "config.json").is_file() else make_clip(folder)

@@ -72,7 +72,7 @@ EMBED_COMMENTS = {
     "BATCH_SIZE": "head training batch size",
     "EMBED_BATCH_SIZE": "extraction batch size",
     "SEED": "first seed",
-    "N_SEEDS": "seeds SEED .. SEED+N_SEEDS-1; use >= 3 when comparing models",
+    "N_SEEDS": "number of seeds, from SEED on; use 3 or more when comparing models",
     "DEVICE": "'auto': CUDA, then MPS, then CPU",
     "RESULTS_DIR": "None: MMFUSION_RESULTS_DIR, .env or ./results",
     "RESULTS_JSON": "None: RESULTS_DIR/embed_model_<DATASET>.json",
@@ -151,6 +151,114 @@ def embed_model_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str,
     ]
 
 
+FULL_COMMENTS = {
+    "DATASET": "a name from utils.data.names()",
+    "DATA_DIR": "None: MMFUSION_DATA_DIR, .env or ./data",
+    "DATASET_OPTIONS": "loader options (task, subset size, ...)",
+    "TEXT_MODEL": "BERT backbone: hub id or local (fine-tuned) folder",
+    "IMAGE_MODEL": "ViT backbone: hub id or local folder",
+    "FULL_MODELS": "bert_vit_<early|late>_<frozen|finetune|lastN>",
+    "CLIP_MODEL": "CLIP folder/id for the BERT + CLIP late-fusion Trainer baseline (None: skip it)",
+    "CLIP_LORA": "optional peft LoRA adapter folder applied to CLIP",
+    "TEXT_EXTRACTOR": "embedding model for the comparison heads",
+    "IMAGE_EXTRACTOR": "embedding model for the comparison heads",
+    "EXTRACTOR_OPTIONS": "{'text': {...}, 'image': {...}}",
+    "FUSION": "embedding heads (and 'logreg') trained for comparison",
+    "EPOCHS": "end-to-end epochs (early stopping on validation)",
+    "HEAD_EPOCHS": "embedding-head epochs (early stopping on validation)",
+    "BATCH_SIZE": "end-to-end batch size",
+    "LR": "backbone learning rate when fine-tuning",
+    "MAX_LENGTH": "tokenizer max length",
+    "SEED": "first seed",
+    "N_SEEDS": "number of seeds, from SEED on; 3 or more to compare models",
+    "DEVICE": "'auto': CUDA, then MPS, then CPU",
+    "RESULTS_DIR": "None: MMFUSION_RESULTS_DIR, .env or ./results",
+    "RESULTS_TABLE": "None: RESULTS_DIR/runs.parquet (every run is appended)",
+    "RESULTS_JSON": "None: RESULTS_DIR/full_model_<DATASET>.json",
+}
+
+
+def _full_parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
+    params: Dict[str, Any] = {
+        "DATASET": dataset,
+        "DATA_DIR": None,
+        "DATASET_OPTIONS": {},
+        "TEXT_MODEL": "bert-base-uncased",
+        "IMAGE_MODEL": "google/vit-base-patch16-224-in21k",
+        "FULL_MODELS": ["bert_vit_early_frozen", "bert_vit_late_frozen", "bert_vit_early_finetune", "bert_vit_late_finetune"],
+        "CLIP_MODEL": "openai/clip-vit-base-patch32",
+        "CLIP_LORA": None,
+        "TEXT_EXTRACTOR": "minilm-offline",
+        "IMAGE_EXTRACTOR": "random-convnext",
+        "EXTRACTOR_OPTIONS": {},
+        "FUSION": ["early_fusion", "late_fusion", "logreg"],
+        "EPOCHS": 5,
+        "HEAD_EPOCHS": 50,
+        "BATCH_SIZE": 16,
+        "LR": 2e-5,
+        "MAX_LENGTH": 128,
+        "SEED": 0,
+        "N_SEEDS": 3,
+        "DEVICE": "auto",
+        "RESULTS_DIR": None,
+        "RESULTS_TABLE": None,
+        "RESULTS_JSON": None,
+    }
+    params.update({k: v for k, v in overrides.items() if k in params})
+    return params
+
+
+def full_model_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Cells of ``notebooks/full_model_<dataset>.ipynb``: end-to-end baselines against embedding heads."""
+    params = _full_parameters(dataset, overrides)
+    return [
+        _md(
+            f"# Full model: `{dataset}`\n\n"
+            "End-to-end baselines (a BERT text backbone and a ViT image backbone, frozen or fine-tuned, under the "
+            "early- and late-fusion heads; BERT + CLIP late fusion trained with a `transformers.Trainer`) against "
+            "the embedding-model heads on the same splits, over several seeds. Model selection and early stopping "
+            "use the validation split only; every run is appended to the results table (parquet). Run headless with "
+            f"`papermill notebooks/full_model_{dataset}.ipynb out.ipynb -p EPOCHS 3`."
+        ),
+        _code(COLAB_CELL),
+        _code(
+            "from utils import experiment as ex\n"
+            "from utils import runs\n"
+            "from utils.config import results_dir\n\n"
+            "ex.setup_logging()"
+        ),
+        _code(_parameters_cell(params, FULL_COMMENTS), tags=["parameters"]),
+        _md("## Load the dataset"),
+        _code("ds = ex.load_dataset(DATASET, DATA_DIR, **DATASET_OPTIONS)\nseeds = list(range(SEED, SEED + N_SEEDS))\nds"),
+        _md("## BERT + ViT end to end\nEach backbone with its own preprocessing (tokenizer, image processor)."),
+        _code(
+            "full_rows = runs.run_seeds({\"kind\": \"full\", \"dataset\": DATASET, \"dataset_options\": DATASET_OPTIONS,\n"
+            "                            \"text_model\": TEXT_MODEL, \"image_model\": IMAGE_MODEL, \"models\": FULL_MODELS,\n"
+            "                            \"epochs\": EPOCHS, \"batch_size\": BATCH_SIZE, \"lr\": LR, \"max_length\": MAX_LENGTH,\n"
+            "                            \"device\": DEVICE}, seeds, ds=ds)"
+        ),
+        _md("## BERT + CLIP late fusion (`transformers.Trainer`, class-weighted loss, early stopping)"),
+        _code(
+            "clip_rows = [] if CLIP_MODEL is None else runs.run_seeds(\n"
+            "    {\"kind\": \"bert_clip\", \"dataset\": DATASET, \"dataset_options\": DATASET_OPTIONS, \"bert_path\": TEXT_MODEL,\n"
+            "     \"clip_path\": CLIP_MODEL, \"lora_path\": CLIP_LORA, \"epochs\": EPOCHS, \"batch_size\": BATCH_SIZE, \"lr\": LR,\n"
+            "     \"max_length\": MAX_LENGTH, \"device\": DEVICE}, seeds, ds=ds)"
+        ),
+        _md("## Embedding model heads for comparison"),
+        _code(
+            "embed_rows = runs.run_seeds({\"kind\": \"embedding\", \"dataset\": DATASET, \"dataset_options\": DATASET_OPTIONS,\n"
+            "                             \"text_extractor\": TEXT_EXTRACTOR, \"image_extractor\": IMAGE_EXTRACTOR,\n"
+            "                             \"extractor_options\": EXTRACTOR_OPTIONS, \"models\": FUSION, \"epochs\": HEAD_EPOCHS,\n"
+            "                             \"device\": DEVICE}, seeds, ds=ds)"
+        ),
+        _md("## Results (test split, mean and std over seeds)"),
+        _code("rows = full_rows + clip_rows + embed_rows\nruns.append_runs(rows, RESULTS_TABLE)\nruns.paper_table(rows)"),
+        _code("out_dir = results_dir(RESULTS_DIR)\nfig = runs.plot_comparison(rows, out_dir / f\"full_model_{DATASET}.png\")"),
+        _md("## Save\nOne row per trained model and seed."),
+        _code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"full_model_{DATASET}.json\")"),
+    ]
+
+
 def _md(src: str) -> Dict[str, Any]:
     return {"cell_type": "markdown", "source": src, "tags": []}
 
@@ -180,6 +288,7 @@ def generated_notebooks(repo: Path) -> Dict[Path, Any]:
     out = {}
     for dataset, overrides in DATASET_NOTEBOOKS.items():
         out[repo / "notebooks" / f"embed_model_{dataset}.ipynb"] = build_notebook(embed_model_cells(dataset, overrides))
+        out[repo / "notebooks" / f"full_model_{dataset}.ipynb"] = build_notebook(full_model_cells(dataset, overrides))
     for path, make in EXTRA_GENERATORS.items():
         out[repo / path] = make()
     return out

@@ -41,6 +41,9 @@ class TrainConfig:
     device: str = "auto"  # "auto": CUDA, then MPS, then CPU
     eval_batch_size: int = 8192  # batch size for validation / inference passes
     precision: str = "auto"  # matmuls in bf16 autocast where the hardware has native bf16 (see utils.precision)
+    loss: str = "auto"  # "auto" (BCE / CE by task), "ce", "bce" or "focal" (see utils.models.losses.make_loss)
+    focal_gamma: float = 2.0  # focal loss focusing parameter (0: plain cross-entropy)
+    focal_alpha: Optional[Any] = None  # focal loss alpha: scalar (positive-class weight) or one per class
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
@@ -126,7 +129,7 @@ def fit(
     yt = targets_tensor(y_train, task).to(dev)
     yv = targets_tensor(y_val, task).to(dev)
     weight = class_weight_vector(np.asarray(y_train), task, len(classes), config.class_weights)
-    loss_fn = make_loss(task, weight.to(dev) if weight is not None else None)
+    loss_fn = make_loss(task, weight.to(dev) if weight is not None else None, config.loss, config.focal_gamma, config.focal_alpha).to(dev)
     opt = make_optimizer(model, config, dev)
     precision = resolve_precision(config.precision, dev)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)

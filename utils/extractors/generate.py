@@ -136,7 +136,7 @@ _COMMENTS = {
     "DATASET": "a name from utils.data.names()",
     "DATA_DIR": "None: MMFUSION_DATA_DIR, .env or ./data",
     "DATASET_OPTIONS": "loader options (task, subset size, ...)",
-    "EXTRACTORS": "aliases (utils.extractors.names(details=True)) or 'family:model_id'",
+    "EXTRACTORS": "aliases or 'family:model_id'; utils.extractors.names() lists the aliases",
     "EXTRACTOR_OPTIONS": "{spec: {option: value}}, e.g. {'clip-vit-b16': {'modality': 'text'}}",
     "EMBED_BATCH_SIZE": "extraction batch size",
     "DEVICE": "'auto': CUDA, then MPS, then CPU",

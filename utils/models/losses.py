@@ -43,13 +43,71 @@ def class_weight_vector(y: np.ndarray, task: str, n_classes: int, weights: Class
     return torch.tensor(w, dtype=torch.float32)
 
 
-def make_loss(task: str, weight: Optional[torch.Tensor] = None) -> nn.Module:
-    """BCE-with-logits (binary, multilabel; ``weight`` is ``pos_weight``) or cross-entropy (multiclass)."""
+LOSSES = ("auto", "ce", "bce", "focal")
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017): ``-alpha_t * (1 - p_t) ** gamma * log(p_t)``, averaged over the batch.
+
+    - multiclass: ``logits [B, C]``, int targets ``[B]``; ``p_t`` is the softmax probability of the true
+      class; ``alpha``: a scalar or one weight per class (``alpha_t = alpha[y]``).
+    - binary / multilabel: ``logits [B, L]``, 0/1 float targets ``[B, L]``; ``p_t = p`` for positives and
+      ``1 - p`` for negatives; ``alpha`` (scalar or per label) weighs positives and ``1 - alpha`` negatives;
+      ``pos_weight`` multiplies the positive term as in ``BCEWithLogitsLoss`` (class weights).
+
+    With ``gamma=0`` and no ``alpha`` it equals cross-entropy (multiclass) or BCE-with-logits (binary,
+    with the same ``pos_weight``); the mean is over rows (multiclass) or over rows x labels.
+    """
+
+    def __init__(self, task: str, gamma: float = 2.0, alpha: Union[None, float, Sequence[float]] = None,
+                 pos_weight: Optional[torch.Tensor] = None):
+        super().__init__()
+        if task not in ("binary", "multiclass", "multilabel"):
+            raise ValueError(f"unknown task {task!r}")
+        if gamma < 0:
+            raise ValueError(f"focal loss gamma must be >= 0, got {gamma}")
+        self.task, self.gamma = task, float(gamma)
+        self.register_buffer("alpha", None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
+        self.register_buffer("pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task == "multiclass":  # logits [B, C], target [B]
+            logp = torch.log_softmax(logits, dim=1).gather(1, target.view(-1, 1)).squeeze(1)  # [B]
+            loss = -((1 - logp.exp()) ** self.gamma) * logp
+            if self.alpha is not None:
+                loss = loss * (self.alpha[target] if self.alpha.dim() else self.alpha)
+            return loss.mean()
+        target = target.to(logits.dtype)  # [B, L]
+        logp = nn.functional.logsigmoid(logits)  # log p
+        log1mp = nn.functional.logsigmoid(-logits)  # log (1 - p)
+        pos = -target * ((1 - logp.exp()) ** self.gamma) * logp
+        neg = -(1 - target) * (logp.exp() ** self.gamma) * log1mp
+        if self.pos_weight is not None:
+            pos = pos * self.pos_weight
+        if self.alpha is not None:
+            pos, neg = pos * self.alpha, neg * (1 - self.alpha)
+        return (pos + neg).mean()
+
+
+def make_loss(task: str, weight: Optional[torch.Tensor] = None, loss: str = "auto", gamma: float = 2.0,
+              alpha: Union[None, float, Sequence[float]] = None) -> nn.Module:
+    """The training loss. ``loss``: ``"auto"`` (BCE-with-logits for binary / multilabel, where ``weight``
+    is ``pos_weight``; cross-entropy for multiclass, ``weight`` per class), ``"ce"``, ``"bce"`` or
+    ``"focal"`` (:class:`FocalLoss` with ``gamma`` / ``alpha``; multiclass class weights become ``alpha``
+    when no ``alpha`` is given, binary ones stay ``pos_weight``)."""
+    if task not in ("binary", "multiclass", "multilabel"):
+        raise ValueError(f"unknown task {task!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "focal":
+        if task == "multiclass":
+            return FocalLoss(task, gamma, alpha if alpha is not None else weight)
+        return FocalLoss(task, gamma, alpha, pos_weight=weight)
+    if loss == "ce" and task != "multiclass" or loss == "bce" and task == "multiclass":
+        raise ValueError(f"loss {loss!r} does not fit a {task} task: use 'auto'")
     if task == "multiclass":
         return nn.CrossEntropyLoss(weight=weight)
-    if task in ("binary", "multilabel"):
-        return nn.BCEWithLogitsLoss(pos_weight=weight)
-    raise ValueError(f"unknown task {task!r}")
+    return nn.BCEWithLogitsLoss(pos_weight=weight)
 
 
 def targets_tensor(y: np.ndarray, task: str) -> torch.Tensor:

@@ -1,0 +1,210 @@
+"""Focal loss, logistic-regression baseline, image-guided text selection and the multi-input trainer."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from utils.models.losses import FocalLoss, class_weight_vector, make_loss, targets_tensor
+from utils.train import TrainConfig, fit, n_params
+from utils.train_batches import TensorBatches, fit_batches, predict_batches
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread avoids OpenMP spin overhead on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+
+
+# ------------------------------------------------------------------------------------------ focal loss
+def test_focal_loss_equals_cross_entropy_at_gamma_zero():
+    torch.manual_seed(0)
+    logits, t = torch.randn(7, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    assert FocalLoss("multiclass", gamma=0)(logits, t).item() == pytest.approx(torch.nn.functional.cross_entropy(logits, t).item(), rel=1e-6)
+    lb, tb = torch.randn(6, 1), torch.tensor([[1.0], [0], [1], [0], [0], [1]])
+    pw = torch.tensor([3.0])
+    want = torch.nn.BCEWithLogitsLoss(pos_weight=pw)(lb, tb).item()
+    assert FocalLoss("binary", gamma=0, pos_weight=pw)(lb, tb).item() == pytest.approx(want, rel=1e-6)
+    assert make_loss("binary", pw, "focal", gamma=0)(lb, tb).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_focal_loss_against_hand_computed_values():
+    # multiclass: logits [2, 0, 0] true class 0 and [0, 1, 0] true class 2; gamma 2; alpha per class
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    t = torch.tensor([0, 2])
+    p0 = math.exp(2) / (math.exp(2) + 2)
+    p1 = 1 / (2 + math.e)
+    fl = lambda p: -((1 - p) ** 2) * math.log(p)  # noqa: E731
+    assert FocalLoss("multiclass", 2.0)(logits, t).item() == pytest.approx((fl(p0) + fl(p1)) / 2, rel=1e-6)
+    alpha = [0.5, 1.0, 2.0]
+    got = FocalLoss("multiclass", 2.0, alpha)(logits, t).item()
+    assert got == pytest.approx((0.5 * fl(p0) + 2.0 * fl(p1)) / 2, rel=1e-6)
+    # binary: positive with logit 0.3, negative with logit -1.2; gamma 2, alpha 0.25
+    lb, tb = torch.tensor([[0.3], [-1.2]]), torch.tensor([[1.0], [0.0]])
+    pos = -0.25 * (1 - sig(0.3)) ** 2 * math.log(sig(0.3))
+    neg = -0.75 * sig(-1.2) ** 2 * math.log(1 - sig(-1.2))
+    assert FocalLoss("binary", 2.0, 0.25)(lb, tb).item() == pytest.approx((pos + neg) / 2, rel=1e-6)
+    # easy examples are down-weighted relative to cross-entropy
+    assert FocalLoss("multiclass", 2.0)(logits, t).item() < torch.nn.functional.cross_entropy(logits, t).item()
+
+
+def test_focal_loss_is_selectable_in_training_and_validated():
+    y = np.array([0, 0, 0, 1, 2, 2])
+    w = class_weight_vector(y, "multiclass", 3, "balanced")
+    loss = make_loss("multiclass", w, "focal", gamma=1.0)
+    assert isinstance(loss, FocalLoss) and torch.allclose(loss.alpha, w)  # class weights become alpha
+    with pytest.raises(ValueError, match="loss must be one of"):
+        make_loss("binary", None, "hinge")
+    with pytest.raises(ValueError, match="does not fit"):
+        make_loss("multiclass", None, "bce")
+    from utils.models import build_head
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6)).astype(np.float32)
+    yb = (X[:, 0] > 0).astype(int)
+    res = fit(build_head("text_only", {"text": 6}, 1), X[:150], yb[:150], X[150:], yb[150:], "binary", ["n", "p"],
+              TrainConfig(epochs=15, patience=None, loss="focal", focal_gamma=2.0, focal_alpha=0.5, lr=1e-2))
+    assert res.history[-1]["train_loss"] < 0.5 * res.history[0]["train_loss"]
+
+
+# ---------------------------------------------------------------------------------------------- logreg
+def test_logreg_rows_are_compatible_and_counted():
+    from utils.data import load
+    from utils.experiment import Embeddings
+    from utils.models.classic import train_logreg
+
+    ds = load("synthetic", n=80)
+    y = ds.labels()
+    rng = np.random.default_rng(0)
+    text = np.eye(4)[y] * 3 + rng.normal(size=(80, 4))  # separable text features
+    emb = Embeddings({"text": text.astype(np.float32), "image": rng.normal(size=(80, 3)).astype(np.float32)}, {"text": "t", "image": "i"})
+    rows = train_logreg(ds, emb, seeds=[0, 1])
+    assert [r["model"] for r in rows] == ["logreg", "logreg"] and [r["seed"] for r in rows] == [0, 1]
+    r = rows[0]
+    assert {"accuracy", "macro_f1", "roc_auc", "train_s_per_epoch", "inference_s", "n_params"} <= set(r)
+    assert r["n_params"] == 7 * 4 + 4  # coefficients of 7 features x 4 classes + 4 intercepts
+    assert r["accuracy"] > 0.8 and r["n_test"] == int((ds.df.split == "test").sum())
+
+
+# ---------------------------------------------------------------------------------------------- guided
+def test_guided_selector_shapes_params_mask_and_gradients():
+    from utils.models.guided import ImageGuidedTextSelector
+
+    H, D, T = 8, 6, 5
+    m = ImageGuidedTextSelector(H, D, n_out=3, hidden=16)
+    assert n_params(m) == ((H + D) * H + H) + ((H + D) * 16 + 16 + 2 * 16) + (16 * 3 + 3)
+    tok, img = torch.randn(4, T, H), torch.randn(4, D)
+    mask = torch.tensor([[1, 1, 1, 0, 0]] * 4)
+    m.eval()
+    out = m(tok, mask, img)
+    assert out.shape == (4, 3)
+    tok2 = tok.clone()
+    tok2[:, 3:] = 100.0  # padding positions must not matter
+    assert torch.allclose(m(tok2, mask, img), out)
+    g = m.gates(tok, img)
+    assert g.shape == (4, T, H) and bool(((g > 0) & (g < 1)).all())
+    assert not torch.allclose(m.gates(tok, img + 1.0), g)  # the image steers the gates
+    m.train()
+    m(tok, mask, img).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_guided_learns_and_early_stopping_restores_best_epoch():
+    from utils.models.guided import ImageGuidedTextSelector
+
+    rng = np.random.default_rng(0)
+    n, T, H, D = 240, 6, 8, 4
+    tokens = rng.normal(size=(n, T, H)).astype(np.float32)
+    mask = np.ones((n, T), np.uint8)
+    img = rng.normal(size=(n, D)).astype(np.float32)
+    y = ((tokens[:, :, 0].mean(1) > 0) ^ (img[:, 0] > 0)).astype(int)  # needs both modalities
+    data = lambda sl, sh: TensorBatches({"tokens": tokens[sl], "mask": mask[sl], "image": img[sl]}, targets_tensor(y[sl], "binary"), 32, sh)  # noqa: E731
+    torch.manual_seed(0)
+    m = ImageGuidedTextSelector(H, D, 1, hidden=32)
+    res = fit_batches(m, data(slice(0, 200), True), data(slice(200, n), False), "binary", ["a", "b"], TrainConfig(epochs=15, patience=None, lr=1e-2))
+    assert res.history[-1]["train_loss"] < 0.6 * res.history[0]["train_loss"]
+    # noise labels: validation loss rises; the best validation epoch's weights are restored
+    yn = rng.integers(2, size=n)
+    noisy = lambda sl, sh: TensorBatches({"tokens": tokens[sl], "mask": mask[sl], "image": img[sl]}, targets_tensor(yn[sl], "binary"), 32, sh)  # noqa: E731
+    torch.manual_seed(0)
+    r2 = fit_batches(ImageGuidedTextSelector(H, D, 1, hidden=64), noisy(slice(0, 200), True), noisy(slice(200, n), False), "binary",
+                     ["a", "b"], TrainConfig(epochs=40, patience=4, lr=3e-2))
+    losses = [h["val_loss"] for h in r2.history]
+    assert r2.best_epoch == int(np.argmin(losses)) + 1 and r2.epochs_run == r2.best_epoch + 4
+    logits, t = predict_batches(r2.model, noisy(slice(200, n), False))
+    assert make_loss("binary")(logits, t).item() == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_token_feature_cache_and_end_to_end_agree(tiny_bert, tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    from utils.models.guided import GuidedEndToEnd, cache_token_features, load_token_features
+
+    texts = ["a small iron block", "the red car on the road", ""]
+    ids = ["r0", "r1", "r2"]
+    folder = cache_token_features(texts, ids, str(tiny_bert), tmp_path / "tok", max_length=12, show_progress=False)
+    tokens, mask = load_token_features(folder)
+    assert tokens.shape == (3, 12, 32) and tokens.dtype == np.float16 and mask.shape == (3, 12)
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    assert mask.sum(1).tolist() == [len(tok(t)["input_ids"]) for t in texts]  # [CLS] ... [SEP]
+    assert np.all(tokens[mask == 0] == 0)
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["max_length"] == 12 and man["hidden"] == 32
+    t2, m2 = load_token_features(folder, ["r2", "r0"])  # reordered by id
+    assert np.array_equal(t2[1], tokens[0]) and np.array_equal(m2[0], mask[2])
+    with pytest.raises(KeyError, match="no token features"):
+        load_token_features(folder, ["zz"])
+    # end to end = encoder + selector; on the same inputs it matches the selector on cached features
+    torch.manual_seed(0)
+    e2e = GuidedEndToEnd(AutoModel.from_pretrained(str(tiny_bert)), image_dim=5, n_out=2, train_encoder=False).eval()
+    img = torch.randn(3, 5)
+    b = tok(texts, padding="max_length", max_length=12, return_tensors="pt")
+    out = e2e(b["input_ids"], b["attention_mask"], img)
+    cached = e2e.selector(torch.from_numpy(tokens.astype(np.float32)), torch.from_numpy(np.array(mask)), img)
+    assert torch.allclose(out, cached, atol=1e-2)
+    assert all(not p.requires_grad for p in e2e.encoder.parameters())
+
+
+def test_guided_end_to_end_gradients_and_train_guided_on_cache(tiny_bert, tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    from utils.data import load
+    from utils.models.guided import GuidedEndToEnd, ImageGuidedTextSelector, cache_token_features, image_guide_features, train_guided
+
+    torch.manual_seed(0)
+    e2e = GuidedEndToEnd(AutoModel.from_pretrained(str(tiny_bert)), image_dim=4, n_out=3, train_encoder=True, hidden=16)
+    b = AutoTokenizer.from_pretrained(str(tiny_bert))(["a small iron block", "red silk"], padding=True, return_tensors="pt")
+    e2e.train()
+    e2e(b["input_ids"], b["attention_mask"], torch.randn(2, 4)).square().sum().backward()
+    assert all(p.grad is not None for p in e2e.parameters()), "every encoder and selector parameter gets a gradient"
+
+    ds = load("synthetic", n=40)
+    img, names = image_guide_features(ds, ("timm:test_vit", "timm:test_resnet"), {s: {"pretrained": False} for s in ("timm:test_vit", "timm:test_resnet")},
+                                      show_progress=False)
+    assert img.shape[0] == 40 and len(names) == 2 and img.shape[1] > 0
+    folder = cache_token_features(ds.items("text"), list(ds.df["id"]), str(tiny_bert), tmp_path / "tok", max_length=24, show_progress=False)
+    rows = train_guided(ds, folder, img, seeds=[0, 1], epochs=3, batch_size=8, hidden=16)
+    assert [r["model"] for r in rows] == ["guided", "guided"] and all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert rows[0]["n_params"] == n_params(ImageGuidedTextSelector(32, img.shape[1], 4, 16))
+
+
+def test_guided_run_kind_and_metric_monitor(tiny_bert):
+    from utils import runs
+
+    rows = runs.run_seeds({"kind": "guided", "dataset_options": {"n": 40}, "text_model": str(tiny_bert), "max_length": 16,
+                           "image_extractors": ["timm:test_vit", "timm:test_resnet"], "hidden": 16, "epochs": 3, "batch_size": 8,
+                           "extractor_options": {"timm:test_vit": {"pretrained": False}, "timm:test_resnet": {"pretrained": False}},
+                           "train": {"monitor": "val_macro_f1", "patience": None}}, seeds=[0, 1])
+    assert [r["model"] for r in rows] == ["guided", "guided"] and rows[0]["config"]["kind"] == "guided"
+    assert all(len(r["history"]) == 3 and "val_macro_f1" in r["history"][0] for r in rows)
+    s = runs.summarize(rows)
+    assert s.loc[0, "seeds"] == 2 and s.loc[0, "accuracy_std"] == pytest.approx(np.std([r["accuracy"] for r in rows], ddof=1))

@@ -1,0 +1,168 @@
+"""End-to-end baselines (tiny BERT + tiny ViT / tiny CLIP saved locally), the Trainer subclass, LoRA, checkpoints, runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from utils.models.fusion import HeadConfig, build_head
+from utils.train import n_params
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread avoids OpenMP spin overhead on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _batch(tiny_bert, tiny_vit_folder, n=4):
+    from utils.models.full import load_preprocessing
+
+    tok, proc = load_preprocessing(str(tiny_bert), str(tiny_vit_folder))
+    b = dict(tok(["a small iron block", "the red car", "a blue silk piece on the desk", "lead"][:n], padding=True, return_tensors="pt"))
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in range(n)]
+    b["pixel_values"] = proc(images=imgs, return_tensors="pt")["pixel_values"]
+    return b
+
+
+def _model(tiny_bert, tiny_vit_folder, fusion, mode, last_n=1, n_out=3):
+    from utils.models.full import FullFusionModel, load_backbone
+
+    torch.manual_seed(0)
+    return FullFusionModel(load_backbone(str(tiny_bert)), load_backbone(str(tiny_vit_folder)), n_out, fusion, mode, last_n,
+                           HeadConfig(hidden=16, late_hidden=8))
+
+
+@pytest.mark.parametrize("fusion", ["early_fusion", "late_fusion"])
+@pytest.mark.parametrize("mode", ["frozen", "finetune", "last_n"])
+def test_full_model_shapes_counts_and_gradients(tiny_bert, tiny_vit_folder, fusion, mode):
+    m = _model(tiny_bert, tiny_vit_folder, fusion, mode)
+    head = n_params(build_head(fusion, {"text": 32, "image": 32}, 3, HeadConfig(hidden=16, late_hidden=8)))
+    from utils.models.full import encoder_layers
+
+    layer = n_params(encoder_layers(m.text)[-1], trainable_only=False)
+    vit_layer = n_params(encoder_layers(m.image)[-1], trainable_only=False)
+    backbones = n_params(m.text, False) + n_params(m.image, False)
+    want = {"frozen": head, "finetune": head + backbones, "last_n": head + layer + vit_layer + 2 * 32}[mode]  # + ViT final layernorm
+    assert n_params(m) == want
+    assert m.text.pooler is None and m.image.pooler is None  # unused poolers removed
+    b = _batch(tiny_bert, tiny_vit_folder)
+    m.train()
+    out = m(**b)
+    assert out.shape == (4, 3)
+    out.square().sum().backward()
+    for name, p in m.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
+        else:
+            assert p.grad is None, f"frozen {name} got a gradient"
+
+
+def test_full_model_checkpoint_round_trip_without_pickle(tiny_bert, tiny_vit_folder, tmp_path):
+    from utils.models.full import full_model_config, load_full_model, load_state, parse_full_name, save_checkpoint
+
+    m = _model(tiny_bert, tiny_vit_folder, "late_fusion", "last_n").eval()
+    folder = save_checkpoint(m, tmp_path / "ckpt", full_model_config(m, 3, HeadConfig(hidden=16, late_hidden=8)))
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    m2 = load_full_model(folder)
+    b = _batch(tiny_bert, tiny_vit_folder)
+    with torch.no_grad():
+        assert torch.allclose(m(**b), m2(**b), atol=1e-6)
+    # a .pt state dict loads with weights_only=True
+    (tmp_path / "pt").mkdir()
+    torch.save(m.state_dict(), tmp_path / "pt" / "model.pt")
+    assert set(load_state(tmp_path / "pt")) == set(m.state_dict())
+    assert parse_full_name("bert_vit_late_last3") == {"fusion": "late_fusion", "train_mode": "last_n", "last_n": 3}
+    with pytest.raises(ValueError, match="unknown full model"):
+        parse_full_name("bert_vit_mid_frozen")
+
+
+def test_train_full_models_rows(tiny_bert, tiny_vit_folder):
+    from utils.data import load
+    from utils.models.full import FullTrainConfig, train_full_models
+
+    ds = load("synthetic", n=40)
+    rows = train_full_models(ds, ["bert_vit_early_last1"], str(tiny_bert), str(tiny_vit_folder), seeds=[0],
+                             config=FullTrainConfig(epochs=2, batch_size=8, patience=None, max_length=24), show_progress=False)
+    (r,) = rows
+    assert r["model"] == "bert_vit_early_last1" and r["epochs_run"] == 2 and len(r["epoch_seconds"]) == 2
+    assert 0 <= r["accuracy"] <= 1 and r["n_params"] < r["n_params_total"] and r["peak_memory_mb"] > 0
+    assert r["n_test"] == int((ds.df.split == "test").sum()) and len(r["history"]) == 2
+
+
+def test_bert_clip_trainer_one_epoch_offline(tiny_bert, tiny_clip_folder, tmp_path):
+    from utils.data import load
+    from utils.models.full import train_bert_clip
+
+    ds = load("synthetic", n=40)
+    row, trainer = train_bert_clip(ds, tiny_bert, tiny_clip_folder, tmp_path / "out", epochs=1, batch_size=8, lr=1e-3, max_length=24)
+    assert type(trainer).__name__ == "WeightedTrainer" and trainer.state.epoch == pytest.approx(1.0)
+    counts = np.bincount(ds.labels()[ds.split_mask("train")], minlength=4)
+    np.testing.assert_allclose(trainer.loss_fn.weight.numpy(), counts.sum() / (4 * counts), rtol=1e-6)  # balanced class weights
+    assert row["model"] == "bert_clip_late" and row["epochs_run"] == 1 and 0 <= row["macro_f1"] <= 1
+    assert row["n_params"] == n_params(trainer.model) > 0
+    saved = list((tmp_path / "out").rglob("model.safetensors"))
+    assert saved and not list((tmp_path / "out").rglob("pytorch_model*.bin"))  # model checkpoints are safetensors
+    assert any(type(cb).__name__ == "EarlyStoppingCallback" for cb in trainer.callback_handler.callbacks)
+
+
+def test_lora_adapted_clip_loads_from_local_folders(tiny_bert, tiny_clip_folder, tmp_path):
+    from transformers import CLIPModel
+
+    from utils.models.full import add_lora, load_bert_clip, load_clip_image_encoder
+
+    peft_model = add_lora(CLIPModel.from_pretrained(str(tiny_clip_folder)), r=4)
+    trainable = n_params(peft_model)
+    assert 0 < trainable < n_params(peft_model, trainable_only=False) / 10  # only the adapters train
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # as if fine-tuned (B starts at zero)
+    peft_model.save_pretrained(tmp_path / "lora")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = peft_model.get_image_features(pixel_values=x)
+        want = getattr(want, "pooler_output", want)
+        base = load_clip_image_encoder(tiny_clip_folder).eval()(x)
+        got = load_clip_image_encoder(tiny_clip_folder, tmp_path / "lora").eval()(x)
+    assert got.shape == (2, 16)
+    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, base, atol=1e-3)
+    m = load_bert_clip(tiny_bert, tiny_clip_folder, 3, lora_path=tmp_path / "lora")
+    assert m.head.classifier.out_features == 3 and n_params(m) == n_params(m, trainable_only=False)
+
+
+def test_run_seeds_spread_results_table_and_grid(tiny_bert, tiny_vit_folder, tmp_path):
+    import pandas as pd
+
+    from utils import runs
+
+    emb = {"text": f"hf:{tiny_bert}", "image": "timm:test_vit"}
+    opts = {"extractor_options": {"image": {"pretrained": False}}, "epochs": 4}
+    paper = runs.run_grid(["synthetic"], {"tiny": emb}, ["early_fusion", "logreg"], seeds=[0, 1, 2],
+                          full_models=["bert_vit_early_frozen"], dataset_options={"synthetic": {"n": 60}}, embedding_options=opts,
+                          full_options={"text_model": str(tiny_bert), "image_model": str(tiny_vit_folder), "epochs": 1, "max_length": 24},
+                          out_dir=tmp_path)
+    assert set(paper["model"]) == {"early_fusion", "logreg", "bert_vit_early_frozen"}
+    assert set(paper["approach"]) == {"embedding model", "full model"} and (paper["seeds"] == 3).all()
+    assert (tmp_path / "paper_table.csv").is_file() and (tmp_path / "comparison.png").stat().st_size > 1000
+    df = runs.load_runs()
+    assert len(df) == 9 and sorted(df.seed.unique()) == [0, 1, 2]
+    r = df.iloc[0]
+    assert r["config"]["kind"] == "embedding" and "torch" in r["versions"] and isinstance(r["history"], list) and r["peak_memory_mb"] > 0
+    # the spread: std over seeds as defined (ddof=1), computed by hand from the rows
+    ef = df[df.model == "early_fusion"]
+    s = runs.summarize(df)
+    got = s.set_index("model").loc["early_fusion"]
+    assert got["macro_f1"] == pytest.approx(ef.macro_f1.mean()) and got["macro_f1_std"] == pytest.approx(np.std(ef.macro_f1, ddof=1))
+    assert got["seeds"] == 3
+    # appending accumulates
+    runs.append_runs(df.head(2).to_dict("records"))
+    assert len(pd.read_parquet(runs.runs_path())) == 11
+    with pytest.raises(ValueError, match="unknown config keys"):
+        runs.full_config({"kind": "embedding", "fusions": []})
