@@ -208,3 +208,16 @@ def test_guided_run_kind_and_metric_monitor(tiny_bert):
     assert all(len(r["history"]) == 3 and "val_macro_f1" in r["history"][0] for r in rows)
     s = runs.summarize(rows)
     assert s.loc[0, "seeds"] == 2 and s.loc[0, "accuracy_std"] == pytest.approx(np.std([r["accuracy"] for r in rows], ddof=1))
+
+
+def test_logreg_probabilities_cover_classes_absent_from_training():
+    from utils.models.classic import fit_logreg, logreg_proba
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    y = np.array([0, 2, 3] * 20)  # classes 1 and 4 never seen in training
+    clf = fit_logreg(X, y, "multiclass")
+    p = logreg_proba(clf, X[:5], "multiclass", n_classes=5)
+    assert p.shape == (5, 5)
+    assert np.allclose(p[:, [1, 4]], 0) and np.allclose(p.sum(1), 1)
+    np.testing.assert_allclose(p[:, [0, 2, 3]], clf.predict_proba(X[:5]))

@@ -25,10 +25,20 @@ def fit_logreg(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, max_iter
     return clf.fit(X, y)
 
 
-def logreg_proba(clf, X: np.ndarray, task: str) -> np.ndarray:
-    """``[N]`` positive-class probability (binary) or ``[N, C]``."""
+def logreg_proba(clf, X: np.ndarray, task: str, n_classes: Optional[int] = None) -> np.ndarray:
+    """``[N]`` positive-class probability (binary) or ``[N, C]``.
+
+    A class absent from the training split has no column in scikit-learn's output; with ``n_classes``
+    the columns are placed at their class indices and absent classes get probability 0.
+    """
     p = clf.predict_proba(X)
-    return p[:, 1] if task == "binary" else p
+    if task == "binary":
+        return p[:, list(clf.classes_).index(1)] if 1 in clf.classes_ else np.zeros(len(X))
+    if task == "multiclass" and n_classes is not None and p.shape[1] != n_classes:
+        full = np.zeros((len(X), n_classes), dtype=p.dtype)
+        full[:, np.asarray(clf.classes_, dtype=int)] = p
+        return full
+    return p
 
 
 def logreg_n_params(clf) -> int:
@@ -72,7 +82,7 @@ def train_logreg(
         clf = fit_logreg(Xtr, y[parts["train"]], ds.spec.task, C, max_iter, class_weight, seed)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        proba = logreg_proba(clf, Xte, ds.spec.task)
+        proba = logreg_proba(clf, Xte, ds.spec.task, len(ds.spec.classes))
         inference_s = time.perf_counter() - t0
         m = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
         rows.append({

@@ -425,6 +425,16 @@ def _weighted_trainer_class():
             super().__init__(*args, **kw)
             self.loss_fn = loss_fn
 
+        def get_train_dataloader(self):
+            """Drop the last training batch only when it would hold one row (BatchNorm cannot train on
+            it); evaluation loaders keep every row."""
+            keep = self.args.dataloader_drop_last
+            self.args.dataloader_drop_last = keep or len(self.train_dataset) % self._train_batch_size == 1
+            try:
+                return super().get_train_dataloader()
+            finally:
+                self.args.dataloader_drop_last = keep
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
             labels = inputs.pop("labels")
