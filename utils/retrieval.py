@@ -133,7 +133,7 @@ def build_index(
 
     ``kind="auto"`` picks :func:`choose_kind`. IVF: ``nlist`` lists (default ``4 sqrt(N)``) trained by k-means on
     ``train_size`` rows; when ``nprobe`` is not given it is calibrated: the smallest power of two whose
-    recall@10 against exact search, on 200 held-in rows with noise as queries, reaches ``target_recall``.
+    recall@10 against exact search, on 200 indexed rows searched leave-one-out, reaches ``target_recall``.
     HNSW: ``hnsw_m`` links, ``ef_search`` calibrated the same way when not given.
     """
     faiss = _faiss()
@@ -176,24 +176,34 @@ def build_index(
 
 
 def _calibrate(index, x: np.ndarray, knob: str, upper: int, target: float, seed: int, k: int = 10, n_queries: int = 200) -> int:
-    """Smallest power-of-two setting of ``knob`` whose recall@k against exact search reaches ``target``."""
+    """Smallest power-of-two setting of ``knob`` whose recall@k against exact search reaches ``target``.
+
+    Queries are indexed rows searched leave-one-out (their own row is dropped from both result lists),
+    which behaves like fresh queries from the same distribution.
+    """
     faiss = _faiss()
     rng = np.random.default_rng(seed + 1)
-    q = x[rng.choice(len(x), min(n_queries, len(x)), replace=False)]
-    q = normalize(q + rng.normal(0, 0.5 / math.sqrt(x.shape[1]), q.shape).astype(np.float32))
-    _, truth = faiss.knn(q, x, k, metric=faiss.METRIC_INNER_PRODUCT)
+    rows = rng.choice(len(x), min(n_queries, len(x)), replace=False)
+    q = np.ascontiguousarray(x[rows])
+    _, truth = faiss.knn(q, x, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    truth = _drop_self(truth, rows, k)
     value = 1 if knob == "nprobe" else 16
     while True:
         if knob == "nprobe":
             index.nprobe = value
         else:
             index.hnsw.efSearch = value
-        _, found = index.search(q, k)
-        r = knn_recall(truth, found)
+        _, found = index.search(q, k + 1)
+        r = knn_recall(truth, _drop_self(found, rows, k))
         if r >= target or value >= upper:
-            log.info("calibrated %s = %d (recall@%d %.3f on %d queries)", knob, value, k, r, len(q))
+            log.info("calibrated %s = %d (leave-one-out recall@%d %.3f on %d queries)", knob, value, k, r, len(q))
             return value
         value *= 2
+
+
+def _drop_self(found: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Each line of ``found [Q, k+1]`` without the query's own row, cut to ``k``."""
+    return np.stack([[f for f in line if f != r][:k] for line, r in zip(found, rows)])
 
 
 def knn_recall(truth: np.ndarray, found: np.ndarray) -> float:
