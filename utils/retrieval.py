@@ -330,3 +330,43 @@ def retrieval_report(
                 f"mAP@{max(ks)}": float(m.loc[m["class"] == "all", "mAP"].iloc[0]),
             })
     return pd.DataFrame(lines)
+
+
+def compare_spaces(
+    spaces: Mapping[str, Mapping[str, np.ndarray]], ids: Sequence, labels: Sequence, rows: Optional[np.ndarray] = None,
+    ks: Sequence[int] = (1, 5, 10), **index_options: Any,
+) -> pd.DataFrame:
+    """:func:`retrieval_report` for several embedding spaces (name -> {modality: [N, D]}), one table."""
+    parts = []
+    for name, vectors in spaces.items():
+        coll = Collection.build(vectors, ids, **index_options)
+        rep = retrieval_report(coll, vectors, ids, labels, rows, ks)
+        rep.insert(0, "space", name)
+        parts.append(rep)
+    return pd.concat(parts, ignore_index=True)
+
+
+def hit_share(vectors: Mapping[str, np.ndarray], ids: Sequence, query_modality: str, rows: Optional[np.ndarray] = None,
+              ks: Sequence[int] = (1, 5, 10, 20, 50), **index_options: Any) -> pd.DataFrame:
+    """Share of each modality among the top-k hits of ``query_modality`` queries over all modalities.
+
+    The query's own vector (same id, same modality) is left out of its hits.
+    """
+    coll = Collection.build(vectors, ids, **index_options)
+    ids = np.asarray(ids)
+    q = np.asarray(vectors[query_modality])
+    rows = np.arange(len(q)) if rows is None else np.asarray(rows)
+    rows = rows[np.isfinite(q[rows]).all(1)]
+    _, hit_ids, mods = coll.search(q[rows], max(ks) + 1, target="all")
+    is_self = (hit_ids == ids[rows][:, None]) & (mods == query_modality)
+    keep = np.stack([m[~s][: max(ks)] for m, s in zip(mods, is_self)]) if len(rows) else mods[:, : max(ks)]
+    return modality_share(keep, [k for k in ks if k <= keep.shape[1]])
+
+
+def save_report(table: pd.DataFrame, json_path: Union[str, Path]) -> Path:
+    """Write a retrieval table as JSON rows (a list) and CSV beside it."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(table.to_json(orient="records", indent=1))
+    table.to_csv(json_path.with_suffix(".csv"), index=False, float_format="%.4f")
+    return json_path

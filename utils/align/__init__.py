@@ -13,12 +13,14 @@ from .gap import centroid_gap_vector, gap_report, l2_normalize, linear_cka, moda
 from .posthoc import (
     ALIGNERS, Aligner, CCAAlign, CentroidShift, CommonDim, MeanCentering, Procrustes, make_aligner, orthogonal_procrustes,
 )
-from .study import align_embeddings, alignment_table, compare_alignments, gap_table, lambda_sweep
+from .study import (
+    align_embeddings, alignment_table, compare_alignments, gap_table, lambda_sweep, pairwise_gap_table, save_alignment_results,
+)
 from .unified import UnifiedConfig, fit_unified, project, synthetic_modality
 
 __all__ = [
     "ALIGNERS", "Aligner", "CCAAlign", "CentroidShift", "CommonDim", "MeanCentering", "Procrustes", "UnifiedConfig",
     "align_embeddings", "alignment_table", "centroid_gap_vector", "compare_alignments", "fit_unified", "gap_report",
     "gap_table", "l2_normalize", "lambda_sweep", "linear_cka", "make_aligner", "modality_gap", "orthogonal_procrustes",
-    "pair_similarity", "pca_variance", "project", "synthetic_modality",
+    "pair_similarity", "pairwise_gap_table", "pca_variance", "project", "save_alignment_results", "synthetic_modality",
 ]

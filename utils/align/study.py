@@ -167,3 +167,30 @@ def alignment_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     out = out.join(std)
     out["seeds"] = g.size()
     return out.reset_index()
+
+
+def pairwise_gap_table(vectors: Mapping[str, np.ndarray], rows: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """Gap, matched-minus-unmatched similarity and CKA for every pair of modalities sharing one dimension."""
+    import itertools
+
+    lines = []
+    for a, b in itertools.combinations(list(vectors), 2):
+        r = gap_report(dict(vectors), a, b, rows, components=())
+        lines.append({"pair": f"{a}-{b}", "n": r["n"], "gap": r["gap"], "matched": r.get("sim_matched", np.nan),
+                      "unmatched": r.get("sim_unmatched", np.nan), "cka": r["cka"]})
+    return pd.DataFrame(lines)
+
+
+def save_alignment_results(rows: Sequence[Mapping[str, Any]], json_path) -> "Path":
+    """Write the rows as JSON (a list) and :func:`alignment_table` as CSV beside it."""
+    import json
+    from pathlib import Path
+
+    from ..experiment import _clean_nan, _json_default
+
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(_clean_nan(list(rows)), indent=1, default=_json_default))
+    alignment_table(rows).to_csv(json_path.with_suffix(".csv"), index=False, float_format="%.4f")
+    log.info("alignment results written to %s", json_path)
+    return json_path
