@@ -4,9 +4,11 @@ Every aligner works on L2-normalised inputs ``a [N, Da]`` (the first modality, t
 ``b [N, Db]`` (the second, image), has ``fit(a, b)`` (training rows only) and ``transform(a, b)``, and
 returns the two transformed matrices.
 
-- :class:`CommonDim`: a fitted linear map to one dimension when ``Da != Db`` (``"pca"``: each modality onto its
-  own first principal axes, a linear map so centroids keep their place; ``"lstsq"``: ridge least squares from
-  the wider modality into the narrower one's space on paired rows, which itself pulls the centroids together).
+- :class:`CommonDim`: a fitted linear map to one dimension when ``Da != Db`` (``"pca"``: the wider modality onto
+  its own first principal axes, a linear map so centroids keep their place and, on this project's synthetic
+  data, class information is kept; ``"lstsq"``: ridge least squares from the wider modality into the narrower
+  one's space on paired rows, which itself pulls the centroids together but throws away whatever the wider
+  modality knows that the other does not: use it only for redundant modalities).
 - :class:`CentroidShift`: the original framework's shift. ``g = mean(b) - mean(a)``; ``a += (lam/2) g``,
   ``b -= (lam/2) g``, re-normalise. ``lam = 1`` closes the gap, ``0`` leaves it, ``-1`` doubles it.
 - :class:`MeanCentering`: subtract each modality's training mean, re-normalise.
@@ -65,10 +67,10 @@ class CommonDim(Aligner):
         if da == db and self.dim in (None, da):
             self.maps = (None, None)
             return self
-        if self.method == "pca":
+        if self.method == "pca":  # a modality already at the target width is left as it is
             d = self.dim or min(da, db)
             d = min(d, da, db, len(a))
-            self.maps = (_pca_basis(a, d), _pca_basis(b, d))
+            self.maps = (None if da == d else _pca_basis(a, d), None if db == d else _pca_basis(b, d))
         else:  # ridge least squares from the wider modality into the narrower one's space
             if da >= db:
                 self.maps = (_ridge(a, b, self.ridge), None)

@@ -98,6 +98,7 @@ def compare_alignments(
     device: str = "auto",
     show_progress: bool = False,
     include_raw: bool = True,
+    standardize: bool = False,
     **train_options: Any,
 ) -> List[Dict[str, Any]]:
     """For each method: fit on train, gap before/after (train and test splits), fusion heads before/after.
@@ -105,6 +106,10 @@ def compare_alignments(
     "Before" is the raw embeddings (method ``"raw"`` rows: heads on the unaligned vectors). Each returned
     row is a :func:`~utils.experiment.train_heads` row plus ``alignment``, ``lambda``, ``gap_before_*``,
     ``gap_after_*``, ``cka_*`` fields.
+
+    Heads train without per-feature standardisation by default (``standardize=False``, for every method and
+    the raw rows alike): standardising each coordinate is not rotation-invariant, so after a PCA map or a
+    rotation it blows low-variance directions up to unit scale and confounds the comparison.
     """
     rows: List[Dict[str, Any]] = []
     before = _gaps(ds, emb, a, b) if emb.vectors[a].shape[1] == emb.vectors[b].shape[1] else None
@@ -112,7 +117,7 @@ def compare_alignments(
         base, _ = align_embeddings(ds, emb, "shift", a, b, lam=0.0)
         before = _gaps(ds, base, a, b)
     raw_rows = [] if not include_raw else train_heads(ds, emb, heads, epochs=epochs, batch_size=batch_size, seeds=seeds, device=device,
-                           show_progress=show_progress, **train_options)
+                           show_progress=show_progress, standardize=standardize, **train_options)
     for r in raw_rows:
         r.update(alignment="raw", method="raw", **{f"{k}_before": v for k, v in before.items()},
                  **{f"{k}_after": v for k, v in before.items()})
@@ -124,7 +129,7 @@ def compare_alignments(
         log.info("%s: gap train %.3f -> %.3f, test %.3f -> %.3f", aligner.describe(), before["gap_train"],
                  after["gap_train"], before["gap_test"], after["gap_test"])
         new = train_heads(ds, aligned, heads, epochs=epochs, batch_size=batch_size, seeds=seeds, device=device,
-                          show_progress=show_progress, **train_options)
+                          show_progress=show_progress, standardize=standardize, **train_options)
         for r in new:
             r.update(alignment=aligner.describe(), method=name, **{f"{k}_before": v for k, v in before.items()},
                      **{f"{k}_after": v for k, v in after.items()})
