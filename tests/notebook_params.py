@@ -116,15 +116,51 @@ def generate_embeddings(ctx) -> Params:
     }
 
 
+def _tiny_extractors(ctx) -> Params:
+    return {
+        "TEXT_EXTRACTOR": f"hf:{ctx['tiny_bert']}",
+        "IMAGE_EXTRACTOR": "timm:test_vit",
+        "EXTRACTOR_OPTIONS": {"image": {"pretrained": False}},
+        "EMBED_BATCH_SIZE": 16,
+        "RESULTS_DIR": str(ctx["tmp"] / "results"),
+    }
+
+
+def alignment(ctx) -> Params:
+    """Alignment/alignment_<dataset>: tiny models, 3 epochs, 1 seed, 3 lambdas, PCA instead of UMAP."""
+    dataset = ctx["name"].removeprefix("alignment_")
+    p = {**_tiny_extractors(ctx), "EPOCHS": 3, "N_SEEDS": 1, "LAMBDAS": [-1.0, 0.0, 1.0], "PROJECTION": "pca",
+         "RESULTS_JSON": str(ctx["results_json"])}
+    extra = dataset_ci(dataset, ctx)
+    extra.pop("FUSION", None)
+    extra.pop("AUDIO_EXTRACTOR", None)
+    p.update(extra)
+    return p
+
+
+def unified_space(ctx) -> Params:
+    return {**_tiny_extractors(ctx), "DATASET_OPTIONS": {"n": 160}, "DIM": 32, "UNIFIED_EPOCHS": 20, "EPOCHS": 3,
+            "PROJECTION": "pca", "RESULTS_JSON": str(ctx["results_json"])}
+
+
+def retrieval(ctx) -> Params:  # its rows are retrieval scores, not trained models: RESULTS_JSON is not checked
+    return {**_tiny_extractors(ctx), "DATASET_OPTIONS": {"n": 160}, "DIM": 32, "UNIFIED_EPOCHS": 20}
+
+
 RULES: Dict[str, Callable[[Dict[str, Any]], Params]] = {
     "notebooks/embed_model_*.ipynb": embed_model,
     "get_datasets.ipynb": get_datasets,
     "generate_*_embeddings.ipynb": generate_embeddings,
     "notebooks/full_model_*.ipynb": full_model,
+    "Alignment/alignment_*.ipynb": alignment,
+    "Alignment/unified_space.ipynb": unified_space,
+    "Alignment/retrieval.ipynb": retrieval,
 }
 
 # which result-row models each notebook must produce (pattern -> model names); default: at least one row
 EXPECTED_MODELS: Dict[str, list] = {
     "notebooks/embed_model_*.ipynb": ["early_fusion", "late_fusion", "text_only", "image_only"],
     "notebooks/full_model_*.ipynb": ["bert_vit_early_frozen", "bert_vit_late_finetune", "bert_clip_late", "early_fusion", "logreg"],
+    "Alignment/alignment_*.ipynb": ["early_fusion", "late_fusion"],
+    "Alignment/unified_space.ipynb": ["early_fusion", "late_fusion", "early_fusion+unified", "late_fusion+unified"],
 }

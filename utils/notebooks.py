@@ -291,6 +291,12 @@ def generated_notebooks(repo: Path) -> Dict[Path, Any]:
         out[repo / "notebooks" / f"full_model_{dataset}.ipynb"] = build_notebook(full_model_cells(dataset, overrides))
     for path, make in EXTRA_GENERATORS.items():
         out[repo / path] = make()
+    from .align import templates as align_templates  # Alignment/: one notebook per dataset + unified space + retrieval
+
+    for dataset, overrides in DATASET_NOTEBOOKS.items():
+        out[repo / "Alignment" / f"alignment_{dataset}.ipynb"] = build_notebook(align_templates.alignment_cells(dataset, overrides))
+    out[repo / "Alignment" / "unified_space.ipynb"] = build_notebook(align_templates.unified_space_cells())
+    out[repo / "Alignment" / "retrieval.ipynb"] = build_notebook(align_templates.retrieval_cells())
     return out
 
 

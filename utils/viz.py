@@ -59,3 +59,153 @@ def metric_bars(
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+# ---------------------------------------------------------------- alignment and retrieval figures
+
+
+def embedding_2d(x, method: str = "umap", seed: int = 0, n_neighbors: int = 15):
+    """``[N, D] -> [N, 2]`` with UMAP (umap-learn, cosine metric) or PCA (fast; used in CI)."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32)
+    if method == "pca":
+        xc = x - x.mean(axis=0)
+        _, _, vt = np.linalg.svd(xc, full_matrices=False)
+        return xc @ vt[:2].T
+    if method != "umap":
+        raise ValueError(f"method must be 'umap' or 'pca', got {method!r}")
+    import warnings
+
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # umap warns that a fixed random_state disables parallelism
+        return umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), metric="cosine", random_state=seed).fit_transform(x)
+
+
+def _stack(vectors, labels):
+    """Rows of every modality (finite only), with their class and modality: (x [M, D], classes [M], modalities [M])."""
+    import numpy as np
+
+    dims = {m: v.shape[1] for m, v in vectors.items()}
+    if len(set(dims.values())) != 1:
+        raise ValueError(f"a joint plot needs one dimension for all modalities, got {dims}: align or map them first")
+    xs, cs, ms = [], [], []
+    labels = np.asarray(labels)
+    for m, v in vectors.items():
+        ok = np.isfinite(v).all(1)
+        xs.append(v[ok]); cs.append(labels[ok]); ms.append(np.array([m] * int(ok.sum())))
+    return np.concatenate(xs), np.concatenate(cs), np.concatenate(ms)
+
+
+def _scatter_panels(axes, xy, classes, modalities, title: str) -> None:
+    import seaborn as sns
+
+    sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=classes, s=10, ax=axes[0], linewidth=0, palette="tab10")
+    sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=modalities, s=10, ax=axes[1], linewidth=0, palette="Set1")
+    axes[0].set_title(f"{title}: by class", fontsize=9)
+    axes[1].set_title(f"{title}: by modality", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([]); ax.set_yticks([])
+        ax.legend(fontsize=7, markerscale=1.5, loc="best")
+
+
+def umap_plot(vectors, labels, method: str = "umap", path=None, title: str = "", seed: int = 0):
+    """One joint 2-D map of all modalities (``{m: [N, D]}``): left coloured by class, right by modality."""
+    plt = _pyplot()
+    x, c, m = _stack(vectors, labels)
+    xy = embedding_2d(x, method, seed)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    _scatter_panels(axes, xy, c, m, title or method.upper())
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def umap_before_after(before, after, labels, method: str = "umap", path=None, seed: int = 0,
+                      titles=("before alignment", "after alignment")):
+    """2 x 2 grid: rows before / after alignment, columns coloured by class / by modality."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8.4))
+    for row, vecs, t in ((0, before, titles[0]), (1, after, titles[1])):
+        x, c, m = _stack(vecs, labels)
+        _scatter_panels(axes[row], embedding_2d(x, method, seed), c, m, f"{t} ({method})")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def gap_shift_plot(a, b, lambdas=(-1.0, 0.0, 1.0), dims: int = 2, names=("text", "image"), gap_vector=None, path=None):
+    """The centroid shift at several lambdas, projected on the first 2 or 3 principal axes of both clouds.
+
+    ``a, b [N, D]``: the two modalities in a common dimension (rows are L2-normalised here);
+    ``gap_vector``: the training ``mean(b) - mean(a)`` (default: computed from ``a, b``). Each panel shows both
+    clouds after ``a += lam/2 g, b -= lam/2 g`` and re-normalisation, with their centroids joined by a line.
+    """
+    import numpy as np
+
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    plt = _pyplot()
+    a = np.asarray(a, np.float64); b = np.asarray(b, np.float64)
+    a /= np.linalg.norm(a, axis=1, keepdims=True); b /= np.linalg.norm(b, axis=1, keepdims=True)
+    g = b.mean(0) - a.mean(0) if gap_vector is None else np.asarray(gap_vector)
+    both = np.concatenate([a, b])
+    _, _, vt = np.linalg.svd(both - both.mean(0), full_matrices=False)
+    basis = vt[:dims].T
+    kw = {"projection": "3d"} if dims == 3 else {}
+    fig = plt.figure(figsize=(4.2 * len(lambdas), 4.2))
+    for i, lam in enumerate(lambdas):
+        ax = fig.add_subplot(1, len(lambdas), i + 1, **kw)
+        sa = a + lam / 2 * g; sb = b - lam / 2 * g
+        sa /= np.linalg.norm(sa, axis=1, keepdims=True); sb /= np.linalg.norm(sb, axis=1, keepdims=True)
+        gap = float(np.linalg.norm(sb.mean(0) - sa.mean(0)))
+        for pts, name, col in ((sa, names[0], "tab:blue"), (sb, names[1], "tab:red")):
+            p = pts @ basis
+            ax.scatter(*p.T, s=6, alpha=0.35, color=col, label=name)
+        ca, cb = sa.mean(0) @ basis, sb.mean(0) @ basis
+        ax.plot(*np.stack([ca, cb]).T, color="black", lw=2)
+        ax.scatter(*np.stack([ca, cb]).T, color=["tab:blue", "tab:red"], s=80, edgecolor="black", zorder=5)
+        ax.set_title(f"lambda = {lam:g}: gap {gap:.3f}", fontsize=9)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def metric_vs_lambda(table, metrics=("macro_f1", "gap_test_after"), path=None, model_col: str = "model", title: str = ""):
+    """One panel per metric: mean over seeds against lambda, one line per model (error bars: ``<metric>_std``)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for model, part in table.sort_values("lambda").groupby(model_col, sort=False):
+            std = part[f"{metric}_std"] if f"{metric}_std" in part.columns else None
+            ax.errorbar(part["lambda"], part[metric], yerr=std, marker="o", capsize=3, label=model)
+        ax.axvline(0, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("lambda (1 closes the gap, -1 doubles it)")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def hit_share_plot(share, path=None, title: str = "share of each modality among the top-k hits"):
+    """Lines of ``modality_share`` output (columns ``k`` and one per modality) against k."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for col in [c for c in share.columns if c != "k"]:
+        ax.plot(share["k"], share[col], marker="o", label=col)
+    ax.set_xscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("share of hits")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig

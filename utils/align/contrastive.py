@@ -1,0 +1,85 @@
+"""Contrastive losses as small ``nn.Module``s (one idea each).
+
+- :class:`InfoNCE`: symmetric InfoNCE (CLIP loss) between two batches of paired, L2-normalised embeddings.
+- :class:`MultiModalInfoNCE`: the weighted sum of :class:`InfoNCE` over every pair of modalities present,
+  with one learnable temperature shared by all pairs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PairKey = Tuple[str, str]
+
+
+def pair_key(a: str, b: str) -> str:
+    """Canonical name of a modality pair (sorted, so ``text-image`` and ``image-text`` are one pair)."""
+    return "-".join(sorted((a, b)))
+
+
+class InfoNCE(nn.Module):
+    """``(CE(s * a b^T, I) + CE(s * b a^T, I)) / 2`` for paired ``a, b [B, D]``; row ``i`` of each is a pair."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+        if a.shape != b.shape:
+            raise ValueError(f"InfoNCE needs paired batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        logits = logit_scale * a @ b.t()  # [B, B]; the diagonal holds the matched pairs
+        target = torch.arange(len(a), device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+class MultiModalInfoNCE(nn.Module):
+    """Weighted symmetric InfoNCE over all modality pairs, with a learnable temperature.
+
+    ``weights`` maps a pair (``"image-text"``, in :func:`pair_key` order, or a ``(a, b)`` tuple) to its loss
+    weight (default 1); use it to stop one pair (often text-image) from dominating. The temperature
+    starts at ``init_temperature`` (CLIP: 0.07) and is learned as ``log(1/T)``, clamped to ``T >= 1/max_scale``.
+    """
+
+    def __init__(
+        self, modalities: Sequence[str], weights: Optional[Mapping] = None, init_temperature: float = 0.07,
+        learn_temperature: bool = True, max_scale: float = 100.0,
+    ):
+        super().__init__()
+        if len(modalities) < 2:
+            raise ValueError(f"need at least two modalities, got {list(modalities)}")
+        self.pairs = [pair_key(a, b) for a, b in itertools.combinations(modalities, 2)]
+        given = {pair_key(*k) if isinstance(k, tuple) else pair_key(*k.split("-")): float(v) for k, v in (weights or {}).items()}
+        unknown = set(given) - set(self.pairs)
+        if unknown:
+            raise ValueError(f"weights for unknown modality pairs {sorted(unknown)}; pairs: {self.pairs}")
+        self.weights = {p: given.get(p, 1.0) for p in self.pairs}
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)), requires_grad=learn_temperature)
+        self.max_scale = max_scale
+        self.pair_loss = InfoNCE()
+
+    @property
+    def temperature(self) -> float:
+        return float(1.0 / self.scale().detach())
+
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp().clamp(max=self.max_scale)
+
+    def forward(self, z: Mapping[str, torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """``z``: modality -> normalised ``[B, D]`` (same rows). Returns the weighted loss and each pair's loss."""
+        s = self.scale()
+        total = torch.zeros((), device=next(iter(z.values())).device)
+        parts: Dict[str, float] = {}
+        norm = 0.0
+        for p in self.pairs:
+            a, b = p.split("-")
+            if a not in z or b not in z:
+                continue
+            loss = self.pair_loss(z[a], z[b], s)
+            total = total + self.weights[p] * loss
+            norm += self.weights[p]
+            parts[p] = float(loss.detach())
+        if norm == 0:
+            raise ValueError(f"no modality pair present in the batch (got {list(z)}; pairs {self.pairs})")
+        return total / norm, parts

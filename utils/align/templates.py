@@ -1,0 +1,225 @@
+"""Templates of the ``Alignment/`` notebooks (called from :func:`utils.notebooks.generated_notebooks`).
+
+- ``Alignment/alignment_<dataset>.ipynb``: one per entry of ``DATASET_NOTEBOOKS`` (gap, post-hoc methods,
+  lambda sweep, UMAP before/after, gap-shift plots);
+- ``Alignment/unified_space.ipynb``: a shared 256-d space for text, image and a synthetic third modality;
+- ``Alignment/retrieval.ipynb``: cross-modal retrieval with FAISS in three spaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+# keys of a DATASET_NOTEBOOKS entry that the alignment notebooks understand (the rest belong to other notebooks)
+SHARED_KEYS = ("DATA_DIR", "DATASET_OPTIONS", "TEXT_EXTRACTOR", "IMAGE_EXTRACTOR", "EXTRACTOR_OPTIONS", "EMBEDDINGS_DIR")
+
+COMMENTS = {
+    "DATASET": "a name from utils.data.names()",
+    "DATA_DIR": "None: MMFUSION_DATA_DIR, .env or ./data",
+    "DATASET_OPTIONS": "loader options",
+    "TEXT_EXTRACTOR": "alias or family:model_id",
+    "IMAGE_EXTRACTOR": "alias or family:model_id",
+    "EXTRACTOR_OPTIONS": "{'text': {...}, 'image': {...}}",
+    "EMBEDDINGS_DIR": "None: MMFUSION_EMBEDDINGS_DIR, .env or ./embeddings (extraction is cached)",
+    "FUSION": "heads trained before / after alignment",
+    "METHODS": "post-hoc methods (utils.align.ALIGNERS.names())",
+    "COMMON_DIM": "'pca' or 'lstsq': fitted map to one dimension when text and image widths differ",
+    "LAMBDAS": "centroid-shift strengths: 1 closes the gap, 0 leaves it, -1 doubles it",
+    "EPOCHS": "upper bound; early stopping on the validation split",
+    "BATCH_SIZE": "head training batch size",
+    "EMBED_BATCH_SIZE": "extraction batch size",
+    "SEED": "first seed",
+    "N_SEEDS": "seeds per setting (mean and std in the tables)",
+    "PROJECTION": "'umap' (umap-learn; ~15 s to compile on first use) or 'pca'",
+    "DEVICE": "'auto': CUDA, then MPS, then CPU",
+    "RESULTS_DIR": "None: MMFUSION_RESULTS_DIR, .env or ./results",
+    "RESULTS_JSON": "None: RESULTS_DIR/<notebook name>.json",
+    "THIRD_MODALITY": "name of the synthetic third modality (None: text and image only)",
+    "THIRD_DIM": "its width",
+    "THIRD_NOISE": "its per-row noise (1.0: class recoverable, not trivially)",
+    "DIM": "width of the shared space",
+    "UNIFIED_EPOCHS": "upper bound for the projection training (early stopping on validation loss)",
+    "PAIR_WEIGHTS": "loss weight per modality pair, e.g. {'image-text': 0.5}; default 1",
+    "KS": "k values for Recall@k",
+    "INDEX_KIND": "'auto' (exact up to 100k vectors, IVF above), 'exact', 'ivf' or 'hnsw'",
+}
+
+
+def _nb():
+    from .. import notebooks as nbm
+
+    return nbm
+
+
+def _params(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    out.update({k: v for k, v in overrides.items() if k in SHARED_KEYS})
+    return out
+
+
+def _head(dataset: str = "synthetic") -> Dict[str, Any]:
+    return {
+        "DATASET": dataset, "DATA_DIR": None, "DATASET_OPTIONS": {}, "TEXT_EXTRACTOR": "minilm-offline",
+        "IMAGE_EXTRACTOR": "random-convnext", "EXTRACTOR_OPTIONS": {}, "EMBEDDINGS_DIR": None,
+    }
+
+
+LOAD_AND_EMBED = [
+    ("md", "## Load the dataset and its cached embeddings"),
+    ("code", "ds = ex.load_dataset(DATASET, DATA_DIR, **DATASET_OPTIONS)\n"
+             "emb = ex.extract_embeddings(ds, {\"text\": TEXT_EXTRACTOR, \"image\": IMAGE_EXTRACTOR}, EXTRACTOR_OPTIONS,\n"
+             "                            batch_size=EMBED_BATCH_SIZE, device=DEVICE, embeddings_dir=EMBEDDINGS_DIR)\n"
+             "out_dir = results_dir(RESULTS_DIR)\n"
+             "emb.extractors, emb.dims()"),
+]
+
+IMPORTS = (
+    "import numpy as np\nimport pandas as pd\n\n"
+    "from utils import align, retrieval, viz\n"
+    "from utils import experiment as ex\n"
+    "from utils.config import results_dir\n\n"
+    "ex.setup_logging()"
+)
+
+
+def _cells(title: str, params: Dict[str, Any], steps: List) -> List[Dict[str, Any]]:
+    nb = _nb()
+    cells = [nb._md(title), nb._code(nb.COLAB_CELL), nb._code(IMPORTS),
+             nb._code(nb._parameters_cell(params, COMMENTS), tags=["parameters"])]
+    for kind, src in steps:
+        cells.append(nb._md(src) if kind == "md" else nb._code(src))
+    return cells
+
+
+def alignment_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
+    params = _params({
+        **_head(dataset),
+        "FUSION": ["early_fusion", "late_fusion"], "METHODS": ["shift", "centering", "procrustes", "cca"],
+        "COMMON_DIM": "pca", "LAMBDAS": [-1.0, -0.5, 0.0, 0.5, 1.0], "EPOCHS": 50, "BATCH_SIZE": 64,
+        "EMBED_BATCH_SIZE": 32, "SEED": 0, "N_SEEDS": 3, "PROJECTION": "umap", "DEVICE": "auto",
+        "RESULTS_DIR": None, "RESULTS_JSON": None,
+    }, overrides)
+    steps = LOAD_AND_EMBED + [
+        ("md", "## Measure the gap\nCentroid distance of the L2-normalised embeddings (Liang et al. 2022), matched vs "
+               "unmatched pair similarity, linear CKA and the variance in the first principal components. When text "
+               "and image widths differ, the gap is measured after a fitted linear map to one width (`COMMON_DIM`)."),
+        ("code", "seeds = list(range(SEED, SEED + N_SEEDS))\n"
+                 "before, _ = align.align_embeddings(ds, emb, \"shift\", lam=0.0, common=COMMON_DIM)  # common width only\n"
+                 "align.gap_table(ds, before)"),
+        ("md", "## Close it post hoc\nEvery method is fitted on the training split only and applied to validation "
+               "and test. `raw` is the heads on the unaligned embeddings."),
+        ("code", "rows = align.compare_alignments(ds, emb, METHODS, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE,\n"
+                 "                                seeds=seeds, device=DEVICE)\n"
+                 "align.alignment_table(rows)"),
+        ("md", "## Centroid shift: sweep lambda\nlambda = 1 closes the training gap, 0 leaves it, -1 doubles it."),
+        ("code", "sweep = align.lambda_sweep(ds, emb, LAMBDAS, FUSION, seeds=seeds, common=COMMON_DIM, epochs=EPOCHS,\n"
+                 "                          batch_size=BATCH_SIZE, device=DEVICE)\n"
+                 "sweep_table = align.alignment_table(sweep)\n"
+                 "fig = viz.metric_vs_lambda(sweep_table, [\"macro_f1\", \"accuracy\", \"gap_test_after\"],\n"
+                 "                           path=out_dir / f\"alignment_{DATASET}_lambda.png\", title=ds.spec.key)\n"
+                 "sweep_table"),
+        ("md", "## See it\nJoint 2-D maps before and after the shift (lambda = 1), and the shift itself in 2-D and 3-D."),
+        ("code", "after, shift = align.align_embeddings(ds, emb, \"shift\", lam=1.0, common=COMMON_DIM)\n"
+                 "pick = lambda e: {m: e.vectors[m] for m in (\"text\", \"image\")}\n"
+                 "fig = viz.umap_before_after(pick(before), pick(after), ds.df[\"label\"].astype(str), PROJECTION,\n"
+                 "                            path=out_dir / f\"alignment_{DATASET}_umap.png\")"),
+        ("code", "train = np.flatnonzero((ds.df[\"split\"] == \"train\").to_numpy() & np.isfinite(before.vectors[\"text\"]).all(1))\n"
+                 "for d in (2, 3):\n"
+                 "    fig = viz.gap_shift_plot(before.vectors[\"text\"][train], before.vectors[\"image\"][train], [-1.0, 0.0, 1.0], dims=d,\n"
+                 "                             gap_vector=shift.gap_vector, path=out_dir / f\"alignment_{DATASET}_shift_{d}d.png\")"),
+        ("md", "## Save\nOne row per (method, head, seed) with gap before/after and test scores."),
+        ("code", "align.save_alignment_results(rows + sweep, RESULTS_JSON or out_dir / f\"alignment_{DATASET}.json\")"),
+    ]
+    title = (f"# Modality alignment: `{dataset}`\n\nMeasure the modality gap between text and image embeddings, close "
+             "it post hoc (centroid shift with lambda, mean centring, orthogonal Procrustes, CCA) and see what it does "
+             "to early and late fusion. All statistics are fitted on the training split only.")
+    return _cells(title, params, steps)
+
+
+def unified_space_cells() -> List[Dict[str, Any]]:
+    params = {
+        **_head(), "THIRD_MODALITY": "aux", "THIRD_DIM": 64, "THIRD_NOISE": 1.0, "DIM": 256, "UNIFIED_EPOCHS": 100,
+        "PAIR_WEIGHTS": {}, "FUSION": ["early_fusion", "late_fusion"], "EPOCHS": 50, "BATCH_SIZE": 64,
+        "EMBED_BATCH_SIZE": 32, "SEED": 0, "N_SEEDS": 1, "KS": [1, 5, 10], "PROJECTION": "umap", "DEVICE": "auto",
+        "RESULTS_DIR": None, "RESULTS_JSON": None,
+    }
+    steps = LOAD_AND_EMBED + [
+        ("md", "## A third modality\nThe synthetic dataset has no audio. `align.synthetic_modality` makes a stand-in: a "
+               "fixed random prototype per class plus Gaussian noise. It carries the whole label (text and image carry "
+               "half each), so it is an honest test of the three-modality code path, not of audio. For real audio use "
+               "the ESC-50 layout with a CLAP extractor and pass its vectors here instead."),
+        ("code", "vectors = dict(emb.vectors)\nextractors = dict(emb.extractors)\n"
+                 "if THIRD_MODALITY:\n"
+                 "    vectors[THIRD_MODALITY] = align.synthetic_modality(ds.labels(), THIRD_DIM, THIRD_NOISE, seed=SEED)\n"
+                 "    extractors[THIRD_MODALITY] = f\"synthetic: class prototype + noise {THIRD_NOISE}\"\n"
+                 "raw = ex.Embeddings(vectors, extractors)\nraw.dims()"),
+        ("md", "## Learn the shared space\nOne linear projection per modality into `DIM` dimensions, L2-normalised, "
+               "symmetric InfoNCE over every pair, learnable temperature, per-pair weights; early stopping on the "
+               "validation loss."),
+        ("code", "cfg = align.UnifiedConfig(dim=DIM, epochs=UNIFIED_EPOCHS, pair_weights=PAIR_WEIGHTS, seed=SEED, device=DEVICE)\n"
+                 "space = align.fit_unified(raw.vectors, ds.df[\"split\"], cfg)\n"
+                 "print(f\"best epoch {space.best_epoch}, temperature {space.temperature:.3f}\")\n"
+                 "pd.DataFrame(space.history).tail()"),
+        ("code", "z = align.project(space, raw.vectors)\n"
+                 "unified = ex.Embeddings(z, {m: f\"{e} -> unified {DIM}-d\" for m, e in raw.extractors.items()})\n"
+                 "test = np.flatnonzero((ds.df[\"split\"] == \"test\").to_numpy())\n"
+                 "align.pairwise_gap_table(z, test)"),
+        ("md", "## Fusion heads: raw against unified"),
+        ("code", "seeds = list(range(SEED, SEED + N_SEEDS))\n"
+                 "rows = ex.train_heads(ds, raw, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE, seeds=seeds, device=DEVICE)\n"
+                 "for r in ex.train_heads(ds, unified, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE, seeds=seeds, device=DEVICE):\n"
+                 "    r[\"model\"] += \"+unified\"\n"
+                 "    rows.append(r)\n"
+                 "ex.results_table(rows)"),
+        ("md", "## Retrieval in the shared space (test split)\nPair Recall@k finds the same record in the other "
+               "modality; the hit share shows whether one modality crowds the others out of the top k."),
+        ("code", "labels = ds.df[\"label\"].astype(str).to_numpy()\n"
+                 "retrieval.compare_spaces({\"unified\": z}, ds.df[\"id\"], labels, test, KS)"),
+        ("code", "share = retrieval.hit_share(z, ds.df[\"id\"], \"text\", test)\n"
+                 "fig = viz.hit_share_plot(share, path=out_dir / \"unified_space_hit_share.png\")\nshare"),
+        ("code", "fig = viz.umap_plot(z, labels, PROJECTION, path=out_dir / \"unified_space_umap.png\", title=\"unified space\")"),
+        ("md", "## Save"),
+        ("code", "ex.save_results(rows, RESULTS_JSON or out_dir / \"unified_space.json\")"),
+    ]
+    title = ("# A unified embedding space\n\nProject text, image and a third modality into one shared space with a "
+             "contrastive (InfoNCE) loss trained on cached embeddings, then compare fusion heads and retrieval.")
+    return _cells(title, params, steps)
+
+
+def retrieval_cells() -> List[Dict[str, Any]]:
+    params = {
+        **_head(), "COMMON_DIM": "pca", "DIM": 256, "UNIFIED_EPOCHS": 100, "KS": [1, 5, 10], "INDEX_KIND": "auto",
+        "EMBED_BATCH_SIZE": 32, "SEED": 0, "DEVICE": "auto", "RESULTS_DIR": None, "RESULTS_JSON": None,
+    }
+    steps = LOAD_AND_EMBED + [
+        ("md", "## Three spaces to search\n`common`: each modality mapped to one width (no alignment); `shift`: the "
+               "centroid shift with lambda = 1; `unified`: the contrastive projections. All fitted on the training split."),
+        ("code", "common, _ = align.align_embeddings(ds, emb, \"shift\", lam=0.0, common=COMMON_DIM)\n"
+                 "shifted, _ = align.align_embeddings(ds, emb, \"shift\", lam=1.0, common=COMMON_DIM)\n"
+                 "space = align.fit_unified(emb.vectors, ds.df[\"split\"], align.UnifiedConfig(dim=DIM, epochs=UNIFIED_EPOCHS, seed=SEED, device=DEVICE))\n"
+                 "spaces = {\"common\": common.vectors, \"shift\": shifted.vectors, \"unified\": align.project(space, emb.vectors)}\n"
+                 "spaces = {k: {m: v[m] for m in (\"text\", \"image\")} for k, v in spaces.items()}"),
+        ("md", "## Recall@k and mAP by class (test split as queries, every record as the collection)"),
+        ("code", "test = np.flatnonzero((ds.df[\"split\"] == \"test\").to_numpy())\n"
+                 "labels = ds.df[\"label\"].astype(str).to_numpy()\n"
+                 "report = retrieval.compare_spaces(spaces, ds.df[\"id\"], labels, test, KS, kind=INDEX_KIND)\nreport"),
+        ("md", "## mAP per class (text -> image, unified space)"),
+        ("code", "coll = retrieval.Collection.build(spaces[\"unified\"], ds.df[\"id\"], kind=INDEX_KIND)\n"
+                 "q = spaces[\"unified\"][\"text\"][test]\nok = np.isfinite(q).all(1)\n"
+                 "_, hit_ids, _ = coll.search(q[ok], max(KS), target=\"image\")\n"
+                 "label_of = dict(zip(ds.df[\"id\"], labels))\n"
+                 "retrieval.map_by_class(labels[test][ok], np.vectorize(label_of.get)(hit_ids), labels)"),
+        ("md", "## Which modality fills the top k?"),
+        ("code", "share = retrieval.hit_share(spaces[\"unified\"], ds.df[\"id\"], \"text\", test, kind=INDEX_KIND)\n"
+                 "fig = viz.hit_share_plot(share, path=out_dir / \"retrieval_hit_share.png\")\nshare"),
+        ("md", "## Save and reload an index\n`index.faiss` (faiss.write_index) and `ids.npy`: no pickle."),
+        ("code", "folder = coll.indexes[\"image\"].save(out_dir / \"retrieval_index_image\")\n"
+                 "back = retrieval.load_index(folder)\n"
+                 "assert (back.ids == coll.indexes[\"image\"].ids.astype(str)).all()\n"
+                 "sorted(p.name for p in folder.iterdir())"),
+        ("md", "## Save\nOne row per (space, query modality, target modality)."),
+        ("code", "retrieval.save_report(report, RESULTS_JSON or out_dir / \"retrieval.json\")"),
+    ]
+    title = ("# Cross-modal retrieval\n\nText-to-image and image-to-text search with FAISS (exact inner product for "
+             "small collections, IVF above 100,000 vectors), in three embedding spaces.")
+    return _cells(title, params, steps)
