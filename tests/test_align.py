@@ -212,3 +212,16 @@ def test_unified_space_training_reduces_the_loss(n_mod):
     third = synthetic_modality(np.arange(n) % 4, dim=16)
     np.testing.assert_array_equal(third, synthetic_modality(np.arange(n) % 4, dim=16))
     assert third.shape == (n, 16)
+
+
+def test_cca_caps_components_at_the_data_rank():
+    from utils.align.posthoc import CCAAlign
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(40, 3))  # both modalities live in a 3-d subspace
+    a = z @ rng.normal(size=(3, 20))
+    b = z @ rng.normal(size=(3, 12)) + 0.01 * rng.normal(size=(40, 12))
+    cca = CCAAlign(n_components=16).fit(a, b)
+    assert cca.k == 3
+    ta, tb = cca.transform(a, b)
+    assert np.isfinite(ta).all() and np.isfinite(tb).all() and ta.shape == (40, 3)

@@ -195,13 +195,24 @@ class CCAAlign(Aligner):
     def fit(self, a: np.ndarray, b: np.ndarray) -> "CCAAlign":
         from sklearn.cross_decomposition import CCA
 
-        k = max(1, min(self.n_components, a.shape[1], b.shape[1], len(a) - 1))
+        a, b = l2_normalize(a), l2_normalize(b)
+        # more components than either modality's rank make NIPALS divide by zero (NaN weights)
+        rank = min(np.linalg.matrix_rank(a - a.mean(0)), np.linalg.matrix_rank(b - b.mean(0)))
+        k = max(1, min(self.n_components, int(rank), len(a) - 1))
+        if k < self.n_components:
+            log.info("cca: %d components asked, the training rows support %d", self.n_components, k)
         self.model = CCA(n_components=k, max_iter=self.max_iter)
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sklearn warns when NIPALS stops at max_iter on tiny data
-            self.model.fit(l2_normalize(a), l2_normalize(b))
+            self.model.fit(a, b)
+        if not all(np.isfinite(w).all() for w in (self.model.x_rotations_, self.model.y_rotations_)):
+            raise ValueError(
+                f"cca: the fit diverged (NaN) with {k} components on {len(a)} training rows; "
+                "use fewer components (n_components=...) or more training rows"
+            )
+        self.k = k
         return self
 
     def transform(self, a: np.ndarray, b: np.ndarray) -> Pair:
