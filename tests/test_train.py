@@ -155,3 +155,17 @@ def test_reduced_precision_training_matches_fp32_quality_and_is_recorded():
     with pytest.raises(ValueError, match="precision"):
         fit(build_head("text_only", {"text": 16}, 3), X[:50], y[:50], X[50:60], y[50:60], "multiclass",
             ["a", "b", "c"], TrainConfig(epochs=1, precision="fp8"))
+
+
+def test_heap_tuning_is_idempotent_and_can_be_switched_off():
+    import subprocess
+    import sys
+
+    from utils.train import keep_large_blocks_on_heap
+
+    first = keep_large_blocks_on_heap()
+    assert keep_large_blocks_on_heap() is first
+    code = "from utils.train import keep_large_blocks_on_heap as k; print(k())"
+    env = {**__import__("os").environ, "MMFUSION_NO_MALLOPT": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
