@@ -40,6 +40,17 @@ def _isolated_paths(tmp_path, monkeypatch):
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread: OpenMP threads spin-wait each other on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_tiny_bert(folder: Path) -> Path:
     """A 2-layer, 32-wide BERT with a tiny word-level vocab, saved with save_pretrained."""
     from transformers import BertConfig, BertModel, BertTokenizer

@@ -13,13 +13,7 @@ from utils.models.losses import FocalLoss, class_weight_vector, make_loss, targe
 from utils.train import TrainConfig, fit, n_params
 from utils.train_batches import TensorBatches, fit_batches, predict_batches
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin overhead on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731

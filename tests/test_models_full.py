@@ -10,13 +10,7 @@ from utils.models.fusion import HeadConfig, build_head
 from utils.train import n_params
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin overhead on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def _batch(tiny_bert, tiny_vit_folder, n=4):
