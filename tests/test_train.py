@@ -169,3 +169,18 @@ def test_heap_tuning_is_idempotent_and_can_be_switched_off():
     env = {**__import__("os").environ, "MMFUSION_NO_MALLOPT": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_auto_precision_keeps_narrow_inputs_in_fp32_on_cpu(monkeypatch):
+    import utils.precision
+    from utils.train import CPU_BF16_MIN_FEATURES
+
+    monkeypatch.setattr(utils.precision, "cpu_has_bf16", lambda: True)
+    X, y = _blobs(100, d=16)
+    narrow = fit(build_head("text_only", {"text": 16}, 3), X[:80], y[:80], X[80:], y[80:], "multiclass",
+                 ["a", "b", "c"], TrainConfig(epochs=1, device="cpu"))
+    assert narrow.precision == "fp32"
+    wide_X = np.repeat(X, CPU_BF16_MIN_FEATURES // 16, axis=1)
+    wide = fit(build_head("text_only", {"text": wide_X.shape[1]}, 3), wide_X[:80], y[:80], wide_X[80:], y[80:],
+               "multiclass", ["a", "b", "c"], TrainConfig(epochs=1, device="cpu"))
+    assert wide.precision == "bf16"
