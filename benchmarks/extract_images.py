@@ -19,13 +19,13 @@ the convolutional model, and ``bf16_cosine_vs_fp32`` (mean cosine of our vectors
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from _timing import median_time  # benchmarks/_timing.py (the script's folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,14 +45,6 @@ def make_jpegs(folder: Path, n: int, seed: int = 0) -> list:
         paths.append(p)
     return paths
 
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def bench(model_name: str, paths: list, batch_size: int, repeats: int) -> dict:

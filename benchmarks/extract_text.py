@@ -12,12 +12,12 @@ and ``speedup_vs_sentence_transformers``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from _timing import median_time  # benchmarks/_timing.py (the script's folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,14 +31,6 @@ def make_texts(n: int, seed: int = 0) -> list:
     lengths = np.clip(rng.lognormal(3.0, 0.8, n).astype(int), 3, 120)
     return [" ".join(rng.choice(WORDS, k)) + "." for k in lengths]
 
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

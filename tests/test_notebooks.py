@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest

@@ -10,7 +10,6 @@ every other cell with the template. To add a dataset, add an entry to :data:`DAT
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -58,10 +57,19 @@ def _parameters_cell(params: Dict[str, Any], comments: Dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-EMBED_COMMENTS = {
+# parameter comments shared by every template (papermill cannot parse a comment holding "=")
+COMMON_COMMENTS = {
     "DATASET": "a name from utils.data.names()",
     "DATA_DIR": "None: MMFUSION_DATA_DIR, .env or ./data; the dataset is read from DATA_DIR/DATASET",
     "DATASET_OPTIONS": "loader options (task, subset size, text template, ...)",
+    "SEED": "first seed",
+    "N_SEEDS": "number of seeds, from SEED on; use 3 or more when comparing models",
+    "DEVICE": "'auto': CUDA, then MPS, then CPU",
+    "RESULTS_DIR": "None: MMFUSION_RESULTS_DIR, .env or ./results",
+}
+
+EMBED_COMMENTS = {
+    **COMMON_COMMENTS,
     "TEXT_EXTRACTOR": "alias or family:model_id, e.g. 'hf:sentence-transformers/all-MiniLM-L6-v2'",
     "IMAGE_EXTRACTOR": "e.g. 'timm:vit_small_patch14_dinov2.lvd142m' (pretrained, needs the hub)",
     "AUDIO_EXTRACTOR": "None, or e.g. 'clap:laion/clap-htsat-unfused' (datasets with audio)",
@@ -71,10 +79,6 @@ EMBED_COMMENTS = {
     "EPOCHS": "upper bound; early stopping on the validation split",
     "BATCH_SIZE": "head training batch size",
     "EMBED_BATCH_SIZE": "extraction batch size",
-    "SEED": "first seed",
-    "N_SEEDS": "number of seeds, from SEED on; use 3 or more when comparing models",
-    "DEVICE": "'auto': CUDA, then MPS, then CPU",
-    "RESULTS_DIR": "None: MMFUSION_RESULTS_DIR, .env or ./results",
     "RESULTS_JSON": "None: RESULTS_DIR/embed_model_<DATASET>.json",
 }
 
@@ -152,9 +156,7 @@ def embed_model_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str,
 
 
 FULL_COMMENTS = {
-    "DATASET": "a name from utils.data.names()",
-    "DATA_DIR": "None: MMFUSION_DATA_DIR, .env or ./data",
-    "DATASET_OPTIONS": "loader options (task, subset size, ...)",
+    **COMMON_COMMENTS,
     "TEXT_MODEL": "BERT backbone: hub id or local (fine-tuned) folder",
     "IMAGE_MODEL": "ViT backbone: hub id or local folder",
     "FULL_MODELS": "bert_vit_<early|late>_<frozen|finetune|lastN>",
@@ -169,10 +171,6 @@ FULL_COMMENTS = {
     "BATCH_SIZE": "end-to-end batch size",
     "LR": "backbone learning rate when fine-tuning",
     "MAX_LENGTH": "tokenizer max length",
-    "SEED": "first seed",
-    "N_SEEDS": "number of seeds, from SEED on; 3 or more to compare models",
-    "DEVICE": "'auto': CUDA, then MPS, then CPU",
-    "RESULTS_DIR": "None: MMFUSION_RESULTS_DIR, .env or ./results",
     "RESULTS_TABLE": "None: RESULTS_DIR/runs.parquet (every run is appended)",
     "RESULTS_JSON": "None: RESULTS_DIR/full_model_<DATASET>.json",
 }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -154,7 +154,7 @@ def load_brset(
         classes = TASKS[task]
         source = {"DR_ICDR", "DR_SDRG", "diabetic_retinopathy"}
     else:
-        require_columns(raw, [task], path, "brset", f"task must be DR_2, DR_3 or a column of labels.csv.")
+        require_columns(raw, [task], path, "brset", "task must be DR_2, DR_3 or a column of labels.csv.")
         vals = df[task]
         labels = [None if is_missing(v) else str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in vals]
         classes = sorted({v for v in labels if v is not None})

@@ -20,7 +20,7 @@ from typing import Dict, List
 import pandas as pd
 
 from . import register
-from ._common import index_files, rel, require_file, variant
+from ._common import index_files, rel, require_file
 from .schema import DatasetError, DatasetSpec, MultimodalDataset
 from .splits import carve_validation
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 import pandas as pd
 
 from . import register
-from ._common import require_file, variant
+from ._common import require_file
 from .schema import DatasetError, DatasetSpec, MultimodalDataset
 from .splits import carve_validation
 
