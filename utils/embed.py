@@ -53,7 +53,7 @@ def embed(
         extractor = create(extractor, **(extractor_options or {}))
     elif extractor_options:
         raise ValueError("extractor_options only applies when extractor is given as a string")
-    if extractor.modality != modality and not (extractor.modality == "multi"):
+    if extractor.modality != modality:
         raise ValueError(f"extractor {extractor.id} embeds {extractor.modality}, not {modality}")
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard must be in [0, num_shards), got shard={shard}, num_shards={num_shards}")

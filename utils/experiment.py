@@ -226,8 +226,6 @@ def _clean_nan(obj: Any) -> Any:
 def save_results(rows: Sequence[Mapping[str, Any]], json_path: PathLike, table_path: Optional[PathLike] = None) -> Path:
     """Write the result rows as JSON (a list, one row per trained model) and the table as CSV beside it."""
     json_path = Path(json_path)
-    if not json_path.is_absolute() and not json_path.parent.exists() and str(json_path.parent) in ("results", "."):
-        json_path = results_dir() / json_path.name
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(_clean_nan(list(rows)), indent=1, default=_json_default))
     table_path = Path(table_path) if table_path else json_path.with_suffix(".csv")
