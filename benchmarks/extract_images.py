@@ -52,7 +52,7 @@ def bench(model_name: str, paths: list, batch_size: int, repeats: int) -> dict:
     from PIL import Image
 
     from utils import extractors
-    from utils.precision import autocast
+    from utils.runtime import autocast
 
     n = len(paths)
     ext = extractors.create(f"timm:{model_name}", pretrained=False, seed=0)

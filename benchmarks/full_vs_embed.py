@@ -42,10 +42,9 @@ def main(argv=None) -> None:
     from utils import data
     from utils.data.synthetic import COLOUR_WORDS, HEAVY, LIGHT, PLACES, SHAPE_WORDS, SIZES
     from utils.models.fusion import build_head
-    from utils.models.full import FullFusionModel, MultimodalCollator, RecordsDataset, _param_groups, load_backbone
+    from utils.models.full import FullFusionModel, load_backbone, param_groups
     from utils.models.losses import targets_tensor
-    from utils.train import TrainConfig, fit, n_params
-    from utils.train_batches import fit_batches
+    from utils.train import MultimodalCollator, RecordsDataset, TrainConfig, fit, fit_batches, n_params
 
     tmp = Path(tempfile.mkdtemp(prefix="full_vs_embed_"))
     ds = data.load("synthetic", root=tmp / "data", n=max(a.n, 40), image_size=a.image_size)
@@ -64,11 +63,11 @@ def main(argv=None) -> None:
     model = FullFusionModel(load_backbone(BertConfig()), load_backbone(ViTConfig(image_size=a.image_size)), ds.spec.num_outputs,
                             "early_fusion", "finetune")
     collate = MultimodalCollator(tokenizer, processor, 128, pairs=True)
-    train = DataLoader(RecordsDataset(ds, rows, yt[rows]), batch_size=a.batch_size, shuffle=True, collate_fn=collate,
+    train = DataLoader(RecordsDataset.from_dataset(ds, rows, yt[rows]), batch_size=a.batch_size, shuffle=True, collate_fn=collate,
                        generator=torch.Generator().manual_seed(0))
-    val = DataLoader(RecordsDataset(ds, rows[:4], yt[rows[:4]]), batch_size=4, collate_fn=collate)
+    val = DataLoader(RecordsDataset.from_dataset(ds, rows[:4], yt[rows[:4]]), batch_size=4, collate_fn=collate)
     res = fit_batches(model, train, val, ds.spec.task, ds.spec.classes, TrainConfig(epochs=a.full_epochs, patience=None, device="cpu"),
-                      param_groups=_param_groups(model, 2e-5, 1e-3), show_progress=True)
+                      param_groups=param_groups(model, 2e-5, 1e-3), show_progress=True)
     full_s = statistics.median(res.epoch_seconds)
     full_params = n_params(model)
 

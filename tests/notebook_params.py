@@ -18,7 +18,7 @@ def embed_model(ctx) -> Params:
     p: Params = {
         "TEXT_EXTRACTOR": f"hf:{ctx['tiny_bert']}",
         "IMAGE_EXTRACTOR": "timm:test_vit",
-        "EXTRACTOR_OPTIONS": {"image": {"pretrained": False}},
+        "EXTRACTOR_OPTIONS": {"timm:test_vit": {"pretrained": False}},
         "EPOCHS": 3,
         "EMBED_BATCH_SIZE": 16,
         "RESULTS_JSON": str(ctx["results_json"]),
@@ -43,7 +43,7 @@ def fixture_params(name: str, **params: Any) -> Callable[[Dict[str, Any]], Param
 
 def get_datasets(ctx) -> Params:
     from . import fixtures_data
-    from utils.dataset_notebook import ORDER
+    from utils.notebooks.get_datasets import ORDER
 
     options = {name: fixtures_data.build(name, ctx["tmp"] / "data" / name).options for name in ORDER}
     return {"DATA_DIR": str(ctx["tmp"] / "data"), "DATASET_OPTIONS": options, "N_EXAMPLES": 2,
@@ -68,7 +68,7 @@ def full_model(ctx) -> Params:
         "FULL_MODELS": ["bert_vit_early_frozen", "bert_vit_late_finetune"],
         "TEXT_EXTRACTOR": f"hf:{ctx['tiny_bert']}",
         "IMAGE_EXTRACTOR": "timm:test_vit",
-        "EXTRACTOR_OPTIONS": {"image": {"pretrained": False}},
+        "EXTRACTOR_OPTIONS": {"timm:test_vit": {"pretrained": False}},
         "FUSION": ["early_fusion", "logreg"],
         "EPOCHS": 1,
         "HEAD_EPOCHS": 3,
@@ -120,7 +120,7 @@ def _tiny_extractors(ctx) -> Params:
     return {
         "TEXT_EXTRACTOR": f"hf:{ctx['tiny_bert']}",
         "IMAGE_EXTRACTOR": "timm:test_vit",
-        "EXTRACTOR_OPTIONS": {"image": {"pretrained": False}},
+        "EXTRACTOR_OPTIONS": {"timm:test_vit": {"pretrained": False}},
         "EMBED_BATCH_SIZE": 16,
         "RESULTS_DIR": str(ctx["tmp"] / "results"),
     }

@@ -131,7 +131,7 @@ def _fake_dataset(n=120, seed=0):
 
 
 def test_align_embeddings_fits_on_train_only_and_keeps_missing_rows_missing():
-    from utils.align import align_embeddings, compare_alignments, gap_table
+    from utils.experiment import align_embeddings, compare_alignments, gap_table
     from utils.experiment import Embeddings
 
     ds, rng = _fake_dataset()
@@ -153,9 +153,11 @@ def test_align_embeddings_fits_on_train_only_and_keeps_missing_rows_missing():
     assert list(gt["split"]) == ["train", "val", "test"]
     assert gt["gap"].iloc[0] < 0.4 * before["gap"].iloc[0]  # re-normalising leaves a little
     rows = compare_alignments(ds, emb, ["shift"], heads=["early_fusion"], epochs=2, batch_size=32, device="cpu")
-    assert [r["alignment"] for r in rows] == ["raw", "shift(lambda=1, pca)"]
-    assert rows[1]["gap_train_after"] < 0.4 * rows[1]["gap_train_before"]
-    assert 0.0 <= rows[1]["accuracy"] <= 1.0
+    assert [r["alignment"] for r in rows] == ["raw (unnormalised)", "none (normalised, pca)", "shift(lambda=1, pca)"]
+    assert [r["method"] for r in rows] == ["raw", "none", "shift"]
+    assert rows[2]["gap_train_after"] < 0.4 * rows[2]["gap_train_before"]
+    assert rows[1]["gap_train_after"] == pytest.approx(rows[1]["gap_train_before"])  # the control does not align
+    assert 0.0 <= rows[2]["accuracy"] <= 1.0
 
 
 # ------------------------------------------------------------ contrastive / unified space

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import utils.config as config
+import utils.runtime as runtime
 from utils import data
 from utils.data import DatasetError, DatasetSpec, MultimodalDataset, validate
 from utils.data.splits import assign_splits, carve_validation
@@ -50,9 +51,9 @@ def test_setup_colab_is_a_no_op_outside_colab():
 def test_resolve_device_auto_is_cpu_here():
     import torch
 
-    dev = config.resolve_device("auto")
+    dev = runtime.resolve_device("auto")
     assert dev.type == ("cuda" if torch.cuda.is_available() else dev.type)
-    assert config.resolve_device("cpu").type == "cpu"
+    assert runtime.resolve_device("cpu").type == "cpu"
 
 
 def _table():

@@ -10,7 +10,7 @@ import pytest
 
 from utils import data
 from utils.data import DatasetError
-from utils.data.schema import _as_list
+from utils.data.schema import as_list
 
 from . import fixtures_data as fd
 
@@ -29,7 +29,7 @@ def _compare(ds, exp, text_col="text", label_col="label", splits_exact=True):
     for rid in exp.index:
         g, e = got.loc[rid], exp.loc[rid]
         assert g["text"] == e[text_col], rid
-        lab = _as_list(g["label"]) if ds.spec.task == "multilabel" else g["label"]
+        lab = as_list(g["label"]) if ds.spec.task == "multilabel" else g["label"]
         assert lab == e[label_col], rid
         for col in ("image_path", "audio_path"):
             if col in exp.columns:
@@ -204,7 +204,7 @@ def test_table_multilabel_template_and_missing_column(tmp_path):
     df.to_csv(fx.root / "records.csv", index=False)
     ds = data.load("table", root=fx.root, file="records.csv", text_template="{caption} ({class})", image_column="file",
                    label_column="tags", task="multilabel", label_sep=";")
-    assert ds.spec.classes == ["a", "b"] and _as_list(ds.df["label"][0]) == ["a", "b"]
+    assert ds.spec.classes == ["a", "b"] and as_list(ds.df["label"][0]) == ["a", "b"]
     assert ds.df["text"][0] == "a photo of a small animal number 0 (cat)"
     with pytest.raises(DatasetError, match=r"records\.csv lacks column\(s\) \['caption_x'\]"):
         data.load("table", root=fx.root, text_column="caption_x", image_column="file", label_column="class")

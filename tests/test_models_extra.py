@@ -11,7 +11,7 @@ import torch
 
 from utils.models.losses import FocalLoss, class_weight_vector, make_loss, targets_tensor
 from utils.train import TrainConfig, fit, n_params
-from utils.train_batches import TensorBatches, fit_batches, predict_batches
+from utils.train import TensorBatches, fit_batches, predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
@@ -74,7 +74,7 @@ def test_focal_loss_is_selectable_in_training_and_validated():
 def test_logreg_rows_are_compatible_and_counted():
     from utils.data import load
     from utils.experiment import Embeddings
-    from utils.models.classic import train_logreg
+    from utils.experiment import train_logreg
 
     ds = load("synthetic", n=80)
     y = ds.labels()
@@ -134,14 +134,15 @@ def test_guided_learns_and_early_stopping_restores_best_epoch():
                      ["a", "b"], TrainConfig(epochs=40, patience=4, lr=3e-2))
     losses = [h["val_loss"] for h in r2.history]
     assert r2.best_epoch == int(np.argmin(losses)) + 1 and r2.epochs_run == r2.best_epoch + 4
-    logits, t = predict_batches(r2.model, noisy(slice(200, n), False))
+    logits, t = predict(r2.model, noisy(slice(200, n), False))
     assert make_loss("binary")(logits, t).item() == pytest.approx(min(losses), rel=1e-5)
 
 
 def test_token_feature_cache_and_end_to_end_agree(tiny_bert, tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
-    from utils.models.guided import GuidedEndToEnd, cache_token_features, load_token_features
+    from utils.models.guided import GuidedEndToEnd
+    from utils.token_features import cache_token_features, load_token_features
 
     texts = ["a small iron block", "the red car on the road", ""]
     ids = ["r0", "r1", "r2"]
@@ -172,7 +173,9 @@ def test_guided_end_to_end_gradients_and_train_guided_on_cache(tiny_bert, tmp_pa
     from transformers import AutoModel, AutoTokenizer
 
     from utils.data import load
-    from utils.models.guided import GuidedEndToEnd, ImageGuidedTextSelector, cache_token_features, image_guide_features, train_guided
+    from utils.experiment import image_guide_features, train_guided
+    from utils.models.guided import GuidedEndToEnd, ImageGuidedTextSelector
+    from utils.token_features import cache_token_features
 
     torch.manual_seed(0)
     e2e = GuidedEndToEnd(AutoModel.from_pretrained(str(tiny_bert)), image_dim=4, n_out=3, train_encoder=True, hidden=16)
@@ -192,7 +195,7 @@ def test_guided_end_to_end_gradients_and_train_guided_on_cache(tiny_bert, tmp_pa
 
 
 def test_guided_run_kind_and_metric_monitor(tiny_bert):
-    from utils import runs
+    from utils import experiment as runs
 
     rows = runs.run_seeds({"kind": "guided", "dataset_options": {"n": 40}, "text_model": str(tiny_bert), "max_length": 16,
                            "image_extractors": ["timm:test_vit", "timm:test_resnet"], "hidden": 16, "epochs": 3, "batch_size": 8,

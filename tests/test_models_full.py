@@ -78,7 +78,7 @@ def test_full_model_checkpoint_round_trip_without_pickle(tiny_bert, tiny_vit_fol
 
 def test_train_full_models_rows(tiny_bert, tiny_vit_folder):
     from utils.data import load
-    from utils.models.full import FullTrainConfig, train_full_models
+    from utils.experiment import FullTrainConfig, train_full_models
 
     ds = load("synthetic", n=40)
     rows = train_full_models(ds, ["bert_vit_early_last1"], str(tiny_bert), str(tiny_vit_folder), seeds=[0],
@@ -91,7 +91,7 @@ def test_train_full_models_rows(tiny_bert, tiny_vit_folder):
 
 def test_bert_clip_trainer_one_epoch_offline(tiny_bert, tiny_clip_folder, tmp_path):
     from utils.data import load
-    from utils.models.full import train_bert_clip
+    from utils.experiment import train_bert_clip
 
     ds = load("synthetic", n=40)
     row, trainer = train_bert_clip(ds, tiny_bert, tiny_clip_folder, tmp_path / "out", epochs=1, batch_size=8, lr=1e-3, max_length=24)
@@ -134,10 +134,10 @@ def test_lora_adapted_clip_loads_from_local_folders(tiny_bert, tiny_clip_folder,
 def test_run_seeds_spread_results_table_and_grid(tiny_bert, tiny_vit_folder, tmp_path):
     import pandas as pd
 
-    from utils import runs
+    from utils.experiment import runs
 
     emb = {"text": f"hf:{tiny_bert}", "image": "timm:test_vit"}
-    opts = {"extractor_options": {"image": {"pretrained": False}}, "epochs": 4}
+    opts = {"extractor_options": {"timm:test_vit": {"pretrained": False}}, "epochs": 4}
     paper = runs.run_grid(["synthetic"], {"tiny": emb}, ["early_fusion", "logreg"], seeds=[0, 1, 2],
                           full_models=["bert_vit_early_frozen"], dataset_options={"synthetic": {"n": 60}}, embedding_options=opts,
                           full_options={"text_model": str(tiny_bert), "image_model": str(tiny_vit_folder), "epochs": 1, "max_length": 24},

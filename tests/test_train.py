@@ -172,10 +172,10 @@ def test_heap_tuning_is_idempotent_and_can_be_switched_off():
 
 
 def test_auto_precision_keeps_narrow_inputs_in_fp32_on_cpu(monkeypatch):
-    import utils.precision
+    import utils.runtime
     from utils.train import CPU_BF16_MIN_FEATURES
 
-    monkeypatch.setattr(utils.precision, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(utils.runtime, "cpu_has_bf16", lambda: True)
     X, y = _blobs(100, d=16)
     narrow = fit(build_head("text_only", {"text": 16}, 3), X[:80], y[:80], X[80:], y[80:], "multiclass",
                  ["a", "b", "c"], TrainConfig(epochs=1, device="cpu"))

@@ -1,8 +1,9 @@
 """``python -m utils``: the main job on the built-in synthetic dataset (offline by default).
 
-Extracts (and caches) text and image embeddings, trains early fusion, late fusion, text-only and
-image-only heads, prints the results table and writes JSON, CSV and a PNG bar plot to the results folder.
-Run ``python -m utils --help`` for the options (pretrained hub models are one flag away).
+Extracts (and caches) text and image embeddings with two real pretrained models shipped on PyPI
+(all-MiniLM-L6-v2 for text, an ImageNet EfficientNet-Lite0 for images), trains early fusion, late fusion,
+text-only and image-only heads, prints the results table and writes JSON, CSV and a PNG bar plot to the
+results folder. Run ``python -m utils --help`` for the options (hub models are one flag away).
 """
 
 from __future__ import annotations
@@ -13,16 +14,38 @@ import sys
 import time
 
 
-def main(argv=None) -> int:
+def json_option(value: str, flag: str) -> dict:
+    """A ``--*-options`` value: a JSON object, or a clear error naming the flag."""
+    try:
+        out = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{flag}: not valid JSON ({e.msg} at character {e.pos}): {value!r}. "
+                         'Give an object, e.g. \'{"n": 3000}\'.') from None
+    if not isinstance(out, dict):
+        raise SystemExit(f"{flag}: must be a JSON object like '{{\"n\": 3000}}', got {value!r}")
+    return out
+
+
+def seeds_option(value: str) -> list:
+    try:
+        seeds = [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds: give comma-separated integers, e.g. 0,1,2; got {value!r}") from None
+    if not seeds:
+        raise SystemExit("--seeds: give at least one seed, e.g. 0")
+    return seeds
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m utils", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="synthetic", help="dataset name (see utils.data.names())")
     p.add_argument("--dataset-options", default="{}", help='JSON dict of loader options, e.g. \'{"n": 3000}\'')
     p.add_argument("--text", default="minilm-offline",
-                   help="text extractor: alias or family:model_id, e.g. hf:sentence-transformers/all-MiniLM-L6-v2")
-    p.add_argument("--image", default="random-convnext",
-                   help="image extractor, e.g. timm:vit_small_patch14_dinov2.lvd142m (needs the hub) ")
+                   help="text extractor: alias or family:model_id, e.g. hf:BAAI/bge-base-en-v1.5 (needs the hub)")
+    p.add_argument("--image", default="effnet-lite0",
+                   help="image extractor, e.g. dinov2-base or timm:vit_small_patch14_dinov2.lvd142m (needs the hub)")
     p.add_argument("--text-options", default="{}", help='JSON dict of text extractor options, e.g. \'{"pooling": "cls"}\'')
-    p.add_argument("--image-options", default="{}", help='JSON dict of image extractor options, e.g. \'{"pretrained": false}\'')
+    p.add_argument("--image-options", default="{}", help='JSON dict of image extractor options, e.g. \'{"precision": "fp32"}\'')
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
@@ -30,23 +53,38 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--embeddings-dir", default=None)
     p.add_argument("--results-dir", default=None)
-    a = p.parse_args(argv)
+    return p
 
-    from .experiment import format_table, run_embedding_experiment, setup_logging
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    dataset_options = json_option(a.dataset_options, "--dataset-options")
+    text_options = json_option(a.text_options, "--text-options")
+    image_options = json_option(a.image_options, "--image-options")
+    seeds = seeds_option(a.seeds)
+    if a.epochs < 1:
+        raise SystemExit(f"--epochs must be >= 1, got {a.epochs}")
+    if a.batch_size < 2:
+        raise SystemExit(f"--batch-size must be >= 2 (BatchNorm needs 2 rows per batch), got {a.batch_size}")
+
+    from .config import results_dir
+    from .experiment import MainJobConfig, format_table, run_embedding_experiment, setup_logging
 
     setup_logging("INFO")
     t0 = time.perf_counter()
-    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-    table = run_embedding_experiment(
-        dataset=a.dataset, dataset_options=json.loads(a.dataset_options), text_extractor=a.text,
-        image_extractor=a.image,
-        extractor_options={"text": json.loads(a.text_options), "image": json.loads(a.image_options)}, epochs=a.epochs, batch_size=a.batch_size, seeds=seeds if len(seeds) > 1 else seeds[0],
+    options = {}
+    if text_options:
+        options[a.text] = text_options
+    if image_options:
+        options.setdefault(a.image, {}).update(image_options)
+    cfg = MainJobConfig(
+        dataset=a.dataset, dataset_options=dataset_options, text_extractor=a.text, image_extractor=a.image,
+        extractor_options=options, epochs=a.epochs, batch_size=a.batch_size, seeds=seeds if len(seeds) > 1 else seeds[0],
         data_dir=a.data_dir, embeddings_dir=a.embeddings_dir, out_dir=a.results_dir, device=a.device,
     )
+    table = run_embedding_experiment(cfg)
     print()
     print(format_table(table))
-    from .config import results_dir
-
     out = results_dir(a.results_dir)
     print(f"\nsaved: {out}/embed_model_{a.dataset}.json, .csv and .png  ({time.perf_counter() - t0:.0f} s)")
     return 0

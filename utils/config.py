@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
 
+from .deprecation import moved
+
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
@@ -116,24 +118,25 @@ def get_paths(
     return Paths(data_dir(data), embeddings_dir(embeddings), results_dir(results))
 
 
-# --------------------------------------------------------------------------------------------- devices
+def merge_config(cls, config=None, options=None, what: str = ""):
+    """``config`` (an instance of dataclass ``cls``, or None for the defaults) with ``options`` replacing fields.
 
+    The pattern behind every function that takes a config object and keyword overrides: an unknown option
+    is an error naming the valid ones, never silently ignored.
+    """
+    import dataclasses
 
-def resolve_device(device: Optional[str] = "auto") -> "torch.device":  # noqa: F821
-    """``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
-    import torch
-
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
-    return dev
+    base = config if config is not None else cls()
+    if not isinstance(base, cls):
+        raise TypeError(f"{what or cls.__name__}: config must be a {cls.__name__}, got {type(base).__name__}")
+    options = dict(options or {})
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise TypeError(
+            f"{what or cls.__name__}: unknown option(s) {unknown}; valid options: {', '.join(sorted(valid))}"
+        )
+    return dataclasses.replace(base, **options) if options else base
 
 
 # ---------------------------------------------------------------------------------------------- Colab
@@ -183,3 +186,6 @@ def library_versions() -> Dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+__getattr__ = moved(__name__, {"resolve_device": "utils.runtime"})

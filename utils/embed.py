@@ -4,6 +4,9 @@ Work is cut into shards of ``shard_size`` rows. A shard already on disk is never
 that was killed resumes where it stopped, and a finished store is reused without loading the model.
 ``shard=i, num_shards=n`` makes this job take every n-th shard, so several jobs or machines can fill
 one store together; the job that writes the last shard consolidates it.
+
+:class:`Embeddings` holds the vectors of several modalities aligned to a dataset's rows (what the heads,
+the alignment study and retrieval read).
 """
 
 from __future__ import annotations
@@ -11,19 +14,63 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Dict, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
 
-from .config import embeddings_dir, library_versions
+import numpy as np
+
+from .config import embeddings_dir, library_versions, merge_config
 from .data.schema import MultimodalDataset
 from .extractors import Extractor, create
-from .store import EmbeddingStore, atomic_write_json, store_for
+from .io import atomic_write_json
+from .store import EmbeddingStore, store_for
 
 log = logging.getLogger(__name__)
 
 
-def store_path(
-    dataset: MultimodalDataset, modality: str, extractor: Extractor, root: Optional[os.PathLike] = None
-) -> EmbeddingStore:
+@dataclass
+class EmbedConfig:
+    root: Optional[str] = None  # embeddings folder (None: MMFUSION_EMBEDDINGS_DIR, .env or ./embeddings)
+    batch_size: int = 32  # rows per forward pass
+    device: Optional[str] = "auto"  # "auto": CUDA, then MPS, then CPU
+    normalize: bool = False  # L2-normalise the stored vectors
+    shard_size: int = 1024  # rows per shard: the unit of resume and of parallel jobs
+    shard: int = 0  # this job's share: shards k with k % num_shards == shard
+    num_shards: int = 1  # how many jobs fill the store together
+    on_error: str = "raise"  # "raise" stops at an unreadable file; "skip" records it as failed and goes on
+    overwrite: bool = False  # discard what the store folder held
+    show_progress: bool = True  # a progress bar over rows
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if not 0 <= self.shard < self.num_shards:
+            raise ValueError(f"shard must be in [0, num_shards), got shard={self.shard}, num_shards={self.num_shards}")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+
+
+@dataclass
+class Embeddings:
+    """Per-modality vectors aligned to the dataset rows (``vectors[m][i]`` belongs to ``ds.df.id[i]``)."""
+
+    vectors: Dict[str, np.ndarray]
+    extractors: Dict[str, str]  # modality -> honest description of the extractor
+    stores: Dict[str, str] = field(default_factory=dict)  # modality -> store folder
+    reused: Dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> List[str]:
+        return list(self.vectors)
+
+    def dims(self) -> Dict[str, int]:
+        return {m: int(v.shape[1]) for m, v in self.vectors.items()}
+
+
+def store_path(dataset: MultimodalDataset, modality: str, extractor: Extractor,
+               root: Optional[os.PathLike] = None) -> EmbeddingStore:
     return store_for(embeddings_dir(root), dataset.spec.key, modality, extractor.slug)
 
 
@@ -31,34 +78,26 @@ def embed(
     dataset: MultimodalDataset,
     modality: str,
     extractor: Union[str, Extractor],
-    root: Optional[os.PathLike] = None,
-    batch_size: int = 32,
-    device: Optional[str] = "auto",
-    normalize: bool = False,
-    shard_size: int = 1024,
-    shard: int = 0,
-    num_shards: int = 1,
-    on_error: str = "raise",
-    overwrite: bool = False,
-    show_progress: bool = True,
+    config: Optional[EmbedConfig] = None,
     extractor_options: Optional[Dict[str, Any]] = None,
+    **options: Any,
 ) -> EmbeddingStore:
     """Embed ``dataset``'s ``modality`` ("text", "image", "audio") with ``extractor`` into the store.
 
-    Returns the :class:`~utils.store.EmbeddingStore`; ``store.aligned(dataset.df["id"])`` gives the
-    vectors in table order. ``on_error="skip"`` records unreadable files as failed (see
-    ``store.failed``) instead of stopping. ``overwrite=True`` discards what the folder held.
+    ``config`` (an :class:`EmbedConfig`) and keyword ``options`` (its field names: ``root``,
+    ``batch_size``, ``device``, ``normalize``, ``shard_size``, ``shard``, ``num_shards``, ``on_error``,
+    ``overwrite``, ``show_progress``) set how. Returns the :class:`~utils.store.EmbeddingStore`;
+    ``store.aligned(dataset.df["id"])`` gives the vectors in table order.
     """
+    cfg = merge_config(EmbedConfig, config, options, "embed")
     if isinstance(extractor, str):
         extractor = create(extractor, **(extractor_options or {}))
     elif extractor_options:
         raise ValueError("extractor_options only applies when extractor is given as a string")
     if extractor.modality != modality:
         raise ValueError(f"extractor {extractor.id} embeds {extractor.modality}, not {modality}")
-    if not 0 <= shard < num_shards:
-        raise ValueError(f"shard must be in [0, num_shards), got shard={shard}, num_shards={num_shards}")
 
-    store = store_path(dataset, modality, extractor, root)
+    store = store_path(dataset, modality, extractor, cfg.root)
     n = len(dataset)
     header = {
         "dataset": dataset.spec.key,
@@ -66,12 +105,12 @@ def embed(
         "extractor": extractor.config(),
         "fingerprint": dataset.fingerprint(modality),
         "count": n,
-        "shard_size": int(shard_size),
-        "normalized": bool(normalize),
+        "shard_size": int(cfg.shard_size),
+        "normalized": bool(cfg.normalize),
         "versions": library_versions(),
         "description": extractor.describe(),
     }
-    store.open(header, overwrite=overwrite)
+    store.open(header, overwrite=cfg.overwrite)
     if store.is_complete():
         m = store.manifest()
         log.info(
@@ -81,8 +120,8 @@ def embed(
         store.reused = True  # type: ignore[attr-defined]
         return store
 
-    n_shards = max(1, math.ceil(n / shard_size))
-    mine = [k for k in range(n_shards) if k % num_shards == shard]
+    n_shards = max(1, math.ceil(n / cfg.shard_size))
+    mine = [k for k in range(n_shards) if k % cfg.num_shards == cfg.shard]
     todo = [k for k in mine if not store.has_shard(k)]
     if len(todo) < len(mine):
         log.info("resuming %s: %d of %d shard(s) already on disk", store.folder, len(mine) - len(todo), len(mine))
@@ -90,14 +129,13 @@ def embed(
     ids = dataset.df["id"].astype(str).tolist()
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=sum(min(shard_size, n - k * shard_size) for k in todo), disable=not show_progress,
+    size = cfg.shard_size
+    bar = tqdm(total=sum(min(size, n - k * size) for k in todo), disable=not cfg.show_progress,
                desc=f"{modality} -> {extractor.id}", unit="row")
     for k in todo:
-        lo, hi = k * shard_size, min(n, (k + 1) * shard_size)
-        vectors = extractor.encode(
-            items[lo:hi], batch_size=batch_size, device=device, normalize=normalize,
-            show_progress=False, on_error=on_error,
-        )
+        lo, hi = k * size, min(n, (k + 1) * size)
+        vectors = extractor.encode(items[lo:hi], batch_size=cfg.batch_size, device=cfg.device, normalize=cfg.normalize,
+                                   show_progress=False, on_error=cfg.on_error)
         failed = {ids[lo + i]: reason for i, reason in extractor.last_failures.items()}
         if failed:
             log.warning("shard %d: %d row(s) could not be read and were recorded as failed", k, len(failed))

@@ -21,12 +21,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
+
+from .io import atomic_save_npy, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +42,6 @@ class StoreMismatchError(RuntimeError):
 
 class IncompleteStoreError(RuntimeError):
     """Reading a store whose extraction has not finished."""
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    _atomic_write_bytes(path, lambda f: np.save(f, array, allow_pickle=False))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
 
 
 class EmbeddingStore:

@@ -209,3 +209,53 @@ def hit_share_plot(share, path=None, title: str = "share of each modality among 
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def projection_panels(panels, method: str = "umap", path=None, seed: int = 0, title: str = ""):
+    """One 2-D map per panel (``{title: (vectors [N, D], labels [N])}``), points coloured by label."""
+    import numpy as np
+
+    plt = _pyplot()
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
+    for ax, (name, (vec, lab)) in zip(axes[0], panels.items()):
+        vec, lab = np.asarray(vec, dtype=np.float32), np.asarray(lab).astype(str)
+        ok = np.isfinite(vec).all(1)
+        xy = embedding_2d(vec[ok], method, seed)
+        for c in sorted(set(lab[ok])):
+            m = lab[ok] == c
+            ax.scatter(xy[m, 0], xy[m, 1], s=8, label=c, alpha=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=7, markerscale=2, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def comparison_plot(df: pd.DataFrame, path=None):
+    """Result rows of several families: macro-F1 per model (bars with the spread over seeds) and train seconds
+    per epoch (log scale), coloured by approach (embedding model / full model)."""
+    import numpy as np
+    import seaborn as sns
+
+    plt = _pyplot()
+    df = df.copy()
+    family = df["family"] if "family" in df.columns else pd.Series("embedding", index=df.index)
+    df["approach"] = np.where(family.fillna("embedding") == "full", "full model", "embedding model")
+    order = list(dict.fromkeys(df.sort_values("approach")["model"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(order) + 2), sharey=True)
+    sns.barplot(df, y="model", x="macro_f1", hue="approach", order=order, errorbar="sd", ax=axes[0], dodge=False)
+    axes[0].set(xlim=(0, 1), xlabel="macro-F1 (test, mean ± sd over seeds)", ylabel="")
+    sns.barplot(df, y="model", x="train_s_per_epoch", hue="approach", order=order, errorbar="sd", ax=axes[1],
+                dodge=False, legend=False)
+    axes[1].set(xscale="log", xlabel="train seconds per epoch (log)", ylabel="")
+    fig.suptitle(", ".join(sorted(map(str, df["dataset"].unique()))))
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return fig

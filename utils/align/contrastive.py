@@ -3,6 +3,10 @@
 - :class:`InfoNCE`: symmetric InfoNCE (CLIP loss) between two batches of paired, L2-normalised embeddings.
 - :class:`MultiModalInfoNCE`: the weighted sum of :class:`InfoNCE` over every pair of modalities present,
   with one learnable temperature shared by all pairs.
+
+Duplicates are not negatives: when two rows of a batch carry the same content in a modality (ESC-50's
+class-level texts and images: 40 clips share one text), the copy is masked out of the other row's
+negatives. Pass ``keys`` (an integer id of each row's content per modality, :func:`content_keys`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import itertools
 import math
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,15 +28,39 @@ def pair_key(a: str, b: str) -> str:
     return "-".join(sorted((a, b)))
 
 
-class InfoNCE(nn.Module):
-    """``(CE(s * a b^T, I) + CE(s * b a^T, I)) / 2`` for paired ``a, b [B, D]``; row ``i`` of each is a pair."""
+def content_keys(x: np.ndarray) -> np.ndarray:
+    """``[N]`` int64: one id per distinct row content of ``x [N, D]`` (equal rows share an id)."""
+    x = np.ascontiguousarray(x)
+    rows = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, inverse = np.unique(rows, return_inverse=True)
+    return inverse.astype(np.int64)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+
+def duplicate_mask(keys: torch.Tensor) -> torch.Tensor:
+    """``[B, B]`` bool: ``True`` at ``(i, j)``, ``j != i``, where row ``j`` has the same content as row ``i``."""
+    same = keys.view(-1, 1) == keys.view(1, -1)
+    return same & ~torch.eye(len(keys), dtype=torch.bool, device=keys.device)
+
+
+class InfoNCE(nn.Module):
+    """``(CE(s * a b^T, I) + CE(s * b a^T, I)) / 2`` for paired ``a, b [B, D]``; row ``i`` of each is a pair.
+
+    ``keys_a``, ``keys_b`` (``[B]`` content ids): copies of row ``i``'s partner are removed from row ``i``'s
+    negatives (their logits are masked), in both directions.
+    """
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
+                keys_a: Optional[torch.Tensor] = None, keys_b: Optional[torch.Tensor] = None) -> torch.Tensor:
         if a.shape != b.shape:
             raise ValueError(f"InfoNCE needs paired batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
         logits = logit_scale * a @ b.t()  # [B, B]; the diagonal holds the matched pairs
         target = torch.arange(len(a), device=a.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+        logits_t = logits.t()
+        if keys_b is not None:  # a_i against b_j: b_j equal to b_i is a positive, not a negative
+            logits = logits.masked_fill(duplicate_mask(keys_b), float("-inf"))
+        if keys_a is not None:
+            logits_t = logits_t.masked_fill(duplicate_mask(keys_a), float("-inf"))
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits_t, target))
 
 
 class MultiModalInfoNCE(nn.Module):
@@ -66,8 +95,10 @@ class MultiModalInfoNCE(nn.Module):
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp().clamp(max=self.max_scale)
 
-    def forward(self, z: Mapping[str, torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """``z``: modality -> normalised ``[B, D]`` (same rows). Returns the weighted loss and each pair's loss."""
+    def forward(self, z: Mapping[str, torch.Tensor],
+                keys: Optional[Mapping[str, torch.Tensor]] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """``z``: modality -> normalised ``[B, D]`` (same rows); ``keys``: modality -> ``[B]`` content ids
+        (duplicates are masked out of the negatives). Returns the weighted loss and each pair's loss."""
         s = self.scale()
         total = torch.zeros((), device=next(iter(z.values())).device)
         parts: Dict[str, float] = {}
@@ -76,7 +107,9 @@ class MultiModalInfoNCE(nn.Module):
             a, b = p.split("-")
             if a not in z or b not in z:
                 continue
-            loss = self.pair_loss(z[a], z[b], s)
+            ka = keys.get(a) if keys else None
+            kb = keys.get(b) if keys else None
+            loss = self.pair_loss(z[a], z[b], s, ka, kb)
             total = total + self.weights[p] * loss
             norm += self.weights[p]
             parts[p] = float(loss.detach())

@@ -111,3 +111,17 @@ def gap_report(
     for m, x in ((a, xa), (b, xb)):
         out.update({f"pca{k}_{m}": v for k, v in pca_variance(l2_normalize(x), components).items()})
     return out
+
+
+def pairwise_gap_table(vectors: Dict[str, np.ndarray], rows: Optional[np.ndarray] = None):
+    """Gap, matched / unmatched similarity and CKA for every pair of modalities (a pandas DataFrame)."""
+    import itertools
+
+    import pandas as pd
+
+    lines = []
+    for a, b in itertools.combinations(list(vectors), 2):
+        r = gap_report(dict(vectors), a, b, rows, components=())
+        lines.append({"pair": f"{a}-{b}", "n": r["n"], "gap": r.get("gap", np.nan), "matched": r.get("sim_matched", np.nan),
+                      "unmatched": r.get("sim_unmatched", np.nan), "cka": r["cka"]})
+    return pd.DataFrame(lines)

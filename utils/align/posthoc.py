@@ -100,9 +100,24 @@ def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
 
 @ALIGNERS.register("none")
 class Identity(Aligner):
-    """L2 normalisation only (the "before" of every comparison)."""
+    """The control of every comparison: L2 normalisation (and, when the widths differ, the same fitted map to
+    one width the other methods use), no alignment."""
 
     name = "none"
+
+    def __init__(self, common: str = "pca", dim: Optional[int] = None):
+        self.common = CommonDim(common, dim)
+
+    def fit(self, a: np.ndarray, b: np.ndarray) -> "Identity":
+        self.common.fit(a, b)
+        return self
+
+    def transform(self, a: np.ndarray, b: np.ndarray) -> Pair:
+        return self.common.transform(a, b)
+
+    def describe(self) -> str:
+        mapped = any(m is not None for m in self.common.maps)
+        return f"none (normalised, {self.common.method})" if mapped else "none (normalised)"
 
 
 @ALIGNERS.register("shift")
@@ -184,45 +199,101 @@ def orthogonal_procrustes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @ALIGNERS.register("cca")
 class CCAAlign(Aligner):
-    """scikit-learn CCA: both modalities into a shared ``k``-dimensional space of maximally correlated axes."""
+    """CCA: both modalities into a shared ``k``-dimensional space of maximally correlated axes.
+
+    ``solver="svd"`` (default): regularised closed-form CCA -- whiten each modality with its ridge-regularised
+    covariance (``reg`` times the mean variance added to the diagonal), then an SVD of the whitened
+    cross-covariance. It has no iterations that can diverge: near-collinear or constant features (common in
+    embeddings) cost nothing. ``solver="nipals"``: scikit-learn's iterative ``CCA``; if its fit produces NaN
+    (seen with scikit-learn 1.9 on rank-deficient inputs) it falls back to the closed form, with a warning.
+    ``k`` never exceeds the rank of either modality's training rows.
+    """
 
     name = "cca"
 
-    def __init__(self, n_components: int = 16, max_iter: int = 500):
-        self.n_components, self.max_iter = n_components, max_iter
-        self.model: Any = None
+    def __init__(self, n_components: int = 16, max_iter: int = 500, solver: str = "svd", reg: float = 1e-3):
+        if solver not in ("svd", "nipals"):
+            raise ValueError(f"cca: solver must be 'svd' or 'nipals', got {solver!r}")
+        self.n_components, self.max_iter, self.solver, self.reg = n_components, max_iter, solver, float(reg)
+        self.means: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        self.rotations: Optional[Tuple[np.ndarray, np.ndarray]] = None  # [Da, k], [Db, k]
+        self.correlations: Optional[np.ndarray] = None  # [k] canonical correlations (training rows)
+        self.k = 0
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> "CCAAlign":
-        from sklearn.cross_decomposition import CCA
-
         a, b = l2_normalize(a), l2_normalize(b)
-        # more components than either modality's rank make NIPALS divide by zero (NaN weights)
-        rank = min(np.linalg.matrix_rank(a - a.mean(0)), np.linalg.matrix_rank(b - b.mean(0)))
-        k = max(1, min(self.n_components, int(rank), len(a) - 1))
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise ValueError("cca: the training rows contain NaN or infinite values; drop rows without vectors first")
+        ca, cb = a - a.mean(0), b - b.mean(0)
+        rank = min(_rank(ca), _rank(cb))
+        if rank == 0:
+            raise ValueError("cca: a modality is constant on the training rows (rank 0): nothing to correlate")
+        k = max(1, min(self.n_components, rank, len(a) - 1))
         if k < self.n_components:
             log.info("cca: %d components asked, the training rows support %d", self.n_components, k)
-        self.model = CCA(n_components=k, max_iter=self.max_iter)
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # sklearn warns when NIPALS stops at max_iter on tiny data
-            self.model.fit(a, b)
-        if not all(np.isfinite(w).all() for w in (self.model.x_rotations_, self.model.y_rotations_)):
-            raise ValueError(
-                f"cca: the fit diverged (NaN) with {k} components on {len(a)} training rows; "
-                "use fewer components (n_components=...) or more training rows"
-            )
         self.k = k
+        if self.solver == "nipals" and self._fit_nipals(a, b, k):
+            return self
+        self._fit_closed_form(a, b, k)
         return self
 
+    def _fit_closed_form(self, a: np.ndarray, b: np.ndarray, k: int) -> None:
+        ma, mb = a.mean(0), b.mean(0)
+        ca, cb = a - ma, b - mb
+        n = max(len(a) - 1, 1)
+        wa, wb = _inv_sqrt(ca.T @ ca / n, self.reg), _inv_sqrt(cb.T @ cb / n, self.reg)
+        u, s, vt = np.linalg.svd(wa @ (ca.T @ cb / n) @ wb, full_matrices=False)
+        self.means = (ma, mb)
+        self.rotations = (wa @ u[:, :k], wb @ vt[:k].T)
+        self.correlations = s[:k]
+
+    def _fit_nipals(self, a: np.ndarray, b: np.ndarray, k: int) -> bool:
+        import warnings
+
+        from sklearn.cross_decomposition import CCA
+
+        model = CCA(n_components=k, max_iter=self.max_iter)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # sklearn warns when NIPALS stops at max_iter on tiny data
+                model.fit(a, b)
+            ok = all(np.isfinite(w).all() for w in (model.x_rotations_, model.y_rotations_))
+        except (ValueError, np.linalg.LinAlgError) as e:
+            ok = False
+            log.debug("cca: NIPALS failed: %s", e)
+        if not ok:
+            log.warning("cca: scikit-learn's NIPALS fit diverged (NaN) with %d components on %d rows; using the "
+                        "regularised closed-form CCA instead (solver='svd')", k, len(a))
+            return False
+        self.means = (model._x_mean, model._y_mean) if hasattr(model, "_x_mean") else (a.mean(0), b.mean(0))
+        xs = getattr(model, "_x_std", np.ones(a.shape[1]))
+        ys = getattr(model, "_y_std", np.ones(b.shape[1]))
+        self.rotations = (model.x_rotations_ / xs[:, None], model.y_rotations_ / ys[:, None])
+        return True
+
     def transform(self, a: np.ndarray, b: np.ndarray) -> Pair:
-        if self.model is None:
+        if self.rotations is None or self.means is None:
             raise RuntimeError("CCAAlign: call fit() on the training rows first")
-        ta, tb = self.model.transform(l2_normalize(a), l2_normalize(b))
+        ta = (l2_normalize(a) - self.means[0]) @ self.rotations[0]
+        tb = (l2_normalize(b) - self.means[1]) @ self.rotations[1]
         return l2_normalize(ta), l2_normalize(tb)
 
     def describe(self) -> str:
-        return f"cca(k={self.n_components})"
+        return f"cca(k={self.k or self.n_components})"
+
+
+def _rank(x: np.ndarray) -> int:
+    """Numerical rank of ``x`` (singular values above ``1e-8`` of the largest)."""
+    s = np.linalg.svd(x, compute_uv=False)
+    return int((s > (s[0] if len(s) else 0) * 1e-8).sum()) if len(s) and s[0] > 0 else 0
+
+
+def _inv_sqrt(cov: np.ndarray, reg: float) -> np.ndarray:
+    """``(cov + reg * mean_var * I)^(-1/2)`` by eigendecomposition (symmetric, always finite)."""
+    d = cov.shape[0]
+    ridge = reg * max(float(np.trace(cov)) / d, 1e-12)
+    w, v = np.linalg.eigh(cov + ridge * np.eye(d))
+    return (v / np.sqrt(np.maximum(w, ridge))) @ v.T
 
 
 def make_aligner(name: str, **options: Any) -> Aligner:

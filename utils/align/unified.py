@@ -3,17 +3,26 @@
 One linear projection per modality (inputs standardised with training statistics) into a shared
 ``dim``-d space (256 by default), L2-normalised, trained with :class:`~utils.align.contrastive.MultiModalInfoNCE`
 over every pair of modalities, a learnable temperature and per-pair loss weights. Works with 2 or 3 modalities;
-rows missing any modality are left out of training and come back NaN from :func:`project`.
+rows missing any modality are left out of training and come back NaN from :func:`project`. Rows that share
+content in a modality (class-level texts or images) are never each other's negatives.
+
+Training goes through the one loop (:func:`utils.train.loop.train_loop`): batches of ``({m: x_m}, keys)``
+where ``keys [B, M]`` holds each row's content id per modality; early stopping on the validation loss.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
+import torch
+from torch import nn
+
+from ..train.batches import TensorBatches
+from ..train.loop import TrainConfig, predict, train_loop
+from .contrastive import MultiModalInfoNCE, content_keys
 
 log = logging.getLogger(__name__)
 
@@ -33,42 +42,56 @@ class UnifiedConfig:
     device: str = "auto"
 
 
-def _module():
-    import torch
-    from torch import nn
+class UnifiedSpace(nn.Module):
+    """``forward(**{m: x_m [B, D_m]}) -> {m: z_m [B, dim]}`` with ``||z_m|| = 1``."""
 
-    class UnifiedSpace(nn.Module):
-        """``forward({m: x_m [B, D_m]}) -> {m: z_m [B, dim]}`` with ``||z_m|| = 1``."""
+    def __init__(self, dims: Mapping[str, int], dim: int, means: Mapping[str, np.ndarray], stds: Mapping[str, np.ndarray]):
+        super().__init__()
+        self.modalities = list(dims)
+        self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in dims.items()})
+        for m in dims:
+            self.register_buffer(f"mean_{m}", torch.as_tensor(means[m], dtype=torch.float32))
+            self.register_buffer(f"std_{m}", torch.as_tensor(stds[m], dtype=torch.float32))
 
-        def __init__(self, dims: Mapping[str, int], dim: int, means: Mapping[str, np.ndarray], stds: Mapping[str, np.ndarray]):
-            super().__init__()
-            self.modalities = list(dims)
-            self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in dims.items()})
-            for m in dims:
-                self.register_buffer(f"mean_{m}", torch.as_tensor(means[m], dtype=torch.float32))
-                self.register_buffer(f"std_{m}", torch.as_tensor(stds[m], dtype=torch.float32))
+    def forward(self, **x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = {}
+        for m, v in x.items():
+            v = (v - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+            out[m] = nn.functional.normalize(self.proj[m](v), dim=-1)
+        return out
 
-        def forward(self, x: Mapping[str, "torch.Tensor"]) -> Dict[str, "torch.Tensor"]:
-            out = {}
-            for m, v in x.items():
-                v = (v - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
-                out[m] = nn.functional.normalize(self.proj[m](v), dim=-1)
-            return out
 
-    return UnifiedSpace
+class ContrastiveObjective(nn.Module):
+    """The loop's loss: ``(z, keys [B, M]) -> weighted InfoNCE``; ``keys`` columns follow ``modalities``."""
+
+    def __init__(self, infonce: MultiModalInfoNCE, modalities: Sequence[str]):
+        super().__init__()
+        self.infonce, self.modalities = infonce, list(modalities)
+        self.last_parts: Dict[str, float] = {}
+
+    def forward(self, z: Mapping[str, torch.Tensor], keys: torch.Tensor) -> torch.Tensor:
+        loss, self.last_parts = self.infonce(z, {m: keys[:, i] for i, m in enumerate(self.modalities)})
+        return loss
 
 
 @dataclass
 class UnifiedResult:
-    model: object  # the trained UnifiedSpace (torch module)
-    loss: object  # the MultiModalInfoNCE (holds the learned temperature)
+    model: UnifiedSpace  # the trained projections
+    loss: MultiModalInfoNCE  # holds the learned temperature
     history: List[Dict[str, float]]
     best_epoch: int
     train_seconds: float
 
     @property
     def temperature(self) -> float:
-        return self.loss.temperature  # type: ignore[attr-defined]
+        return self.loss.temperature
+
+
+def _batches(X: Mapping[str, torch.Tensor], keys: torch.Tensor, rows: np.ndarray, batch_size: int,
+             shuffle: bool = False, seed: int = 0) -> TensorBatches:
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    return TensorBatches({m: v.index_select(0, idx.to(v.device)) for m, v in X.items()},
+                         keys.index_select(0, idx.to(keys.device)), batch_size, shuffle, seed)
 
 
 def fit_unified(
@@ -79,11 +102,7 @@ def fit_unified(
 
     ``vectors``: modality -> ``[N, D_m]`` aligned rows; ``split``: ``[N]`` of train / val / test.
     """
-    import torch
-
-    from ..config import resolve_device
-    from ..train import set_seed
-    from .contrastive import MultiModalInfoNCE
+    from ..runtime import resolve_device
 
     mods = list(vectors)
     if len(mods) < 2:
@@ -93,97 +112,67 @@ def fit_unified(
     tr, va = np.flatnonzero(complete & (split == "train")), np.flatnonzero(complete & (split == "val"))
     if len(tr) < 4:
         raise ValueError(f"need at least 4 training rows with every modality {mods}, found {len(tr)}")
-    set_seed(config.seed)
+    if len(va) < 2:
+        raise ValueError(f"need at least 2 validation rows with every modality {mods} for early stopping, found {len(va)}")
     dev = resolve_device(config.device)
     X = {m: torch.as_tensor(np.asarray(vectors[m], dtype=np.float32)).to(dev) for m in mods}
+    keys = torch.as_tensor(np.stack([content_keys(np.asarray(vectors[m], dtype=np.float32)) for m in mods], axis=1)).to(dev)
+    dup = {m: int(len(tr) - len(np.unique(keys[tr, i].cpu().numpy()))) for i, m in enumerate(mods)}
+    if any(dup.values()):
+        log.info("unified space: rows sharing content are masked out of each other's negatives (training duplicates: %s)", dup)
     means = {m: np.asarray(vectors[m])[tr].mean(0) for m in mods}
     stds = {m: np.maximum(np.asarray(vectors[m])[tr].std(0), 1e-6) for m in mods}
-    model = _module()({m: X[m].shape[1] for m in mods}, config.dim, means, stds).to(dev)
-    loss_fn = MultiModalInfoNCE(mods, config.pair_weights, config.init_temperature, config.learn_temperature).to(dev)
-    opt = torch.optim.AdamW(list(model.parameters()) + list(loss_fn.parameters()), lr=config.lr,
-                            weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(config.seed)
-    tr_t, va_t = torch.as_tensor(tr, device=dev), torch.as_tensor(va, device=dev)
-    best, best_epoch, best_state, history, seconds = float("inf"), 0, None, [], 0.0
-    from tqdm.auto import trange
-
-    for epoch in trange(1, config.epochs + 1, desc="unified space", disable=not show_progress, leave=False):
-        model.train()
-        t0 = time.perf_counter()
-        perm = tr_t[torch.randperm(len(tr_t), generator=gen).to(dev)]
-        total, count = 0.0, 0
-        for lo in range(0, len(perm), config.batch_size):
-            idx = perm[lo : lo + config.batch_size]
-            if len(idx) < 2:
-                continue
-            loss, _ = loss_fn(model({m: X[m].index_select(0, idx) for m in mods}))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        seconds += time.perf_counter() - t0
-        row = {"epoch": epoch, "train_loss": total / max(count, 1), "temperature": loss_fn.temperature}
-        if len(va_t) >= 2:
-            row["val_loss"], parts = _eval_loss(model, loss_fn, X, va_t, config.batch_size)
-            row.update({f"val_{p}": v for p, v in parts.items()})
-        history.append(row)
-        score = row.get("val_loss", row["train_loss"])
-        if score < best:
-            best, best_epoch = score, epoch
-            best_state = ({k: v.clone() for k, v in model.state_dict().items()},
-                          {k: v.clone() for k, v in loss_fn.state_dict().items()})
-        elif epoch - best_epoch >= config.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state[0])
-        loss_fn.load_state_dict(best_state[1])
-    model.eval()
-    log.info("unified space: best epoch %d, val loss %.3f, temperature %.3f", best_epoch, best, loss_fn.temperature)
-    return UnifiedResult(model, loss_fn, history, best_epoch, seconds)
+    torch.manual_seed(config.seed)
+    model = UnifiedSpace({m: X[m].shape[1] for m in mods}, config.dim, means, stds)
+    infonce = MultiModalInfoNCE(mods, config.pair_weights, config.init_temperature, config.learn_temperature)
+    objective = ContrastiveObjective(infonce, mods)
+    train_cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                            weight_decay=config.weight_decay, patience=config.patience, seed=config.seed,
+                            device=config.device, precision="fp32")
+    res = train_loop(
+        model, _batches(X, keys, tr, config.batch_size, shuffle=True, seed=config.seed),
+        _batches(X, keys, va, config.batch_size), objective, train_cfg, extra_modules=[objective],
+        on_epoch_end=lambda row: row.update(temperature=infonce.temperature), show_progress=show_progress,
+    )
+    best = res.history[res.best_epoch - 1]["val_loss"] if res.best_epoch else float("nan")
+    log.info("unified space: best epoch %d, val loss %.3f, temperature %.3f", res.best_epoch, best, infonce.temperature)
+    return UnifiedResult(model, infonce, res.history, res.best_epoch, res.train_seconds)
 
 
-def _eval_loss(model, loss_fn, X, rows, batch_size: int):
-    import torch
-
-    with torch.inference_mode():
-        total, parts_sum, count = 0.0, {}, 0
-        for lo in range(0, len(rows), batch_size):
-            idx = rows[lo : lo + batch_size]
-            if len(idx) < 2:
-                continue
-            loss, parts = loss_fn(model({m: X[m].index_select(0, idx) for m in X}))
-            total += float(loss) * len(idx)
-            count += len(idx)
-            for p, v in parts.items():
-                parts_sum[p] = parts_sum.get(p, 0.0) + v * len(idx)
-    return total / max(count, 1), {p: v / max(count, 1) for p, v in parts_sum.items()}
-
-
-def contrastive_loss(result: UnifiedResult, vectors: Mapping[str, np.ndarray], rows: np.ndarray, batch_size: int = 256):
-    """Mean weighted InfoNCE of the trained space on ``rows`` (and per pair)."""
-    import torch
-
-    dev = next(result.model.parameters()).device  # type: ignore[attr-defined]
+@torch.inference_mode()
+def contrastive_loss(result: UnifiedResult, vectors: Mapping[str, np.ndarray], rows: np.ndarray,
+                     batch_size: int = 256) -> Tuple[float, Dict[str, float]]:
+    """Mean weighted InfoNCE of the trained space on ``rows`` (and per pair), in batches of ``batch_size``."""
+    dev = next(result.model.parameters()).device
+    mods = list(vectors)
     X = {m: torch.as_tensor(np.asarray(v, dtype=np.float32)).to(dev) for m, v in vectors.items()}
-    return _eval_loss(result.model, result.loss, X, torch.as_tensor(np.asarray(rows), device=dev), batch_size)
+    keys = torch.as_tensor(np.stack([content_keys(np.asarray(vectors[m], dtype=np.float32)) for m in mods], axis=1)).to(dev)
+    objective = ContrastiveObjective(result.loss, mods)
+    result.model.eval()
+    total, count, parts_sum = 0.0, 0, {}
+    for inputs, k in _batches(X, keys, np.asarray(rows), batch_size):
+        loss = float(objective(result.model(**inputs), k))
+        n = len(k)
+        total += loss * n
+        count += n
+        for p, v in objective.last_parts.items():
+            parts_sum[p] = parts_sum.get(p, 0.0) + v * n
+    return total / max(count, 1), {p: v / max(count, 1) for p, v in parts_sum.items()}
 
 
 def project(result: UnifiedResult, vectors: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Each modality's rows in the shared space: ``{m: [N, dim]}`` (NaN where the input row was missing)."""
-    import torch
-
     model = result.model
-    dev = next(model.parameters()).device  # type: ignore[attr-defined]
+    dev = next(model.parameters()).device
     out = {}
-    with torch.inference_mode():
-        for m, v in vectors.items():
-            v = np.asarray(v, dtype=np.float32)
-            ok = np.isfinite(v).all(1)
-            z = np.full((len(v), model.proj[m].out_features), np.nan, dtype=np.float32)  # type: ignore[attr-defined]
-            if ok.any():
-                z[ok] = model({m: torch.as_tensor(v[ok]).to(dev)})[m].cpu().numpy()
-            out[m] = z
+    for m, v in vectors.items():
+        v = np.asarray(v, dtype=np.float32)
+        ok = np.isfinite(v).all(1)
+        z = np.full((len(v), model.proj[m].out_features), np.nan, dtype=np.float32)
+        if ok.any():
+            got, _ = predict(model, TensorBatches({m: torch.as_tensor(v[ok])}, torch.zeros(int(ok.sum())), 8192), dev)
+            z[ok] = got[m].numpy()
+        out[m] = z
     return out
 
 

@@ -148,13 +148,13 @@ def encode_labels(labels: Sequence[Any], spec: DatasetSpec) -> np.ndarray:
     if spec.task == "multilabel":
         y = np.zeros((len(labels), len(spec.classes)), dtype=np.float32)
         for r, lab in enumerate(labels):
-            for c in _as_list(lab):
+            for c in as_list(lab):
                 y[r, index[str(c)]] = 1.0
         return y
     return np.fromiter((index[str(v)] for v in labels), dtype=np.int64, count=len(labels))
 
 
-def _as_list(label: Any) -> List[Any]:
+def as_list(label: Any) -> List[Any]:
     if isinstance(label, (list, tuple, set, np.ndarray)):
         return list(label)
     if isinstance(label, str):
@@ -209,7 +209,7 @@ def validate(df: pd.DataFrame, spec: DatasetSpec, max_rows_listed: int = 10) -> 
                 bad_label.append(i)
                 bad_label_values.append(repr(lab))
                 continue
-            unknown = [c for c in _as_list(lab) if str(c) not in classes]
+            unknown = [c for c in as_list(lab) if str(c) not in classes]
         else:
             unknown = [] if (not _is_missing(lab) and str(lab) in classes) else [lab]
         if unknown:

@@ -9,7 +9,7 @@ from typing import Any, Dict
 import numpy as np
 import pandas as pd
 
-from .schema import SPLITS, MultimodalDataset, _as_list
+from .schema import SPLITS, MultimodalDataset, as_list
 
 
 @dataclass
@@ -47,7 +47,7 @@ def summary(ds: MultimodalDataset, check_files: bool = True, max_classes: int = 
     df = ds.df
     splits = df["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     if ds.spec.task == "multilabel":
-        long = pd.DataFrame([(c, s) for lab, s in zip(df["label"], df["split"]) for c in _as_list(lab)], columns=["label", "split"])
+        long = pd.DataFrame([(c, s) for lab, s in zip(df["label"], df["split"]) for c in as_list(lab)], columns=["label", "split"])
     else:
         long = df[["label", "split"]].astype(str)
     classes = pd.crosstab(long["label"], long["split"]).reindex(columns=list(SPLITS), fill_value=0)
@@ -83,23 +83,6 @@ def summary(ds: MultimodalDataset, check_files: bool = True, max_classes: int = 
     return DatasetSummary(ds.spec.key, len(df), splits, classes, text_length, missing_media, duplicates)
 
 
-def try_load(name: str, data_dir: Any = None, **options: Any) -> Any:
-    """``utils.data.load`` for a notebook that walks over every dataset: ``None`` (with the reason and
-    where to get the data logged) when the dataset folder is absent, instead of an error."""
-    import logging
-
-    from ..config import data_dir as _data_dir
-    from . import load
-    from .download import instructions
-
-    log = logging.getLogger(__name__)
-    root = Path(data_dir) / name if data_dir else _data_dir() / name
-    if not root.is_dir():
-        log.warning("%s: no folder %s; skipping. To get it:\n%s", name, root, instructions(name))
-        return None
-    return load(name, root=root, **options)
-
-
 def example_figure(ds: MultimodalDataset, n: int = 3, seed: int = 0, width: int = 60):
     """A figure of ``n`` random records: the image (when there is one) titled with label and wrapped text."""
     import textwrap
@@ -122,7 +105,7 @@ def example_figure(ds: MultimodalDataset, n: int = 3, seed: int = 0, width: int 
             with Image.open(images[r]) as im:
                 ax.imshow(im.convert("RGB"))
         label = ds.df["label"].iloc[r]
-        label = ", ".join(_as_list(label)) if ds.spec.task == "multilabel" else str(label)
+        label = ", ".join(as_list(label)) if ds.spec.task == "multilabel" else str(label)
         body = textwrap.fill(texts[r][:300], width) if texts[r] else "(no text)"
         if "audio_path" in ds.df.columns:
             body += "\n" + Path(str(ds.df["audio_path"].iloc[r])).name

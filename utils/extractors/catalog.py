@@ -63,7 +63,7 @@ TEXT_ALIASES: Dict[str, Tuple[str, Dict[str, Any], str]] = {
 
 DIMS: Dict[str, int] = {**{a: v[1] for a, v in _TABLE.items()}, "openai-3-small": 1536, "openai-3-large": 3072,
                         "clap-general": 512, "minilm": 384, "minilm-offline": 384,
-                        "random-convnext": 320}
+                        "random-convnext": 320, "effnet-lite0": 1280, "bge-base": 768, "mpnet": 768}
 
 
 def expected_preprocessing(model_id: str) -> Optional[Dict[str, Any]]:

@@ -18,11 +18,11 @@ from typing import Any, List, Optional, Union
 
 import numpy as np
 
+from ..runtime import autocast, check_precision
 from . import FAMILIES
-from .base import Extractor, ExtractorError, length_sorted_batches, progress
+from .base import ExtractorError, length_sorted_batches, progress
 from .image_hf import ProcessorTransform, check_against_catalog, processor_stats
-from ..precision import autocast, check_precision
-from .runtime import encode_images
+from .images import ImageExtractor
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,10 @@ def encode_texts_with(tokenize, embed, texts: List[str], batch_size: int, device
 
 
 @FAMILIES.register("clip", modality="image")
-class CLIPExtractor(Extractor):
+class CLIPExtractor(ImageExtractor):
     family = "clip"
+    load_hint = ("Give a CLIP/SigLIP hub id (network or a filled cache) or a folder with the model and its "
+                 "processor saved with save_pretrained.")
 
     def __init__(
         self,
@@ -76,26 +78,15 @@ class CLIPExtractor(Extractor):
         super().__init__(model_id, **options)
         self.modality = modality
         self.num_workers = num_workers
-        self._model = self._processor = self._device = None
+        self._model = self._processor = None
         self.preprocessing: Optional[dict] = None
 
-    def load(self, device: Optional[str] = "auto") -> "CLIPExtractor":
+    def _load(self, dev) -> None:
         from transformers import AutoModel, AutoProcessor
 
-        from ..config import resolve_device
-
-        dev = resolve_device(device)
-        if self._model is not None and self._device == dev:
-            return self
         kw = {"revision": self.options["revision"]} if self.options.get("revision") else {}
-        try:
-            model = AutoModel.from_pretrained(self.model_id, **kw)
-            processor = AutoProcessor.from_pretrained(self.model_id, **kw)
-        except OSError as e:
-            raise ExtractorError(
-                f"clip: could not load {self.model_id!r} ({e}). Give a CLIP/SigLIP hub id (network or a filled "
-                "cache) or a folder with the model and its processor saved with save_pretrained."
-            ) from e
+        model = AutoModel.from_pretrained(self.model_id, **kw)
+        processor = AutoProcessor.from_pretrained(self.model_id, **kw)
         if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
             raise ExtractorError(
                 f"clip: {self.model_id!r} ({type(model).__name__}) has no image and text towers; use "
@@ -105,23 +96,17 @@ class CLIPExtractor(Extractor):
         self._processor = processor
         self.preprocessing = processor_stats(processor.image_processor)
         check_against_catalog(self.model_id, processor.image_processor)
-        self._model, self._device = model.to(dev).eval(), dev
-        log.info("clip: loaded %s (%s tower) on %s; preprocessing %s", self.model_id, self.modality, dev, self.preprocessing)
-        return self
+        self._model = model.to(dev).eval()
+        self._transform = ProcessorTransform(processor.image_processor)
+        self._input_shape = self._transform.output_shape()
+        self._forward = lambda x: features(self._model.get_image_features(pixel_values=x))
 
     def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
+        if self.modality == "image":
+            return super()._encode(items, batch_size, device, show_progress, on_error)
         self.load(device)
         precision = self.resolved_precision()
         model = self._model
-        if self.modality == "image":
-            transform = ProcessorTransform(self._processor.image_processor)
-            return encode_images(
-                items, transform, transform.output_shape(),
-                lambda x: features(model.get_image_features(pixel_values=x)), self._device,
-                batch_size=batch_size, num_workers=self.num_workers, channels_last=False, precision=precision,
-                on_error=on_error, failures=self.last_failures, desc=f"embed images ({self.model_id})",
-                show_progress=show_progress,
-            )
         tok = self._processor.tokenizer
         siglip = "siglip" in self._model_type
         max_len = self.options.get("max_length") or (64 if siglip else None)

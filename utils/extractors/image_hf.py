@@ -15,20 +15,20 @@ family, and the same hub library serves both modalities with different loaders a
 - SAM: only the image encoder runs (``get_image_embeddings``), at its native 1024 px; the
   ``[256, 64, 64]`` map is averaged to a 256-d vector.
 - Images decode in DataLoader workers while the model runs; ``precision`` and ``channels_last`` as in
-  :mod:`utils.extractors.runtime`.
+  :mod:`utils.extractors.images`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
+from ..runtime import check_precision
 from . import FAMILIES
-from .base import Extractor, ExtractorError
-from ..precision import check_precision
-from .runtime import encode_images, looks_convolutional
+from .base import ExtractorError
+from .images import ImageExtractor, looks_convolutional
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,8 @@ def load_image_processor(path: str, model_id: str, **kw):
 
 
 @FAMILIES.register("hf-image", modality="image")
-class HFImageExtractor(Extractor):
+class HFImageExtractor(ImageExtractor):
     family = "hf-image"
-    modality = "image"
 
     def __init__(
         self,
@@ -112,29 +111,17 @@ class HFImageExtractor(Extractor):
             options["revision"] = revision
         super().__init__(model_id, **options)
         self.num_workers, self.channels_last = num_workers, channels_last  # speed only: not identity
-        self._model = self._transform = self._device = None
+        self._model = None
         self._pooling: Optional[str] = None
-        self._channels_last = False
         self.preprocessing: Optional[dict] = None
 
-    def load(self, device: Optional[str] = "auto") -> "HFImageExtractor":
+    def _load(self, dev) -> None:
         import torch
         from transformers import AutoConfig, AutoModel
 
-        from ..config import resolve_device
-
-        dev = resolve_device(device)
-        if self._model is not None and self._device == dev:
-            return self
         kw = {"revision": self.options["revision"]} if self.options.get("revision") else {}
-        try:
-            config = AutoConfig.from_pretrained(self.model_id, **kw)
-            model = AutoModel.from_pretrained(self.model_id, **kw)
-        except OSError as e:
-            raise ExtractorError(
-                f"hf-image: could not load {self.model_id!r} ({e}). Give a Hugging Face hub id (needs network "
-                "or a filled cache) or a local folder saved with save_pretrained."
-            ) from e
+        config = AutoConfig.from_pretrained(self.model_id, **kw)
+        model = AutoModel.from_pretrained(self.model_id, **kw)
         processor = load_image_processor(self.model_id, self.model_id, **kw)
         self._model_type = getattr(config, "model_type", "")
         pooling = self.options["pooling"]
@@ -142,15 +129,14 @@ class HFImageExtractor(Extractor):
             pooling = {"vit": "cls", "sam": "mean"}.get(self._model_type, "pooler")
         self._pooling = pooling
         self._transform = ProcessorTransform(processor)
+        self._input_shape = self._transform.output_shape()
         self.preprocessing = processor_stats(processor)
         use_cl = self.channels_last
         self._channels_last = looks_convolutional(model) if use_cl == "auto" else bool(use_cl)
         model = model.to(dev).eval()
         if self._channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self._model, self._device = model, dev
-        log.info("hf-image: loaded %s on %s (pooling=%s, preprocessing=%s)", self.model_id, dev, pooling, self.preprocessing)
-        return self
+        self._model = model
 
     def _forward(self, x):
         """pixel_values [B, 3, H, W] -> [B, D]."""
@@ -171,15 +157,6 @@ class HFImageExtractor(Extractor):
         if self._pooling in ("mean", "pooler"):  # no pooled output: token mean
             return hidden.float().mean(dim=1)
         return hidden[:, 0]
-
-    def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
-        self.load(device)
-        return encode_images(
-            items, self._transform, self._transform.output_shape(), self._forward, self._device,
-            batch_size=batch_size, num_workers=self.num_workers, channels_last=self._channels_last,
-            precision=self.resolved_precision(), on_error=on_error, failures=self.last_failures,
-            desc=f"embed images ({self.model_id})", show_progress=show_progress,
-        )
 
     def describe(self) -> str:
         return f"{self.id} (pooling={self._pooling or self.options['pooling']})"

@@ -23,9 +23,10 @@ from typing import Any, List, Optional
 
 import numpy as np
 
+from ..runtime import autocast, check_precision, resolve_precision
+from ..runtime import torch_dtype as precision_dtype
 from . import FAMILIES
 from .base import Extractor, ExtractorError, length_sorted_batches, progress
-from ..precision import autocast, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,43 @@ def resolve_model_path(model_id: str) -> str:
 
 
 def torch_dtype(precision: str, device) -> "torch.dtype":  # noqa: F821
-    """The dtype for ``precision`` on ``device`` (``auto``: see :func:`utils.precision.resolve_precision`)."""
-    from ..precision import resolve_precision
-    from ..precision import torch_dtype as _dtype
+    """The dtype for ``precision`` on ``device`` (``auto``: see :func:`utils.runtime.resolve_precision`)."""
+    return precision_dtype(resolve_precision(precision, device))
 
-    return _dtype(resolve_precision(precision, device))
+
+def _model_file(path: str, name: str, revision: Optional[str] = None) -> Optional[dict]:
+    """JSON file ``name`` of a model: from a local folder, or from the hub (its cache works offline); None if absent."""
+    local = Path(path)
+    if local.is_dir():
+        f = local / name
+        return json.loads(f.read_text()) if f.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(path, name, revision=revision)).read_text())
+    except Exception as e:  # noqa: BLE001 -- no such file in the repo, or offline without a cache
+        log.debug("hf: no %s for %s (%s)", name, path, type(e).__name__)
+        return None
+
+
+def sentence_transformers_pooling(path: str, revision: Optional[str] = None) -> Optional[str]:
+    """The pooling a sentence-transformers model was trained with (``cls`` / ``mean`` / ``last``), read from
+    its ``modules.json`` and pooling config, wherever the model comes from (local folder or hub); None when
+    the model ships no pooling config."""
+    folder = "1_Pooling"
+    modules = _model_file(path, "modules.json", revision)
+    if isinstance(modules, list):
+        for m in modules:
+            if str(m.get("type", "")).endswith("Pooling") and m.get("path"):
+                folder = m["path"]
+    cfg = _model_file(path, f"{folder}/config.json", revision)
+    if not isinstance(cfg, dict):
+        return None
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    if cfg.get("pooling_mode_lasttoken"):
+        return "last"
+    return "mean"
 
 
 @FAMILIES.register("hf", modality="text")
@@ -80,61 +113,41 @@ class HFTextExtractor(Extractor):
         super().__init__(model_id, **options)
         self._model = None
         self._tokenizer = None
-        self._device = None
         self._pooling: Optional[str] = None
         self._precision = "fp32"
 
     # ------------------------------------------------------------------------------------ loading
-    def load(self, device: Optional[str] = "auto") -> "HFTextExtractor":
+    def _load(self, dev) -> None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        from ..config import resolve_device
-
-        dev = resolve_device(device)
-        if self._model is not None and self._device == dev:
-            return self
         path = resolve_model_path(self.model_id)
         kw = {}
         if self.options.get("trust_remote_code"):
             kw["trust_remote_code"] = True
         if self.options.get("revision"):
             kw["revision"] = self.options["revision"]
-        try:
-            config = AutoConfig.from_pretrained(path, **kw)
-            tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-            self._precision = self.resolved_precision(str(dev))
-            # CUDA: weights in the reduced dtype (half the memory); CPU: fp32 weights + autocast, so
-            # layer norms and pooling keep full precision while matmuls run in bf16
-            dtype = torch_dtype(self._precision, dev) if dev.type == "cuda" else torch_dtype("fp32", dev)
-            model = AutoModel.from_pretrained(path, dtype=dtype, **kw)
-        except OSError as e:
-            raise ExtractorError(
-                f"hf: could not load {self.model_id!r} ({e}). Give a Hugging Face hub id (needs network or a "
-                "filled cache) or a local folder saved with save_pretrained."
-            ) from e
+        config = AutoConfig.from_pretrained(path, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+        self._precision = self.resolved_precision(str(dev))
+        # CUDA: weights in the reduced dtype (half the memory); CPU: fp32 weights + autocast, so
+        # layer norms and pooling keep full precision while matmuls run in bf16
+        dtype = torch_dtype(self._precision, dev) if dev.type == "cuda" else torch_dtype("fp32", dev)
+        model = AutoModel.from_pretrained(path, dtype=dtype, **kw)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        self._pooling = self._resolve_pooling(path, config)
+        self._pooling = self._resolve_pooling(path, config, kw)
         self._model = model.to(dev).eval()
         self._tokenizer = tokenizer
-        self._device = dev
         hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
         self.dim = int(hidden) if hidden else None
-        log.info("hf: loaded %s on %s (pooling=%s, dtype=%s)", self.model_id, dev, self._pooling, dtype)
-        return self
 
-    def _resolve_pooling(self, path: str, config) -> str:
+    def _resolve_pooling(self, path: str, config, hub_kw: dict) -> str:
         pooling = self.options["pooling"]
         if pooling != "auto":
             return pooling
-        st_pool = Path(path) / "1_Pooling" / "config.json"
-        if st_pool.is_file():
-            cfg = json.loads(st_pool.read_text())
-            if cfg.get("pooling_mode_cls_token"):
-                return "cls"
-            if cfg.get("pooling_mode_lasttoken"):
-                return "last"
-            return "mean"
+        found = sentence_transformers_pooling(path, revision=hub_kw.get("revision"))
+        if found:
+            return found
         is_decoder = bool(getattr(config, "is_decoder", False)) or any(
             a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or [])
         )

@@ -88,9 +88,8 @@ class LlamaCppExtractor(Extractor):
         self._llm = None
         self.pooling_type: Optional[int] = None
 
-    def load(self) -> "LlamaCppExtractor":
-        if self._llm is not None:
-            return self
+    def _load(self, dev) -> None:
+        """Load the GGUF file (the device does not apply: ``n_gpu_layers`` offloads layers in a GPU build)."""
         try:
             import llama_cpp
         except ImportError:
@@ -119,8 +118,6 @@ class LlamaCppExtractor(Extractor):
             raise ExtractorError(f"llamacpp: could not load {path} ({e}). Is it a valid GGUF model?") from e
         self.pooling_type = int(ptype)
         self.dim = int(self._llm.n_embd())
-        log.info("llamacpp: loaded %s (pooling type %d, n_ctx %d)", path, ptype, n_ctx)
-        return self
 
     def _fit(self, row: int, text: str) -> str:
         """Truncate ``text`` to the context window (tokens), warning when it was cut."""
@@ -133,7 +130,7 @@ class LlamaCppExtractor(Extractor):
         return llm.detokenize(toks[1 : limit - 1]).decode("utf-8", errors="ignore")
 
     def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
-        self.load()
+        self.load("cpu")
         texts = [self._fit(i, "" if t is None else str(t)) for i, t in enumerate(items)]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = length_sorted_batches([len(t) for t in texts], batch_size)

@@ -109,6 +109,10 @@ class OpenAIExtractor(Extractor):
         self.dim = int(dimensions) if dimensions else KNOWN_DIMS.get(model_id)
         self.requests_made = 0
 
+    def _load(self, dev) -> None:
+        """No model to load: the client is the model (created once; checks the API key)."""
+        self._get_client()
+
     def _get_client(self):
         if self._client is not None:
             return self._client
@@ -171,6 +175,7 @@ class OpenAIExtractor(Extractor):
         raise AssertionError("unreachable")
 
     def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
+        self.load("cpu")
         tokens = _Tokens()
         texts = []
         for row, t in enumerate(items):

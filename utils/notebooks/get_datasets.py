@@ -1,9 +1,11 @@
 """Template of ``get_datasets.ipynb``: per dataset, what it is, licence and access, download, load, summary,
-examples. Registered in :data:`utils.notebooks.EXTRA_GENERATORS`."""
+examples."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List
+
+from .cells import COLAB_CELL, code, md, parameters_cell
 
 ORDER = ["daquar", "coco_qa", "fakeddit", "recipes5k", "brset", "ham10000", "satellite", "mimic_cxr", "musti", "esc50", "table"]
 NOTES = {
@@ -27,9 +29,9 @@ NOTES = {
 }
 
 
-def get_datasets_cells() -> List[Dict[str, Any]]:
-    from .data.download import SOURCES
-    from .notebooks import COLAB_CELL, _code, _md, _parameters_cell
+def cells() -> List[Dict[str, Any]]:
+    """Cells of ``get_datasets.ipynb``."""
+    from ..data.download import SOURCES
 
     params = {"DATA_DIR": None, "DATASETS": list(ORDER), "DOWNLOAD": False, "DATASET_OPTIONS": {}, "N_EXAMPLES": 3,
               "SUMMARY_JSON": None}
@@ -41,30 +43,30 @@ def get_datasets_cells() -> List[Dict[str, Any]]:
         "N_EXAMPLES": "example records shown per dataset",
         "SUMMARY_JSON": "None: RESULTS_DIR/datasets_summary.json",
     }
-    cells = [
-        _md("# Get the datasets\n\nFor each dataset: what it is, its licence and access, a download step, then load, "
+    out = [
+        md("# Get the datasets\n\nFor each dataset: what it is, its licence and access, a download step, then load, "
             "summary (records per split and class, text lengths, missing images, duplicates) and a few examples. "
             "A dataset whose folder is missing is skipped with instructions; credentials are read from the "
             "environment or `.env`, never typed here."),
-        _code(COLAB_CELL),
-        _code("from utils import data\nfrom utils.config import results_dir\nfrom utils.data import download\n"
+        code(COLAB_CELL),
+        code("from utils import data\nfrom utils.config import results_dir\nfrom utils.data import download\n"
               "from utils.experiment import setup_logging\n\nsetup_logging()\nsummaries = {}"),
-        _code(_parameters_cell(params, comments), tags=["parameters"]),
-        _md("## At a glance"),
-        _code("download.sources_table()"),
+        code(parameters_cell(params, comments), tags=["parameters"]),
+        md("## At a glance"),
+        code("download.sources_table()"),
     ]
     for name in ORDER:
         s = SOURCES[name]
-        cells += [
-            _md(f"## `{name}`: {s.title}\n\n- task: {s.task}\n- size: {s.size}\n- licence: {s.licence}\n"
+        out += [
+            md(f"## `{name}`: {s.title}\n\n- task: {s.task}\n- size: {s.size}\n- licence: {s.licence}\n"
                 f"- access: {s.access} ([page]({s.page}))\n\n{NOTES[name]}"),
-            _code(f"print(download.prepare({name!r}, DATA_DIR, download=DOWNLOAD and {name!r} in DATASETS))"),
-            _code(f"ds = data.try_load({name!r}, DATA_DIR, **DATASET_OPTIONS.get({name!r}, {{}})) if {name!r} in DATASETS else None\n"
+            code(f"print(download.prepare({name!r}, DATA_DIR, download=DOWNLOAD and {name!r} in DATASETS))"),
+            code(f"ds = data.try_load({name!r}, DATA_DIR, **DATASET_OPTIONS.get({name!r}, {{}})) if {name!r} in DATASETS else None\n"
                   f"summaries[{name!r}] = data.summary(ds) if ds is not None else None\nsummaries[{name!r}]"),
-            _code("data.example_figure(ds, N_EXAMPLES) if ds is not None else None"),
+            code("data.example_figure(ds, N_EXAMPLES) if ds is not None else None"),
         ]
-    cells += [
-        _md("## Save the summaries"),
-        _code("data.save_summaries(summaries, SUMMARY_JSON or results_dir() / \"datasets_summary.json\")"),
+    out += [
+        md("## Save the summaries"),
+        code("data.save_summaries(summaries, SUMMARY_JSON or results_dir() / \"datasets_summary.json\")"),
     ]
-    return cells
+    return out

@@ -1,4 +1,4 @@
-"""Templates of the ``Alignment/`` notebooks (called from :func:`utils.notebooks.generated_notebooks`).
+"""Templates of the ``Alignment/`` notebooks (listed in :func:`utils.notebooks.generated_notebooks`).
 
 - ``Alignment/alignment_<dataset>.ipynb``: one per entry of ``DATASET_NOTEBOOKS`` (gap, post-hoc methods,
   lambda sweep, UMAP before/after, gap-shift plots);
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+from .cells import COLAB_CELL, code, md, parameters_cell, steps_to_cells
+
 # keys of a DATASET_NOTEBOOKS entry that the alignment notebooks understand (the rest belong to other notebooks)
 SHARED_KEYS = ("DATA_DIR", "DATASET_OPTIONS", "TEXT_EXTRACTOR", "IMAGE_EXTRACTOR", "EXTRACTOR_OPTIONS", "EMBEDDINGS_DIR")
 
@@ -19,10 +21,10 @@ COMMENTS = {
     "DATASET_OPTIONS": "loader options",
     "TEXT_EXTRACTOR": "alias or family:model_id",
     "IMAGE_EXTRACTOR": "alias or family:model_id",
-    "EXTRACTOR_OPTIONS": "{'text': {...}, 'image': {...}}",
+    "EXTRACTOR_OPTIONS": "options per extractor, keyed by its spec as written above",
     "EMBEDDINGS_DIR": "None: MMFUSION_EMBEDDINGS_DIR, .env or ./embeddings (extraction is cached)",
     "FUSION": "heads trained before / after alignment",
-    "METHODS": "post-hoc methods (utils.align.ALIGNERS.names())",
+    "METHODS": "post-hoc methods (utils.align.ALIGNERS.names()); 'none' is the control: same normalisation, no alignment",
     "COMMON_DIM": "'pca' or 'lstsq': fitted map to one dimension when text and image widths differ",
     "LAMBDAS": "centroid-shift strengths: 1 closes the gap, 0 leaves it, -1 doubles it",
     "EPOCHS": "upper bound; early stopping on the validation split",
@@ -45,22 +47,16 @@ COMMENTS = {
 }
 
 
-def _nb():
-    from .. import notebooks as nbm
-
-    return nbm
-
-
-def _params(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+def params_for(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
     out = dict(base)
     out.update({k: v for k, v in overrides.items() if k in SHARED_KEYS})
     return out
 
 
-def _head(dataset: str = "synthetic") -> Dict[str, Any]:
+def head_params(dataset: str = "synthetic") -> Dict[str, Any]:
     return {
-        "DATASET": dataset, "DATA_DIR": None, "DATASET_OPTIONS": {}, "TEXT_EXTRACTOR": "minilm-offline",
-        "IMAGE_EXTRACTOR": "random-convnext", "EXTRACTOR_OPTIONS": {}, "EMBEDDINGS_DIR": None,
+        "DATASET": dataset, "DATA_DIR": None, "DATASET_OPTIONS": {}, "TEXT_EXTRACTOR": "bge-base",
+        "IMAGE_EXTRACTOR": "dinov2-base", "EXTRACTOR_OPTIONS": {}, "EMBEDDINGS_DIR": None,
     }
 
 
@@ -82,19 +78,15 @@ IMPORTS = (
 )
 
 
-def _cells(title: str, params: Dict[str, Any], steps: List) -> List[Dict[str, Any]]:
-    nb = _nb()
-    cells = [nb._md(title), nb._code(nb.COLAB_CELL), nb._code(IMPORTS),
-             nb._code(nb._parameters_cell(params, COMMENTS), tags=["parameters"])]
-    for kind, src in steps:
-        cells.append(nb._md(src) if kind == "md" else nb._code(src))
-    return cells
+def notebook_cells(title: str, params: Dict[str, Any], steps: List) -> List[Dict[str, Any]]:
+    return [md(title), code(COLAB_CELL), code(IMPORTS), code(parameters_cell(params, COMMENTS), tags=["parameters"]),
+            *steps_to_cells(steps)]
 
 
 def alignment_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
-    params = _params({
-        **_head(dataset),
-        "FUSION": ["early_fusion", "late_fusion"], "METHODS": ["shift", "centering", "procrustes", "cca"],
+    params = params_for({
+        **head_params(dataset),
+        "FUSION": ["early_fusion", "late_fusion"], "METHODS": ["none", "shift", "centering", "procrustes", "cca"],
         "COMMON_DIM": "pca", "LAMBDAS": [-1.0, -0.5, 0.0, 0.5, 1.0], "EPOCHS": 50, "BATCH_SIZE": 64,
         "EMBED_BATCH_SIZE": 32, "SEED": 0, "N_SEEDS": 3, "PROJECTION": "umap", "DEVICE": "auto",
         "RESULTS_DIR": None, "RESULTS_JSON": None,
@@ -104,22 +96,27 @@ def alignment_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, A
                "unmatched pair similarity, linear CKA and the variance in the first principal components. When text "
                "and image widths differ, the gap is measured after a fitted linear map to one width (`COMMON_DIM`)."),
         ("code", "seeds = list(range(SEED, SEED + N_SEEDS))\n"
-                 "before, _ = align.align_embeddings(ds, emb, \"shift\", lam=0.0, common=COMMON_DIM)  # common width only\n"
-                 "align.gap_table(ds, before)"),
+                 "before, _ = ex.align_embeddings(ds, emb, \"none\", common=COMMON_DIM)  # normalised, common width only\n"
+                 "ex.gap_table(ds, before)"),
+        ("md", "## Duplicated content\nA modality with one content per class (class-level texts or images) encodes "
+               "the label; it is flagged here."),
+        ("code", "ex.content_report(ds, emb)"),
         ("md", "## Close it post hoc\nEvery method is fitted on the training split only and applied to validation "
-               "and test. `raw` is the heads on the unaligned embeddings."),
-        ("code", "rows = align.compare_alignments(ds, emb, METHODS, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE,\n"
-                 "                                seeds=seeds, device=DEVICE)\n"
-                 "align.alignment_table(rows)"),
+               "and test. `none` is the control: the same L2 normalisation (and common-width map), no alignment; "
+               "`gain_vs_none` is each method's macro-F1 gain over it. `raw` (heads on the unnormalised embeddings) "
+               "is a reference only."),
+        ("code", "rows = ex.compare_alignments(ds, emb, METHODS, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE,\n"
+                 "                             seeds=seeds, device=DEVICE, common=COMMON_DIM)\n"
+                 "ex.alignment_table(rows)"),
         ("md", "## Centroid shift: sweep lambda\nlambda = 1 closes the training gap, 0 leaves it, -1 doubles it."),
-        ("code", "sweep = align.lambda_sweep(ds, emb, LAMBDAS, FUSION, seeds=seeds, common=COMMON_DIM, epochs=EPOCHS,\n"
-                 "                          batch_size=BATCH_SIZE, device=DEVICE)\n"
-                 "sweep_table = align.alignment_table(sweep)\n"
+        ("code", "sweep = ex.lambda_sweep(ds, emb, LAMBDAS, FUSION, seeds=seeds, common=COMMON_DIM, epochs=EPOCHS,\n"
+                 "                       batch_size=BATCH_SIZE, device=DEVICE)\n"
+                 "sweep_table = ex.alignment_table(sweep)\n"
                  "fig = viz.metric_vs_lambda(sweep_table, [\"macro_f1\", \"accuracy\", \"gap_test_after\"],\n"
                  "                           path=out_dir / f\"alignment_{DATASET}_lambda.png\", title=ds.spec.key)\n"
                  "sweep_table"),
         ("md", "## See it\nJoint 2-D maps before and after the shift (lambda = 1), and the shift itself in 2-D and 3-D."),
-        ("code", "after, shift = align.align_embeddings(ds, emb, \"shift\", lam=1.0, common=COMMON_DIM)\n"
+        ("code", "after, shift = ex.align_embeddings(ds, emb, \"shift\", lam=1.0, common=COMMON_DIM)\n"
                  "pick = lambda e: {m: e.vectors[m] for m in (\"text\", \"image\")}\n"
                  "fig = viz.umap_before_after(pick(before), pick(after), ds.df[\"label\"].astype(str), PROJECTION,\n"
                  "                            path=out_dir / f\"alignment_{DATASET}_umap.png\")"),
@@ -128,22 +125,25 @@ def alignment_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, A
                  "    fig = viz.gap_shift_plot(before.vectors[\"text\"][train], before.vectors[\"image\"][train], [-1.0, 0.0, 1.0], dims=d,\n"
                  "                             gap_vector=shift.gap_vector, path=out_dir / f\"alignment_{DATASET}_shift_{d}d.png\")"),
         ("md", "## Save\nOne row per (method, head, seed) with gap before/after and test scores."),
-        ("code", "align.save_alignment_results(rows + sweep, RESULTS_JSON or out_dir / f\"alignment_{DATASET}.json\")"),
+        ("code", "ex.save_alignment_results(rows + sweep, RESULTS_JSON or out_dir / f\"alignment_{DATASET}.json\")"),
     ]
     title = (f"# Modality alignment: `{dataset}`\n\nMeasure the modality gap between text and image embeddings, close "
              "it post hoc (centroid shift with lambda, mean centring, orthogonal Procrustes, CCA) and see what it does "
              "to early and late fusion. All statistics are fitted on the training split only.")
-    return _cells(title, params, steps)
+    return notebook_cells(title, params, steps)
 
 
 def unified_space_cells() -> List[Dict[str, Any]]:
     params = {
-        **_head(), "THIRD_MODALITY": "aux", "THIRD_DIM": 64, "THIRD_NOISE": 1.0, "DIM": 256, "UNIFIED_EPOCHS": 100,
+        **head_params(), "THIRD_MODALITY": "aux", "THIRD_DIM": 64, "THIRD_NOISE": 1.0, "DIM": 256, "UNIFIED_EPOCHS": 100,
         "PAIR_WEIGHTS": {}, "FUSION": ["early_fusion", "late_fusion"], "EPOCHS": 50, "BATCH_SIZE": 64,
         "EMBED_BATCH_SIZE": 32, "SEED": 0, "N_SEEDS": 1, "KS": [1, 5, 10], "PROJECTION": "umap", "DEVICE": "auto",
         "RESULTS_DIR": None, "RESULTS_JSON": None,
     }
     steps = LOAD_AND_EMBED + [
+        ("md", "## Duplicated content\nRows sharing a text or image (class-level inputs, as in ESC-50) are masked "
+               "out of each other's negatives in the contrastive loss; a class-level modality is flagged here."),
+        ("code", "ex.content_report(ds, emb)"),
         ("md", "## A third modality\nThe synthetic dataset has no audio. `align.synthetic_modality` makes a stand-in: a "
                "fixed random prototype per class plus Gaussian noise. It carries the whole label (text and image carry "
                "half each), so it is an honest test of the three-modality code path, not of audio. For real audio use "
@@ -183,19 +183,19 @@ def unified_space_cells() -> List[Dict[str, Any]]:
     ]
     title = ("# A unified embedding space\n\nProject text, image and a third modality into one shared space with a "
              "contrastive (InfoNCE) loss trained on cached embeddings, then compare fusion heads and retrieval.")
-    return _cells(title, params, steps)
+    return notebook_cells(title, params, steps)
 
 
 def retrieval_cells() -> List[Dict[str, Any]]:
     params = {
-        **_head(), "COMMON_DIM": "pca", "DIM": 256, "UNIFIED_EPOCHS": 100, "KS": [1, 5, 10], "INDEX_KIND": "auto",
+        **head_params(), "COMMON_DIM": "pca", "DIM": 256, "UNIFIED_EPOCHS": 100, "KS": [1, 5, 10], "INDEX_KIND": "auto",
         "EMBED_BATCH_SIZE": 32, "SEED": 0, "DEVICE": "auto", "RESULTS_DIR": None, "RESULTS_JSON": None,
     }
     steps = LOAD_AND_EMBED + [
         ("md", "## Three spaces to search\n`common`: each modality mapped to one width (no alignment); `shift`: the "
                "centroid shift with lambda = 1; `unified`: the contrastive projections. All fitted on the training split."),
-        ("code", "common, _ = align.align_embeddings(ds, emb, \"shift\", lam=0.0, common=COMMON_DIM)\n"
-                 "shifted, _ = align.align_embeddings(ds, emb, \"shift\", lam=1.0, common=COMMON_DIM)\n"
+        ("code", "common, _ = ex.align_embeddings(ds, emb, \"none\", common=COMMON_DIM)\n"
+                 "shifted, _ = ex.align_embeddings(ds, emb, \"shift\", lam=1.0, common=COMMON_DIM)\n"
                  "space = align.fit_unified(emb.vectors, ds.df[\"split\"], align.UnifiedConfig(dim=DIM, epochs=UNIFIED_EPOCHS, seed=SEED, device=DEVICE))\n"
                  "spaces = {\"common\": common.vectors, \"shift\": shifted.vectors, \"unified\": align.project(space, emb.vectors)}\n"
                  "spaces = {k: {m: v[m] for m in (\"text\", \"image\")} for k, v in spaces.items()}"),
@@ -222,4 +222,4 @@ def retrieval_cells() -> List[Dict[str, Any]]:
     ]
     title = ("# Cross-modal retrieval\n\nText-to-image and image-to-text search with FAISS (exact inner product for "
              "small collections, IVF above 100,000 vectors), in three embedding spaces.")
-    return _cells(title, params, steps)
+    return notebook_cells(title, params, steps)

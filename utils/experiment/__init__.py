@@ -1,0 +1,39 @@
+"""What notebooks and ``python -m utils`` call: one function per step, result rows, baselines, the alignment
+study, the generate-embeddings step, runs and grids. ``from utils import experiment as ex`` gives them all.
+
+- :mod:`utils.experiment.steps`      load_dataset, extract_embeddings, train_heads, results_table, save / plot
+- :mod:`utils.experiment.rows`       the one result-row builder
+- :mod:`utils.experiment.baselines`  logreg, guided selection, BERT + ViT end to end, BERT + CLIP (Trainer)
+- :mod:`utils.experiment.alignment`  gap tables, post-hoc alignment against the ``none`` control, lambda sweeps
+- :mod:`utils.experiment.generate`   fill the store for a list of extractors
+- :mod:`utils.experiment.runs`       run kinds (a registry), seeds, the parquet results table, grids, paper table
+- :mod:`utils.experiment.main`       the main job
+"""
+
+from ..embed import EmbedConfig, Embeddings
+from .alignment import (
+    AlignmentConfig, align_embeddings, alignment_table, compare_alignments, content_report, gap_table, lambda_sweep,
+    save_alignment_results,
+)
+from .baselines import (
+    BertClipConfig, FullTrainConfig, image_guide_features, train_bert_clip, train_full_models, train_guided, train_logreg,
+)
+from .main import MainJobConfig, run_embedding_experiment
+from .rows import RESULT_COLUMNS, result_row
+from .runs import (
+    RUN_KINDS, append_runs, load_runs, paper_table, plot_comparison, run, run_grid, run_seeds, summarize,
+)
+from .steps import (
+    DEFAULT_HEADS, extract_embeddings, format_table, load_dataset, plot_results, results_table, save_results,
+    setup_logging, train_heads,
+)
+
+__all__ = [
+    "AlignmentConfig", "BertClipConfig", "DEFAULT_HEADS", "EmbedConfig", "Embeddings", "FullTrainConfig",
+    "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "align_embeddings", "alignment_table", "append_runs",
+    "compare_alignments", "content_report", "extract_embeddings", "format_table", "gap_table", "image_guide_features", "lambda_sweep",
+    "load_dataset", "load_runs", "paper_table", "plot_comparison", "plot_results", "result_row", "results_table",
+    "run", "run_embedding_experiment", "run_grid", "run_seeds", "save_alignment_results", "save_results",
+    "setup_logging", "summarize", "train_bert_clip", "train_full_models", "train_guided", "train_heads",
+    "train_logreg",
+]

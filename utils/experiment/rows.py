@@ -1,0 +1,72 @@
+"""One result-row builder for every model family (heads, logreg, guided, end-to-end, BERT + CLIP).
+
+A row is a flat dict that JSON, CSV and the parquet runs table all take: identity (model, family,
+dataset, task, seed, modalities, extractors), the test metrics, timing and size, the rows it was trained
+and scored on, the training curve and config, and library versions. Tools read at least ``model``,
+``accuracy``, ``macro_f1``, ``roc_auc``, ``train_s_per_epoch``, ``inference_s``, ``n_params``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from ..config import library_versions
+
+# the headline columns of every results table, in order
+RESULT_COLUMNS = ["model", "accuracy", "macro_f1", "weighted_f1", "roc_auc", "train_s_per_epoch", "inference_s", "n_params"]
+METRIC_FIELDS = ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "per_class_f1", "confusion_matrix")
+OPTIONAL_METRIC_FIELDS = ("n_classes_scored", "roc_auc_classes")
+
+
+def result_row(
+    model: str,
+    spec: Any,
+    seed: int,
+    metrics: Mapping[str, Any],
+    *,
+    family: str = "embedding",
+    modalities: Optional[Sequence[str]] = None,
+    extractors: Optional[Mapping[str, str]] = None,
+    fit: Any = None,
+    train_s: Optional[float] = None,
+    inference_s: float = 0.0,
+    n_params: int = 0,
+    n_rows: Optional[Mapping[str, int]] = None,
+    train_config: Any = None,
+    **extra: Any,
+) -> Dict[str, Any]:
+    """The result row of one trained model (``spec``: the dataset's :class:`~utils.data.schema.DatasetSpec`).
+
+    ``metrics``: :func:`utils.metrics.classification_metrics` on the test rows. ``fit``: a
+    :class:`~utils.train.loop.FitResult` (epochs, best epoch, curve, seconds); models trained without the
+    loop (logistic regression, the HF Trainer) pass ``train_s`` and ``extra`` fields instead. ``n_rows``:
+    ``{"train": n, "val": n, "test": n}``. ``extra`` fields are added as they are.
+    """
+    row: Dict[str, Any] = {
+        "model": model,
+        "family": family,
+        "dataset": spec.key,
+        "task": spec.task,
+        "seed": int(seed),
+        "modalities": list(modalities or []),
+        "extractors": dict(extractors or {}),
+        **{k: metrics[k] for k in METRIC_FIELDS},
+        **{k: metrics[k] for k in OPTIONAL_METRIC_FIELDS if k in metrics},
+        "inference_s": float(inference_s),
+        "n_params": int(n_params),
+    }
+    if fit is not None:
+        row.update(
+            train_s_per_epoch=fit.train_s_per_epoch, train_s=fit.train_seconds, epochs_run=fit.epochs_run,
+            best_epoch=fit.best_epoch, history=fit.history, train_precision=fit.precision, monitor=fit.monitor,
+        )
+    else:
+        seconds = float(train_s or 0.0)
+        row.update(train_s_per_epoch=seconds, train_s=seconds, epochs_run=1, best_epoch=1, history=[])
+    if n_rows is not None:
+        row.update({f"n_{s}": int(n) for s, n in n_rows.items()})
+    if train_config is not None:
+        row["train_config"] = train_config
+    row["versions"] = library_versions()
+    row.update(extra)
+    return row

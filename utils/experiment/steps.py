@@ -1,0 +1,221 @@
+"""One function per notebook step, so notebooks (and ``python -m utils``) stay thin.
+
+    ds    = load_dataset("synthetic")
+    emb   = extract_embeddings(ds, {"text": "minilm-offline", "image": "effnet-lite0"})
+    rows  = train_heads(ds, emb, ["early_fusion", "late_fusion", "text_only", "image_only"])
+    table = results_table(rows)
+    save_results(rows, "results/embed_model_synthetic.json")
+    plot_results(table, "results/embed_model_synthetic.png")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from .. import data as data_mod
+from ..config import PathLike
+from ..data.schema import MultimodalDataset
+from ..embed import EmbedConfig, Embeddings, embed
+from ..features import Standardizer, stack, split_rows, usable_rows
+from ..io import write_rows
+from ..metrics import classification_metrics
+from .rows import RESULT_COLUMNS, result_row
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEADS = ["early_fusion", "late_fusion", "text_only", "image_only"]
+
+
+def setup_logging(level: Union[int, str] = "INFO") -> None:
+    """Show this package's INFO messages (cache reuse, resume, dropped rows) in a notebook or terminal."""
+    logger = logging.getLogger("utils")
+    logger.setLevel(level)
+    if not any(getattr(h, "_utils_handler", False) for h in logger.handlers):
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        h._utils_handler = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+
+
+def load_dataset(name: str, data_dir: Optional[PathLike] = None, **options: Any) -> MultimodalDataset:
+    """``utils.data.load`` with the folder taken from ``data_dir`` (``<data_dir>/<name>``) when given."""
+    root = Path(data_dir) / name if data_dir else None
+    ds = data_mod.load(name, root=root, **options)
+    log.info("%r", ds)
+    return ds
+
+
+def extractor_options(specs: Sequence[str], options: Optional[Mapping[str, Mapping[str, Any]]],
+                      modalities: Sequence[str] = ()) -> Dict[str, Dict[str, Any]]:
+    """Options keyed by extractor spec (the one convention); an unknown key is an error.
+
+    Options keyed by modality (the convention before release 0.2) are accepted for one release, with a warning.
+    """
+    import warnings
+
+    out: Dict[str, Dict[str, Any]] = {}
+    for key, opts in dict(options or {}).items():
+        if key in specs:
+            out.setdefault(key, {}).update(opts)
+        elif key in modalities:
+            warnings.warn(f"extractor options keyed by modality ({key!r}) are deprecated: key them by the extractor "
+                          f"spec, e.g. {{{specs[list(modalities).index(key)]!r}: {dict(opts)!r}}}", DeprecationWarning,
+                          stacklevel=3)
+            out.setdefault(specs[list(modalities).index(key)], {}).update(opts)
+        else:
+            raise ValueError(f"extractor options for {key!r}, which is not one of the extractors {list(specs)}: key the "
+                             "options by the extractor spec as written")
+    return out
+
+
+def extract_embeddings(
+    ds: MultimodalDataset,
+    extractors: Mapping[str, str],
+    options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    batch_size: int = 32,
+    device: str = "auto",
+    embeddings_dir: Optional[PathLike] = None,
+    normalize: bool = False,
+    on_error: str = "raise",
+    show_progress: bool = True,
+) -> Embeddings:
+    """Embed each modality (``{"text": spec, "image": spec}``) into the store, or reuse it; return aligned vectors.
+
+    ``options`` maps an extractor spec to its options (``{"timm:convnext_atto": {"pretrained": False}}``).
+    Families with several towers (``clip``, ``clap``) get the modality from the key of ``extractors``.
+    """
+    from ..extractors import create_for
+
+    mods, specs = list(extractors), [extractors[m] for m in extractors]
+    by_spec = extractor_options(specs, options, mods)
+    cfg = EmbedConfig(root=None if embeddings_dir is None else str(embeddings_dir), batch_size=batch_size,
+                      device=device, normalize=normalize, on_error=on_error, show_progress=show_progress)
+    vectors, described, stores, reused = {}, {}, {}, {}
+    for modality, spec in extractors.items():
+        ext = create_for(spec, modality, **dict(by_spec.get(spec, {})))
+        store = embed(ds, modality, ext, cfg)
+        vectors[modality] = store.aligned(ds.df["id"], missing="nan")
+        described[modality] = store.manifest().get("description", ext.describe())
+        stores[modality] = str(store.folder)
+        reused[modality] = bool(getattr(store, "reused", False))
+    return Embeddings(vectors, described, stores, reused)
+
+
+def train_heads(
+    ds: MultimodalDataset,
+    embeddings: Embeddings,
+    models: Sequence[str] = DEFAULT_HEADS,
+    epochs: int = 50,
+    batch_size: int = 64,
+    seeds: Union[int, Sequence[int]] = 0,
+    standardize: bool = True,
+    head_config: Optional[Any] = None,
+    device: str = "auto",
+    show_progress: bool = True,
+    **train_options: Any,
+) -> List[Dict[str, Any]]:
+    """Train each head in ``models`` for each seed; return one result row per (model, seed).
+
+    Features are (optionally) standardised with statistics of the training split only. Selection and
+    early stopping use the validation split; the metrics in each row are on the test split. Every head
+    of the comparison trains and is scored on the same rows: those with a vector in every modality any
+    of the heads reads (``rows_without_vectors`` counts the others).
+    ``train_options`` go to :class:`~utils.train.TrainConfig` (lr, patience, monitor, class_weights, ...).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..models.fusion import HeadConfig, build_head, head_modalities
+    from ..runtime import n_params
+    from ..train import TrainConfig, config_dict, fit, predict_proba
+
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    configs = {s: TrainConfig(epochs=epochs, batch_size=batch_size, seed=s, device=device, **train_options) for s in seeds}
+    head_config = head_config or HeadConfig()
+    reads = {name: head_modalities(name, embeddings.modalities) for name in models}
+    used = [m for m in embeddings.modalities if any(m in r for r in reads.values())]
+    usable = usable_rows(stack(embeddings.vectors, used)) if used else np.ones(len(ds), bool)
+    parts = split_rows(ds.df["split"].to_numpy(), usable)
+    require_rows(ds, parts)
+    y = ds.labels()
+    rows: List[Dict[str, Any]] = []
+    for name, seed in tqdm([(m, s) for m in models for s in seeds], desc="train heads", disable=not show_progress):
+        mods = reads[name]
+        X = stack(embeddings.vectors, mods)
+        Xtr, Xva, Xte = X[parts["train"]], X[parts["val"]], X[parts["test"]]
+        if standardize:
+            scaler = Standardizer.fit(Xtr)
+            Xtr, Xva, Xte = scaler(Xtr), scaler(Xva), scaler(Xte)
+        cfg = configs[seed]
+        torch.manual_seed(seed)
+        model = build_head(name, {m: embeddings.vectors[m].shape[1] for m in mods}, ds.spec.num_outputs, head_config)
+        res = fit(model, Xtr, y[parts["train"]], Xva, y[parts["val"]], ds.spec.task, ds.spec.classes, cfg)
+        t0 = time.perf_counter()
+        proba = predict_proba(res.model, Xte, ds.spec.task)
+        inference_s = time.perf_counter() - t0
+        metrics = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
+        row = result_row(
+            name, ds.spec, seed, metrics, modalities=mods, extractors={m: embeddings.extractors[m] for m in mods},
+            fit=res, inference_s=inference_s, n_params=n_params(res.model),
+            n_rows={s: len(parts[s]) for s in parts}, train_config=config_dict(cfg),
+            rows_without_vectors=int((~usable).sum()), standardize=standardize,
+        )
+        rows.append(row)
+        log.info("%-13s seed %d: test macro-F1 %.3f, acc %.3f, AUC %.3f (best epoch %d/%d)",
+                 name, seed, row["macro_f1"], row["accuracy"], row["roc_auc"], row["best_epoch"], row["epochs_run"])
+    return rows
+
+
+def require_rows(ds: MultimodalDataset, parts: Mapping[str, np.ndarray]) -> None:
+    """A clear error naming the dataset and the split when a split has no usable rows."""
+    empty = [s for s in ("train", "val", "test") if len(parts.get(s, ())) == 0]
+    if empty:
+        raise ValueError(
+            f"dataset {ds.spec.key!r}: the {' and '.join(empty)} split(s) have no usable rows (rows with every "
+            "vector the models read). Check the split column; a dataset without validation rows gets them carved "
+            "from train by utils.data.load (carve_val=True)."
+        )
+
+
+def results_table(rows: Sequence[Mapping[str, Any]], by_seed: bool = False) -> pd.DataFrame:
+    """The headline table: one line per model (mean over seeds, with ``*_std`` when several seeds)."""
+    df = pd.DataFrame([{k: r.get(k, np.nan) for k in ["model", "seed", *RESULT_COLUMNS[1:], "n_test"]} for r in rows])
+    if by_seed or df.empty:
+        return df
+    order = list(dict.fromkeys(df["model"]))
+    metrics = RESULT_COLUMNS[1:]
+    g = df.groupby("model", sort=False)
+    out = g[metrics + ["n_test"]].mean()
+    if g.size().max() > 1:
+        std = g[["accuracy", "macro_f1", "roc_auc"]].std().add_suffix("_std")
+        out = out.join(std)
+        out["seeds"] = g.size()
+    out["n_params"] = out["n_params"].astype(int)
+    return out.loc[order].reset_index()
+
+
+def save_results(rows: Sequence[Mapping[str, Any]], json_path: PathLike, table_path: Optional[PathLike] = None) -> Path:
+    """Write the result rows as JSON (a list, one row per trained model) and the table as CSV beside it."""
+    return write_rows(rows, json_path, results_table(rows), table_path)
+
+
+def plot_results(table: pd.DataFrame, path: Optional[PathLike] = None, title: str = ""):
+    """Bar plot of accuracy, macro-F1 and ROC-AUC per model; saved as PNG when ``path`` is given."""
+    from ..viz import metric_bars
+
+    return metric_bars(table, ["accuracy", "macro_f1", "roc_auc"], path=path, title=title)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """A plain-text rendering of :func:`results_table` for terminals and logs."""
+    cols = [c for c in RESULT_COLUMNS + ["n_test"] if c in table.columns]
+    fmt = {c: (lambda v: f"{v:.3f}") for c in ("accuracy", "macro_f1", "weighted_f1", "roc_auc")}
+    fmt.update({"train_s_per_epoch": lambda v: f"{v:.4f}", "inference_s": lambda v: f"{v:.4f}",
+                "n_params": lambda v: f"{int(v):,}", "n_test": lambda v: f"{int(v):,}"})
+    return table[cols].to_string(index=False, formatters=fmt)

@@ -1,0 +1,107 @@
+"""Template of ``notebooks/embed_model_<dataset>.ipynb``: frozen embeddings, fusion heads, results."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from .cells import COLAB_CELL, COMMON_COMMENTS, code, md, parameters_cell
+
+COMMENTS = {
+    **COMMON_COMMENTS,
+    "POSITIVE_CLASS": "binary tasks: the class scored as positive (None: the loader's default, logged)",
+    "TEXT_EXTRACTOR": "alias or family:model_id (utils.extractors.names()); 'bge-base' is BAAI/bge-base-en-v1.5",
+    "IMAGE_EXTRACTOR": "alias or family:model_id; 'dinov2-base' is facebook/dinov2-base (the original's choice)",
+    "AUDIO_EXTRACTOR": "None, or e.g. 'clap:laion/clap-htsat-unfused' (datasets with audio)",
+    "EXTRACTOR_OPTIONS": "options per extractor, keyed by its spec as written above, e.g. {'dinov2-base': {'precision': 'fp32'}}",
+    "EMBEDDINGS_DIR": "None: MMFUSION_EMBEDDINGS_DIR, .env or ./embeddings",
+    "FUSION": "heads to train (utils.models.HEADS.names())",
+    "EPOCHS": "upper bound; early stopping on the validation split",
+    "BATCH_SIZE": "head training batch size",
+    "CLASS_WEIGHTS": "None, 'balanced' or one weight per class (binary: pos_weight from 'balanced')",
+    "LOSS": "'auto' (cross-entropy / BCE by task), 'ce', 'bce' or 'focal'",
+    "FOCAL_GAMMA": "focal loss focusing parameter",
+    "FOCAL_ALPHA": "focal loss alpha: None, a number (binary) or one per class",
+    "EMBED_BATCH_SIZE": "extraction batch size",
+    "RESULTS_JSON": "None: RESULTS_DIR/embed_model_<DATASET>.json",
+}
+
+TEXT_DEFAULT = "bge-base"  # a real sentence-embedding model (BAAI/bge-base-en-v1.5, CLS pooling)
+IMAGE_DEFAULT = "dinov2-base"  # the original framework's image backbone
+
+
+def parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
+    params: Dict[str, Any] = {
+        "DATASET": dataset,
+        "DATA_DIR": None,
+        "DATASET_OPTIONS": {},
+        "POSITIVE_CLASS": None,
+        "TEXT_EXTRACTOR": TEXT_DEFAULT,
+        "IMAGE_EXTRACTOR": IMAGE_DEFAULT,
+        "AUDIO_EXTRACTOR": None,
+        "EXTRACTOR_OPTIONS": {},
+        "EMBEDDINGS_DIR": None,
+        "FUSION": ["early_fusion", "late_fusion", "text_only", "image_only"],
+        "EPOCHS": 50,
+        "BATCH_SIZE": 64,
+        "CLASS_WEIGHTS": None,
+        "LOSS": "auto",
+        "FOCAL_GAMMA": 2.0,
+        "FOCAL_ALPHA": None,
+        "EMBED_BATCH_SIZE": 32,
+        "SEED": 0,
+        "N_SEEDS": 1,
+        "DEVICE": "auto",
+        "RESULTS_DIR": None,
+        "RESULTS_JSON": None,
+    }
+    params.update({k: v for k, v in overrides.items() if k in params})
+    return params
+
+
+def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Cells of ``notebooks/embed_model_<dataset>.ipynb``."""
+    params = parameters(dataset, overrides)
+    return [
+        md(
+            f"# Embedding model: `{dataset}`\n\n"
+            "Frozen foundation-model embeddings (extracted once, cached) and small fusion heads trained on them: "
+            "early fusion, late fusion and single-modality heads, compared on the test split. "
+            "Model selection and early stopping use the validation split only. "
+            "Change the extractors in the parameters cell; run headless with "
+            f"`papermill notebooks/embed_model_{dataset}.ipynb out.ipynb -p EPOCHS 20`."
+        ),
+        code(COLAB_CELL),
+        code(
+            "from pathlib import Path\n\n"
+            "from utils import experiment as ex\n"
+            "from utils.config import results_dir\n\n"
+            "ex.setup_logging()"
+        ),
+        code(parameters_cell(params, COMMENTS), tags=["parameters"]),
+        md("## Load the dataset\nThe table contract: `id, text, image_path, label, split` (see `utils/data/schema.py`)."),
+        code("ds = ex.load_dataset(DATASET, DATA_DIR, positive_class=POSITIVE_CLASS, **DATASET_OPTIONS)\nds.df.head()"),
+        md("## Extract embeddings\nCached in the embedding store: a second run reuses them, a killed run resumes."),
+        code(
+            "extractors = {m: spec for m, spec in {\"text\": TEXT_EXTRACTOR, \"image\": IMAGE_EXTRACTOR, \"audio\": AUDIO_EXTRACTOR}.items()\n"
+            "              if spec and m in ds.spec.modalities}\n"
+            "emb = ex.extract_embeddings(\n"
+            "    ds, extractors, EXTRACTOR_OPTIONS,\n"
+            "    batch_size=EMBED_BATCH_SIZE, device=DEVICE, embeddings_dir=EMBEDDINGS_DIR,\n"
+            ")\n"
+            "emb.extractors, emb.dims()"
+        ),
+        md("## Train the heads\nEvery head is trained and scored on the same rows (those with every vector the heads read)."),
+        code(
+            "rows = ex.train_heads(ds, emb, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE,\n"
+            "                      seeds=list(range(SEED, SEED + N_SEEDS)), device=DEVICE, class_weights=CLASS_WEIGHTS,\n"
+            "                      loss=LOSS, focal_gamma=FOCAL_GAMMA, focal_alpha=FOCAL_ALPHA)"
+        ),
+        md("## Results (test split)"),
+        code("table = ex.results_table(rows)\ntable"),
+        code(
+            "out_dir = results_dir(RESULTS_DIR)\n"
+            "fig = ex.plot_results(table, out_dir / f\"embed_model_{DATASET}.png\", title=f\"{ds.spec.key}: \" + \" | \".join(emb.extractors.values()))"
+        ),
+        md("## Save\nOne row per trained model and seed, with its config, curves and library versions."),
+        code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"embed_model_{DATASET}.json\")"),
+    ]

@@ -1,0 +1,136 @@
+"""Classification on top of the one loop: the task loss, validation metrics, and two entry points.
+
+- :func:`fit`: a head on ONE feature matrix (cached embeddings side by side) -- the fast path: the features
+  live in one tensor on the training device (bf16 where it pays), batches are ``index_select`` slices of one
+  permutation per epoch.
+- :func:`fit_batches`: any ``model(**inputs) -> logits`` over batches of ``(inputs, targets)`` (guided
+  selection on token features, end-to-end backbones over a DataLoader).
+
+Both train through :func:`utils.train.loop.train_loop`; selection and early stopping use the validation
+split only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..metrics import classification_metrics
+from ..models.losses import class_weight_vector, make_loss, probabilities, targets_tensor
+from ..runtime import resolve_device, resolve_train_precision
+from .batches import TensorBatches
+from .loop import Batch, FitResult, TrainConfig, predict, train_loop
+
+
+def task_loss(task: str, n_classes: int, config: TrainConfig, y_train: Optional[np.ndarray] = None) -> nn.Module:
+    """The loss ``config`` asks for, with class weights computed on the training labels when ``"balanced"``."""
+    weight = None
+    if config.class_weights is not None:
+        if isinstance(config.class_weights, str) and y_train is None:
+            raise ValueError("class_weights='balanced' needs y_train (the encoded training labels)")
+        weight = class_weight_vector(np.asarray(y_train) if y_train is not None else np.zeros(0, int), task,
+                                     n_classes, config.class_weights)
+    return make_loss(task, weight, config.loss, config.focal_gamma, config.focal_alpha)
+
+
+def labels_from_targets(targets: torch.Tensor, task: str) -> np.ndarray:
+    """Targets in the loss's form back to encoded labels: ``[N]`` int (binary, multiclass) or ``[N, C]``."""
+    y = targets.detach().cpu().numpy()
+    if task == "multilabel":
+        return y
+    if task == "binary":
+        return y.reshape(len(y), -1)[:, 0].astype(np.int64)
+    return y.astype(np.int64)
+
+
+def classification_evaluator(task: str, classes: List[str]) -> Callable[[torch.Tensor, torch.Tensor], Dict[str, float]]:
+    """``evaluate(logits, targets) -> {val_macro_f1, val_roc_auc, val_accuracy}`` for the loop's monitor."""
+
+    def evaluate(logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, float]:
+        proba = probabilities(logits.float(), task).cpu().numpy()
+        m = classification_metrics(labels_from_targets(targets, task), proba, task, classes)
+        return {"val_macro_f1": m["macro_f1"], "val_roc_auc": m["roc_auc"], "val_accuracy": m["accuracy"]}
+
+    return evaluate
+
+
+def as_tensor(x: Any, device: torch.device, dtype=torch.float32) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.ascontiguousarray(x), dtype=dtype).to(device)
+
+
+def fit(
+    model: nn.Module,
+    X_train: Any,
+    y_train: np.ndarray,
+    X_val: Any,
+    y_val: np.ndarray,
+    task: str,
+    classes: List[str],
+    config: TrainConfig = TrainConfig(),
+    show_progress: bool = False,
+) -> FitResult:
+    """Train a head ``model(x [B, D]) -> logits`` on ``(X_train, y_train)``; keep the best validation epoch.
+
+    ``X_*``: float ``[N, D]`` arrays or tensors; ``y_*``: encoded labels (see ``MultimodalDataset.labels``).
+    """
+    dev = resolve_device(config.device)
+    if len(X_train) < 2:
+        raise ValueError(f"need at least 2 training rows, got {len(X_train)}")
+    precision = resolve_train_precision(config.precision, dev, int(X_train.shape[1]))
+    # in bf16 the features are kept in bf16: half the memory and half the bytes gathered per batch
+    Xt = as_tensor(X_train, dev, torch.bfloat16 if precision == "bf16" else torch.float32)
+    train = TensorBatches({"x": Xt}, targets_tensor(np.asarray(y_train), task).to(dev), config.batch_size,
+                          shuffle=True, seed=config.seed)
+    val = TensorBatches({"x": as_tensor(X_val, dev)}, targets_tensor(np.asarray(y_val), task).to(dev),
+                        config.eval_batch_size)
+    return train_loop(model, train, val, task_loss(task, len(classes), config, np.asarray(y_train)), config,
+                      evaluate=classification_evaluator(task, classes), precision=precision, show_progress=show_progress)
+
+
+def fit_batches(
+    model: nn.Module,
+    train: Iterable[Batch],
+    val: Iterable[Batch],
+    task: str,
+    classes: List[str],
+    config: TrainConfig = TrainConfig(),
+    y_train: Optional[np.ndarray] = None,
+    show_progress: bool = False,
+    param_groups: Optional[List[Dict[str, Any]]] = None,
+) -> FitResult:
+    """Train ``model(**inputs) -> logits`` on ``train`` batches; keep the best validation epoch.
+
+    ``y_train`` (encoded labels) is needed only for ``config.class_weights="balanced"``.
+    ``param_groups``: AdamW parameter groups with their own ``lr``. Targets in the batches are in the loss's
+    form (see :func:`utils.models.losses.targets_tensor`).
+    """
+    return train_loop(model, train, val, task_loss(task, len(classes), config, y_train), config,
+                      evaluate=classification_evaluator(task, classes), param_groups=param_groups,
+                      show_progress=show_progress)
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, X: Any, task: str, device: str = "auto", batch_size: int = 8192) -> np.ndarray:
+    """Probabilities for ``X [N, D]`` from a head: ``[N]`` (binary) or ``[N, C]``."""
+    dev = next(model.parameters()).device if device == "auto" else resolve_device(device)
+    Xt = as_tensor(X, dev)
+    if len(Xt) == 0:
+        return np.zeros((0,) if task == "binary" else (0, model_outputs(model)), dtype=np.float32)
+    logits, _ = predict(model, TensorBatches({"x": Xt}, torch.zeros(len(Xt)), batch_size), dev)
+    return probabilities(logits, task).float().numpy()
+
+
+def predict_batches_proba(model: nn.Module, batches: Iterable[Batch], task: str) -> np.ndarray:
+    """Probabilities over batches of ``(inputs, targets)``."""
+    logits, _ = predict(model, batches)
+    return probabilities(logits, task).float().numpy()
+
+
+def model_outputs(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return int(last.out_features)

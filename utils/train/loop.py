@@ -1,0 +1,292 @@
+"""The one training loop: every trainable thing here (fusion heads, guided models, end-to-end baselines,
+the unified space) trains through :func:`train_loop`.
+
+A batch is ``(inputs, targets)``: ``inputs`` a dict of tensors passed as keyword arguments
+(``model(**inputs)``), ``targets`` whatever ``loss_fn(outputs, targets)`` wants. Batches come from any
+re-iterable: :class:`~utils.train.batches.TensorBatches` (tensors in memory, one permutation per epoch:
+the fast path) or a ``DataLoader`` whose collate function returns ``(inputs, targets)``.
+
+The rules, in one place:
+
+- AdamW (the fused kernel where there is one) over the trainable parameters, or the given parameter groups;
+- the loss is summed on the device (no host sync per step); training time is measured apart from validation;
+- after each epoch the validation batches are scored (loss, and the metrics of ``evaluate`` when the
+  monitor needs them); the epoch with the best monitor value is kept: its trainable parameters and buffers
+  are snapshotted and restored at the end (a frozen backbone costs no copy);
+- early stopping after ``patience`` epochs without improvement;
+- a monitor that is NaN from the first epoch (ROC-AUC on a one-class validation split) falls back to the
+  validation loss, with a warning (``FitResult.monitor`` says what was used);
+- no validation rows is a clear error, never a silent "best = last epoch".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..runtime import autocast, keep_large_blocks_on_heap, resolve_device, resolve_train_precision, set_seed
+
+log = logging.getLogger(__name__)
+
+MONITORS = ("val_loss", "val_macro_f1", "val_roc_auc", "val_accuracy")
+Batch = Tuple[Dict[str, torch.Tensor], Any]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50  # upper bound; early stopping usually ends sooner
+    batch_size: int = 64  # the original framework's batch size
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-2  # AdamW's default decoupled weight decay
+    patience: Optional[int] = 10  # epochs without validation improvement before stopping (None: never stop early)
+    monitor: str = "val_loss"  # what "improvement" means: one of MONITORS
+    class_weights: Any = None  # None, "balanced" or explicit weights (binary: pos_weight)
+    seed: int = 0  # seeds torch (init, dropout) and the batch order
+    device: str = "auto"  # "auto": CUDA, then MPS, then CPU
+    eval_batch_size: int = 8192  # batch size for validation / inference passes
+    precision: str = "auto"  # bf16 matmuls where the hardware has native bf16 (on CPUs: inputs >= CPU_BF16_MIN_FEATURES wide)
+    loss: str = "auto"  # "auto" (BCE / CE by task), "ce", "bce" or "focal" (see utils.models.losses.make_loss)
+    focal_gamma: float = 2.0  # focal loss focusing parameter (0: plain cross-entropy)
+    focal_alpha: Optional[Any] = None  # focal loss alpha: scalar (positive-class weight) or one per class
+
+    def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 2:
+            raise ValueError(f"batch_size must be an integer >= 2 (BatchNorm needs 2 rows), got {self.batch_size!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be None or >= 1, got {self.patience!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+
+
+def config_dict(cfg: Any) -> Dict[str, Any]:
+    """A config dataclass as a JSON-ready dict (arrays as lists)."""
+    d = asdict(cfg)
+    for k, v in d.items():
+        if isinstance(v, np.ndarray):
+            d[k] = v.tolist()
+    return d
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    best_epoch: int  # 1-based epoch whose weights the model holds
+    epochs_run: int
+    train_seconds: float  # time in training passes only (no validation)
+    history: List[Dict[str, float]] = field(default_factory=list)
+    precision: str = "fp32"  # what the training forward passes ran in
+    epoch_seconds: List[float] = field(default_factory=list)
+    monitor: str = "val_loss"  # the monitor actually used for selection (after any fallback)
+
+    @property
+    def train_s_per_epoch(self) -> float:
+        return self.train_seconds / max(self.epochs_run, 1)
+
+
+def make_optimizer(params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; the fused kernel where this torch build has it (one kernel per step instead of many)."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def move(inputs: Any, dev: torch.device) -> Any:
+    """Tensors (in a dict, list or alone) moved to ``dev``; anything else as it is."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(dev, non_blocking=True)
+    if isinstance(inputs, dict):
+        return {k: move(v, dev) for k, v in inputs.items()}
+    return inputs
+
+
+def as_float(out: Any) -> Any:
+    """Model outputs in fp32 (a tensor, or a dict of tensors) for the loss."""
+    if isinstance(out, torch.Tensor):
+        return out.float()
+    if isinstance(out, dict):
+        return {k: v.float() for k, v in out.items()}
+    return out
+
+
+def snapshot(modules: Sequence[nn.Module]) -> List[Dict[str, torch.Tensor]]:
+    """Copies of the trainable parameters and buffers of each module (frozen weights are not copied)."""
+    out = []
+    for m in modules:
+        keep = {n for n, p in m.named_parameters() if p.requires_grad} | {n for n, _ in m.named_buffers()}
+        out.append({k: v.detach().clone() for k, v in m.state_dict().items() if k in keep})
+    return out
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batches: Iterable[Batch], device: Optional[torch.device] = None) -> Tuple[Any, Any]:
+    """Outputs and targets over every batch (model in eval mode), concatenated on the CPU.
+
+    Tensor outputs are concatenated; dict outputs (the unified space) per key.
+    """
+    dev = device or next(model.parameters()).device
+    model.eval()
+    outs, targets = [], []
+    for inputs, y in batches:
+        out = as_float(model(**move(inputs, dev)))
+        outs.append({k: v.cpu() for k, v in out.items()} if isinstance(out, dict) else out.cpu())
+        targets.append(y.cpu() if isinstance(y, torch.Tensor) else y)
+    if not outs:
+        return torch.empty(0), torch.empty(0)
+    if isinstance(outs[0], dict):
+        cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+    else:
+        cat = torch.cat(outs)
+    y = torch.cat(targets) if isinstance(targets[0], torch.Tensor) else targets
+    return cat, y
+
+
+@torch.inference_mode()
+def validation_pass(model: nn.Module, batches: Iterable[Batch], loss_fn: Callable, dev: torch.device,
+                    keep_outputs: bool) -> Tuple[float, Any, Any, int]:
+    """``(loss, outputs, targets, n_rows)`` on the validation batches.
+
+    Tensor outputs are concatenated and the loss is computed once over all rows (exact for weighted
+    losses); dict outputs (contrastive training) are scored batch by batch, weighted by batch size.
+    """
+    model.eval()
+    outs, targets, batch_losses, n = [], [], [], 0
+    for inputs, y in batches:
+        out = as_float(model(**move(inputs, dev)))
+        y = move(y, dev)
+        rows = len(next(iter(out.values()))) if isinstance(out, dict) else len(out)
+        n += rows
+        if isinstance(out, dict):
+            batch_losses.append((float(loss_fn(out, y)), rows))
+        else:
+            outs.append(out)
+            targets.append(y)
+    if n == 0:
+        return math.nan, None, None, 0
+    if batch_losses:
+        return sum(l * r for l, r in batch_losses) / n, None, None, n
+    logits, y = torch.cat(outs), torch.cat(targets)
+    loss = float(loss_fn(logits, y))
+    return loss, (logits if keep_outputs else None), (y if keep_outputs else None), n
+
+
+def train_loop(
+    model: nn.Module,
+    train: Iterable[Batch],
+    val: Iterable[Batch],
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    config: TrainConfig,
+    evaluate: Optional[Callable[[torch.Tensor, torch.Tensor], Dict[str, float]]] = None,
+    param_groups: Optional[List[Dict[str, Any]]] = None,
+    extra_modules: Sequence[nn.Module] = (),
+    precision: Optional[str] = None,
+    on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None,
+    show_progress: bool = False,
+) -> FitResult:
+    """Train ``model`` on ``train`` batches; keep the weights of the best validation epoch.
+
+    ``loss_fn(outputs, targets)``: a scalar; it may be an ``nn.Module`` with parameters of its own (moved to
+    the device; list it in ``extra_modules`` to train and snapshot them, like the InfoNCE temperature).
+    ``evaluate(val_logits, val_targets) -> {"val_macro_f1": ..., ...}``: the metrics a monitor other than
+    ``val_loss`` reads. ``param_groups``: AdamW groups with their own ``lr`` (default: every trainable
+    parameter at ``config.lr``). ``precision``: already resolved; default from ``config.precision``, the
+    device and ``train.n_features`` (see :func:`utils.runtime.resolve_train_precision`).
+    ``on_epoch_end(row)`` may add fields to each history row.
+    """
+    from tqdm.auto import trange
+
+    set_seed(config.seed)
+    dev = resolve_device(config.device)
+    if dev.type == "cpu":
+        keep_large_blocks_on_heap()
+    model = model.to(dev)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn = loss_fn.to(dev)
+    extra = [m.to(dev) for m in extra_modules]
+    if precision is None:
+        precision = resolve_train_precision(config.precision, dev, getattr(train, "n_features", None))
+    if param_groups is None:
+        params = [p for m in (model, *extra) for p in m.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        opt = make_optimizer(params, config.lr, config.weight_decay)
+    else:
+        groups = [g for g in param_groups if g["params"]] + [
+            {"params": [p for m in extra for p in m.parameters() if p.requires_grad]}]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError("the model has no trainable parameters")
+        opt = make_optimizer(groups, config.lr, config.weight_decay)
+
+    monitor = config.monitor
+    if monitor != "val_loss" and evaluate is None:
+        raise ValueError(f"monitor {monitor!r} needs metrics: pass evaluate=..., or use monitor='val_loss'")
+    best_score, best_epoch, best_state = -math.inf, 0, None
+    history: List[Dict[str, Any]] = []
+    epoch_seconds: List[float] = []
+    modules = [model, *extra]
+    epoch = 0
+    for epoch in trange(1, config.epochs + 1, desc="epochs", disable=not show_progress, leave=False):
+        for m in modules:
+            m.train()
+        t0 = time.perf_counter()
+        running = torch.zeros((), device=dev)
+        count = 0
+        for inputs, y in train:
+            inputs, y = move(inputs, dev), move(y, dev)
+            with autocast(dev, precision):
+                out = model(**inputs)
+            loss = loss_fn(as_float(out), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            rows = len(y) if isinstance(y, torch.Tensor) else len(next(iter(inputs.values())))
+            running += loss.detach() * rows
+            count += rows
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_seconds.append(time.perf_counter() - t0)
+        if count == 0:
+            raise ValueError("the training batches are empty: no training rows")
+
+        wants_metrics = evaluate is not None and config.monitor != "val_loss"
+        val_loss, logits, yv, n_val = validation_pass(model, val, loss_fn, dev, keep_outputs=wants_metrics)
+        if n_val == 0:
+            raise ValueError("no validation rows: early stopping and model selection need a non-empty validation split")
+        row: Dict[str, Any] = {"epoch": epoch, "train_loss": float(running) / count, "val_loss": val_loss,
+                               "epoch_s": epoch_seconds[-1]}
+        if wants_metrics and logits is not None:
+            row.update(evaluate(logits, yv))
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+        history.append(row)
+        value = row.get(monitor, math.nan)
+        if monitor != "val_loss" and epoch == 1 and not math.isfinite(value):
+            log.warning("monitor %s is not defined on this validation split (NaN, e.g. ROC-AUC with one class): "
+                        "selecting epochs on val_loss instead", monitor)
+            monitor = "val_loss"
+            value = row["val_loss"]
+        score = value if monitor != "val_loss" else -value
+        if math.isfinite(score) and score > best_score:
+            best_score, best_epoch, best_state = score, epoch, snapshot(modules)
+        elif config.patience is not None and epoch - best_epoch >= config.patience:
+            log.debug("early stop at epoch %d (best %d)", epoch, best_epoch)
+            break
+    if best_state is not None:
+        for m, state in zip(modules, best_state):
+            m.load_state_dict(state, strict=False)
+    for m in modules:
+        m.eval()
+    return FitResult(model=model, best_epoch=best_epoch, epochs_run=epoch, train_seconds=float(sum(epoch_seconds)),
+                     history=history, precision=precision, epoch_seconds=epoch_seconds, monitor=monitor)
