@@ -58,9 +58,13 @@ class Index:
         return int(self.faiss_index.ntotal)
 
     def search(self, queries: np.ndarray, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` rows for each query ``[Q, D]``: ``(scores [Q, k], ids [Q, k])`` (fewer rows: padded)."""
+        """Top-``k`` rows for each query ``[Q, D]``: ``(scores [Q, k], ids [Q, k])``.
+
+        Where FAISS found fewer than ``k`` rows (it pads with row -1), the id is ``None`` and the score
+        ``-inf``: a padded slot never matches a query and never counts as a hit.
+        """
         scores, rows = self.search_rows(queries, k)
-        return scores, self.ids[np.maximum(rows, 0)]
+        return np.where(rows >= 0, scores, -np.inf), take_rows(self.ids, rows)
 
     def search_rows(self, queries: np.ndarray, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns row positions (``-1`` where fewer than ``k`` rows exist)."""
@@ -81,6 +85,17 @@ class Index:
         meta = {"kind": self.kind, "params": self.params, "count": len(self), "dim": int(self.faiss_index.d)}
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
         return folder
+
+
+def take_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]`` with ``None`` where ``rows`` is -1 (FAISS's padding): an object array when padded."""
+    rows = np.asarray(rows)
+    got = np.asarray(values)[np.maximum(rows, 0)]
+    if (rows >= 0).all():
+        return got
+    out = got.astype(object)
+    out[rows < 0] = None
+    return out
 
 
 def _plain(a: np.ndarray) -> np.ndarray:
@@ -248,8 +263,7 @@ class Collection:
             raise ValueError(f"unknown target {target!r}; choose from {sorted(self.indexes)}")
         idx = self.indexes[target]
         scores, rows = idx.search_rows(queries, k)
-        rows = np.maximum(rows, 0)
-        return scores, idx.ids[rows], idx.modalities[rows]  # type: ignore[index]
+        return np.where(rows >= 0, scores, -np.inf), take_rows(idx.ids, rows), take_rows(idx.modalities, rows)
 
 
 # ---------------------------------------------------------------- metrics
@@ -298,9 +312,10 @@ def map_by_class(
 
 
 def modality_share(hit_modalities: np.ndarray, ks: Sequence[int] = (1, 5, 10, 20, 50)) -> pd.DataFrame:
-    """Share of each modality among the top-``k`` hits, for each ``k``: one line per k, one column per modality."""
+    """Share of each modality among the top-``k`` hit slots, for each ``k``: one line per k, one column per
+    modality. Padded slots (``None``: fewer than ``k`` rows were found) belong to no modality."""
     hm = np.asarray(hit_modalities)
-    mods = sorted(set(hm.ravel().tolist()))
+    mods = sorted({m for m in hm.ravel().tolist() if m is not None})
     lines = []
     for k in ks:
         top = hm[:, : min(k, hm.shape[1])]
