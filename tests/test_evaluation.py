@@ -163,8 +163,8 @@ def test_no_gap_where_none_was_planted():
     y = rng.integers(0, 2, n)
     p = 1 / (1 + np.exp(-(rng.normal(0, 1, n) + 2 * y - 1)))
     _, gaps = ev.subgroup_metrics(y, {"m": [p]}, rng.choice(["x", "y"], n), "binary")
-    g = gaps[gaps.metric == "roc_auc"].iloc[0]
-    assert g.ci_low < 0.05  # max - min is biased upwards, but the interval reaches (almost) zero
+    for g in gaps.itertuples():
+        assert g.gap > 0 and g.ci_low < 0 < g.ci_high, g  # best minus worst, but the data cannot tell them apart
 
 
 def test_age_bands_and_group_labels():
@@ -174,6 +174,8 @@ def test_age_bands_and_group_labels():
     assert set(ev.group_labels(ages, "patient_age")) == {"18-29", "30-44", "45-59", "60-74", "75+"}
     assert len(set(ev.group_labels(np.arange(100.0), "bmi"))) == 4  # quartiles
     assert list(ev.group_labels(pd.Series(["F", None, "M", " "]), "sex")) == ["F", "missing", "M", "missing"]
+    assert list(ev.group_labels(pd.Series(["45", "70", None]), "Age")) == ["45-59", "60-74", "missing"]
+    assert list(ev.group_labels(pd.Series([1, 2, 1]), "image_count")) == ["1", "2", "1"]  # not an age column
 
 
 def test_shapley_values_by_hand_and_efficiency():

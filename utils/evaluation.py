@@ -28,6 +28,7 @@ listed with the reason, not dropped) and the worst-group gap with its interval; 
 from __future__ import annotations
 
 import math
+import re
 from itertools import combinations
 from typing import Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -36,7 +37,7 @@ import pandas as pd
 
 from .metrics import predictions
 
-METRICS = ("accuracy", "macro_f1", "roc_auc")
+METRICS = ("accuracy", "macro_f1", "weighted_f1", "roc_auc")
 N_RESAMPLES = 1000  # bootstrap resamples (the issue's floor)
 LEVEL = 0.95  # two-sided interval level
 MAX_CELLS = 1 << 23  # weights per chunk (B x N floats): about 32 MB of float32 at a time
@@ -85,7 +86,8 @@ class ScoreTable:
     model, ``[N]`` (binary) or ``[N, C]``; ``hard`` (model index -> hard predictions) overrides the predictions
     read from a model's probabilities (the prior predictor's random draws). The scores equal :func:`utils.metrics.classification_metrics`
     for unit weights: accuracy (subset accuracy for multilabel), macro-F1 over the classes present in the
-    (weighted) labels or predictions, ROC-AUC macro over classes with positives and negatives.
+    (weighted) labels or predictions, weighted F1 (by support), ROC-AUC macro over classes with positives
+    and negatives.
     """
 
     def __init__(self, y_true: np.ndarray, probas: Sequence[np.ndarray], task: str, threshold: float = 0.5,
@@ -132,21 +134,24 @@ class ScoreTable:
         W = np.asarray(W, dtype=np.float32)
         out: Dict[str, np.ndarray] = {}
         B, J, K = len(W), self.J, self.K
-        if "accuracy" in metrics or "macro_f1" in metrics:
-            S = W @ self.design  # [B, K + 2 J K + J]
+        if {"accuracy", "macro_f1", "weighted_f1"} & set(metrics):
+            S = (W @ self.design).astype(np.float64)  # [B, K + 2 J K + J]: weighted counts (exact in float32)
             T = S[:, :K]
             P = S[:, K: K + J * K].reshape(B, J, K)
             TP = S[:, K + J * K: K + 2 * J * K].reshape(B, J, K)
-            total = W.sum(axis=1, keepdims=True)
+            total = W.sum(axis=1, keepdims=True, dtype=np.float64)
             if "accuracy" in metrics:
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    out["accuracy"] = (S[:, K + 2 * J * K:] / total).astype(np.float64)
-            if "macro_f1" in metrics:
+                    out["accuracy"] = S[:, K + 2 * J * K:] / total
+            if "macro_f1" in metrics or "weighted_f1" in metrics:
                 denom = T[:, None, :] + P
                 present = denom > 0
                 with np.errstate(invalid="ignore", divide="ignore"):
                     f1 = np.where(present, 2 * TP / np.where(present, denom, 1), 0.0)
-                    out["macro_f1"] = (f1.sum(-1) / present.sum(-1)).astype(np.float64)
+                    if "macro_f1" in metrics:
+                        out["macro_f1"] = f1.sum(-1) / present.sum(-1)
+                    if "weighted_f1" in metrics:  # weights: each class's (weighted) support in the labels
+                        out["weighted_f1"] = (f1 * T[:, None, :]).sum(-1) / T.sum(-1, keepdims=True)
         if "roc_auc" in metrics:
             aucs = np.stack([auc_weighted(W, prep) for prep in self.auc_sorted], axis=1)  # [B, J * classes]
             aucs = aucs.reshape(B, J, self.auc_classes)
@@ -373,15 +378,21 @@ def age_bands(age: Sequence, edges: Sequence[float] = (18, 30, 45, 60, 75)) -> p
     return pd.Series(out, index=getattr(age, "index", None), name=getattr(age, "name", None))
 
 
+def is_age_column(name: str) -> bool:
+    """``age``, ``patient_age``, ``Age (years)``: yes; ``image``, ``stage``, ``page``: no."""
+    return re.search(r"(?:^|[^a-z])age(?:[^a-z]|$)", name.lower()) is not None
+
+
 def group_labels(values: Sequence, name: str = "", max_levels: int = 12) -> pd.Series:
-    """Group names (str) for one metadata column: missing -> ``missing``; a numeric column with more than
-    ``max_levels`` distinct values is banded (:func:`age_bands` when ``name`` mentions age, else quartiles)."""
+    """Group names (str) for one metadata column: missing -> ``missing``; a numeric age column (by its
+    ``name``, see :func:`is_age_column`) is cut into :func:`age_bands`; another numeric column with more than
+    ``max_levels`` distinct values into quartiles."""
     s = pd.Series(values).reset_index(drop=True)
+    if is_age_column(name):
+        return age_bands(s)
     numeric = pd.to_numeric(s, errors="coerce")
     is_numeric = s.dtype != object or (numeric.notna() == s.notna()).all()
     if is_numeric and numeric.nunique() > max_levels:
-        if "age" in name.lower():
-            return age_bands(numeric)
         bands = pd.qcut(numeric, 4, duplicates="drop")
         return pd.Series([("missing" if pd.isna(b) else f"{b.left:.3g}-{b.right:.3g}") for b in bands], dtype=object)
     out = s.astype(object).where(s.notna(), "missing")
@@ -405,7 +416,10 @@ def subgroup_metrics(
     group of each row. Returns ``(table, gaps)``: ``table`` has one line per (model, group) with ``n``,
     ``scored`` (False when the group has fewer than ``min_size`` rows: listed with its ``reason``, never
     hidden), each metric and its interval; ``gaps`` has one line per (model, metric): best minus worst
-    scored group, its interval, and which groups those are. Resamples are stratified by group and label.
+    scored group, the interval of the difference between those two groups, and which groups they are.
+    Resamples are stratified by group and label. The two groups are picked on the same test rows, so the
+    gap leans high (more so with many small groups); its interval includes 0 when the data cannot tell the
+    two groups apart.
     """
     groups = np.asarray(pd.Series(groups).astype(str))
     y = np.asarray(y_true)
@@ -454,16 +468,10 @@ def subgroup_metrics(
                 line.update(gap=math.nan, ci_low=math.nan, ci_high=math.nan, worst_group="", best_group="",
                             note="fewer than 2 scored groups")
             else:
-                used = list(vals)
-                S = np.stack([np.concatenate(samples[g][k])[:, mi] for g in used], axis=1)  # [B, G]
-                with np.errstate(invalid="ignore"):
-                    import warnings
-
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        gap_s = np.nanmax(S, axis=1) - np.nanmin(S, axis=1)
-                low, high = percentile_interval(gap_s, level)
                 worst, best = min(vals, key=vals.get), max(vals, key=vals.get)
+                # the interval of the difference between these two groups (identities fixed by the point estimate)
+                gap_s = np.concatenate(samples[best][k])[:, mi] - np.concatenate(samples[worst][k])[:, mi]
+                low, high = percentile_interval(gap_s, level)
                 line.update(gap=vals[best] - vals[worst], ci_low=float(low), ci_high=float(high), worst_group=worst,
                             best_group=best, note="")
             gaps.append(line)

@@ -49,6 +49,8 @@ from .heads import STAND_INS, TrainedHeads, fit_head
 
 log = logging.getLogger(__name__)
 
+SUBGROUP_METRICS = ("accuracy", "macro_f1", "roc_auc")  # scored per group (and their worst-group gaps)
+
 
 @dataclass
 class ReportConfig:
@@ -166,6 +168,7 @@ class Report:
         section("Subgroups (test macro-F1 per group)", sg, ["column", "group", "n", "model", "macro_f1 [CI]", "reason"])
         gp = self.subgroup_gaps.copy()
         if not gp.empty:
+            gp = gp[gp["metric"].isin(["macro_f1", "roc_auc"])]
             gp["gap [CI]"] = [ci_text(v, lo, hi) for v, lo, hi in zip(gp["gap"], gp["ci_low"], gp["ci_high"])]
         section("Worst-group gaps (best minus worst scored group)", gp,
                 ["column", "model", "metric", "gap [CI]", "worst_group", "best_group", "note"])
@@ -470,7 +473,8 @@ def subgroup_tables(rows, by_model, ds, test_rows, y_test, task: str, cfg: Repor
     tables, gaps = [], []
     for col in columns:
         groups = group_labels(ds.df[col].iloc[test_rows].to_numpy(), col).to_numpy()
-        t, g = subgroup_metrics(y_test, probas, groups, task, cfg.min_group_size, cfg.n_resamples, cfg.seed, cfg.level)
+        t, g = subgroup_metrics(y_test, probas, groups, task, cfg.min_group_size, cfg.n_resamples, cfg.seed, cfg.level,
+                                SUBGROUP_METRICS)
         t.insert(0, "column", col)
         g.insert(0, "column", col)
         tables.append(t)
