@@ -41,6 +41,14 @@ def test_result_rows_carry_intervals_and_calibration(trained):
     assert ex.results_table(rows).shape[0] == 4
 
 
+def test_the_results_plot_draws_a_multi_seed_table(trained, tmp_path):
+    # the spread over seeds is drawn as error bars; labelling the bars used to trip over the error-bar containers
+    table = ex.results_table(trained[2])
+    assert "macro_f1_std" in table.columns
+    ex.plot_results(table, tmp_path / "results.png")
+    assert (tmp_path / "results.png").stat().st_size > 5_000
+
+
 def test_intervals_table_and_paired_comparisons(trained, rep):
     iv = rep.intervals.set_index("model")
     assert list(iv.index) == ["early_fusion", "late_fusion", "text_only", "image_only"]

@@ -52,11 +52,12 @@ def metric_bars(
     fig, ax = plt.subplots(figsize=(1.6 + 1.9 * len(metrics), 4))
     sns.barplot(data=long, x="metric", y="value", hue=model_col, ax=ax, errorbar=None)
     stds = [f"{m}_std" for m in metrics]
+    bars = list(ax.containers)  # one BarContainer per model (error bars added below are containers too)
     if all(s in table.columns for s in stds):
-        for container, (_, row) in zip(ax.containers, table.iterrows()):
+        for container, (_, row) in zip(bars, table.iterrows()):
             xs = [bar.get_x() + bar.get_width() / 2 for bar in container]
             ax.errorbar(xs, [row[m] for m in metrics], yerr=[row[s] for s in stds], fmt="none", ecolor="black", capsize=3)
-    for container in ax.containers:
+    for container in bars:
         ax.bar_label(container, fmt="%.2f", fontsize=7, padding=1)
     ax.set_ylim(0, 1.08)
     ax.set_xlabel("")
