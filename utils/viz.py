@@ -353,7 +353,8 @@ def subgroup_plot(table: pd.DataFrame, metric: str = "macro_f1", path=None, titl
         ax.set_xlim(0, 1.12)
         ax.set_xlabel(f"test {metric} (95% bootstrap interval)", fontsize=8)
         ax.set_title(str(col), fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+        if ax is axes[0, 0]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

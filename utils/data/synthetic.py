@@ -15,8 +15,8 @@ Generated deterministically from ``seed`` into ``<root>/n<n>_seed<seed>/`` (PNG 
 ``records.csv`` and ``meta.json``) the first time, then read back.
 
 Two metadata columns describe how each image was drawn: ``shape`` (circle, square, triangle, diamond) and
-``background`` (noise, stripes, checks). They carry no label information, so they are the subgroups
-(``spec.extra["subgroups"]``) on which a fair model shows no gap: the null case of the subgroup report.
+``background`` (noise, stripes, checks). They carry no label information; whether a head does as well on
+each is what the subgroup report (``spec.extra["subgroups"]``) measures.
 """
 
 from __future__ import annotations
