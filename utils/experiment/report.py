@@ -387,6 +387,8 @@ def subset_proba(rows: TrainedHeads, model: str, subset: List[str], seed: int) -
 
 
 def shapley_tables(rows, by_model, plan, cols: Columns, point, samples, cfg: ReportConfig) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    from ..models.fusion import subset_head
+
     metric = cfg.shapley_metric
     lines, subsets = [], []
     prior = cols.index[("prior",)]
@@ -402,8 +404,6 @@ def shapley_tables(rows, by_model, plan, cols: Columns, point, samples, cfg: Rep
                 c, source = [cols.index[("row", i)] for i in idx], "the head's rows"
             else:
                 c = [cols.index[("subset", model, rows[i]["seed"], S)] for i in idx]
-                from ..models.fusion import subset_head
-
                 same = subset_head(model, list(S))
                 source = f"rows of {same}" if same != model and same in by_model else f"{model} trained on the subset"
             val_point[S] = float(np.mean(point[metric][c]))
