@@ -22,9 +22,31 @@ import pandas as pd
 
 @dataclass
 class Fixture:
+    """``expected``: the table loading must give (skipped records absent, recovered ones fixed);
+    ``recovered`` / ``skipped``: how many lines the load report must count; ``skipped_at``: the
+    ``file:line`` of every skipped record, in the order the loader meets them."""
+
     root: Path
     expected: pd.DataFrame
     options: Dict[str, Any] = field(default_factory=dict)
+    recovered: int = 0
+    skipped: int = 0
+    skipped_at: List[str] = field(default_factory=list)
+
+
+class Lines:
+    """A text file written line by line, remembering line numbers (1-based) of the lines that matter."""
+
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+
+    def add(self, *lines: str) -> int:
+        """Append ``lines``; the number of the first one."""
+        self.lines.extend(lines)
+        return len(self.lines) - len(lines) + 1
+
+    def write(self, path: Path) -> None:
+        _write(path, "\n".join(self.lines) + "\n")
 
 
 def _image(path: Path, seed: int, size: int = 16) -> None:
@@ -45,24 +67,51 @@ def _write(path: Path, text: str) -> None:
 
 
 def build_daquar(root: Path) -> Fixture:
+    """Quirks: a blank line, trailing spaces, ``Image2``, an upper-case answer (recovered); a question
+    naming no image, a question without its answer, an answer without a question (skipped)."""
     answers = ["chair", "table", "lamp", "book, lamp", "chair, table"]
-    rows = []
-    lines: Dict[str, List[str]] = {"train": [], "test": []}
-    k = 0
+    rows, skipped_at = [], []
+    recovered = 0
     for split, imgs, n in (("train", range(1, 7), 24), ("test", range(7, 10), 9)):
+        f = Lines()
+        fname = f"qa.894.raw.{split}.txt"
+        k = 0  # question ordinal: the loader's id counts skipped questions too
         for i in range(n):
             img = list(imgs)[i % len(imgs)]
             ans = answers[(i + img) % len(answers)]
             q_clean = ["what is beside the bed?", "what is on the floor?", "what is near the window?"][i % 3]
-            lines[split] += [q_clean[:-1] + f" in the image{img} ?", ans]
-            rows.append({"id": f"{split}{i:05d}", "text": q_clean, "image_path": f"nyu_depth_images/image{img}.png",
-                         "label": [a.strip() for a in ans.split(",")], "split": split})
+            q = q_clean[:-1] + f" in the image{img} ?"
+            a = ans
+            if split == "train" and i == 3:
+                f.add("")  # a blank line between two records
+                recovered += 1
+            if split == "train" and i == 5:
+                q += "   "  # trailing spaces
+                recovered += 1
+            if split == "train" and i == 8:
+                q = q.replace(f"image{img}", f"Image{img}")
+                recovered += 1
+            if split == "train" and i == 11:
+                a = ans.capitalize()  # "Chair" for "chair"
+                recovered += 1
+            if split == "train" and i == 14:
+                skipped_at.append(f"{fname}:{f.add('what is hanging on the wall ?', 'picture')}")  # names no image
+                k += 1
+            if split == "train" and i == 18:
+                skipped_at.append(f"{fname}:{f.add('how many pillows are on the bed in the image2 ?')}")  # its answer is lost
+                k += 1
+            f.add(q, a)
+            rows.append({"id": f"{split}{k:05d}", "text": q_clean, "image_path": f"nyu_depth_images/image{img}.png",
+                         "label": [x.strip() for x in ans.split(",")], "split": split})
             k += 1
-    _write(root / "qa.894.raw.train.txt", "\n".join(lines["train"]) + "\n")
-    _write(root / "qa.894.raw.test.txt", "\n".join(lines["test"]) + "\n")
+        if split == "test":
+            skipped_at.append(f"{fname}:{f.add('sofa')}")  # a stray answer at the end
+            f.add("")  # and a blank line after it
+            recovered += 1
+        f.write(root / fname)
     for img in range(1, 10):
         _image(root / "nyu_depth_images" / f"image{img}.png", img)
-    return Fixture(root, pd.DataFrame(rows))
+    return Fixture(root, pd.DataFrame(rows), recovered=recovered, skipped=len(skipped_at), skipped_at=skipped_at)
 
 
 # ---------------------------------------------------------------------------------------- coco_qa

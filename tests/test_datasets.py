@@ -46,6 +46,29 @@ def test_official_splits_row_by_row(name, tmp_path):
     assert len(data.check_media(ds)) == len(ds)  # every file exists
 
 
+ALL_FIXTURES = ["daquar", "coco_qa", "fakeddit", "fakeddit_simple", "fakeddit_seed", "recipes5k", "brset", "ham10000",
+                "satellite", "mimic_cxr", "musti", "esc50", "table"]
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_malformed_lines_are_recovered_or_skipped_and_counted(name, tmp_path, caplog):
+    """Each fixture carries realistic malformed lines: the loader recovers the unambiguous ones, skips the
+    others, and its report counts both and names the skipped lines (file:line, in file order)."""
+    fx = fd.build(name, tmp_path / name)
+    with caplog.at_level(logging.INFO, logger="utils.data"):
+        ds = _load(name, fx)
+    _compare(ds, fx.expected, splits_exact=False)
+    rep = ds.spec.extra["load_report"]
+    assert (rep.n_recovered, rep.n_skipped) == (fx.recovered, fx.skipped), str(rep)
+    assert [f"{f}:{n}" for f, n in rep.lines("skipped")] == fx.skipped_at, str(rep)
+    assert rep.rows == len(ds)
+    if fx.skipped:
+        assert f"skipped {fx.skipped} record(s)" in caplog.text and fx.skipped_at[0] in caplog.text
+        assert f"skipped {fx.skipped} record(s)" in str(data.summary(ds, check_files=False))
+        with pytest.raises(DatasetError, match=rf"(?s)strict=True and {fx.skipped} record\(s\).*{fx.skipped_at[0]}"):
+            _load(name, fx, strict=True)
+
+
 @pytest.mark.parametrize("name", ["daquar", "coco_qa"])
 def test_train_test_datasets_carve_val_from_train_grouped_by_image(name, tmp_path):
     fx = fd.build(name, tmp_path / name)
@@ -80,12 +103,21 @@ def test_daquar_strips_the_image_reference_and_splits_answers():
     assert strip_image_reference("how many chairs are in this image12 ?") == "how many chairs are?"
 
 
-def test_daquar_odd_line_count_names_the_file(tmp_path):
+def test_daquar_lost_answer_skips_one_question_and_keeps_the_rest_in_step(tmp_path):
+    """An answer deleted in the middle would shift every later pair by one line: the loader tells questions
+    from answers, skips the question that lost its answer and reads the rest in step."""
     fx = fd.build("daquar", tmp_path / "d")
     p = fx.root / "qa.894.raw.test.txt"
-    p.write_text(p.read_text() + "what is this in the image3 ?\n")
-    with pytest.raises(DatasetError, match=r"qa\.894\.raw\.test\.txt.*odd number"):
-        _load("daquar", fx)
+    lines = p.read_text().splitlines()
+    assert not lines[3].endswith("?")  # the answer of the second test question
+    p.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
+    ds = _load("daquar", fx)
+    rep = ds.spec.extra["load_report"]
+    assert rep.lines("skipped", "question without an answer")[-1] == ("qa.894.raw.test.txt", 3)
+    exp = fx.expected[fx.expected["id"] != "test00001"]
+    _compare(ds, exp, splits_exact=False)  # every later question still has its own answer
+    with pytest.raises(DatasetError, match=r"qa\.894\.raw\.test\.txt:3: question without an answer"):
+        _load("daquar", fx, strict=True)
 
 
 def test_coco_qa_keeps_question_type_and_checks_alignment(tmp_path):
