@@ -118,14 +118,27 @@ def build_daquar(root: Path) -> Fixture:
 
 
 def build_coco_qa(root: Path) -> Fixture:
+    """Quirks: ``Cat`` and `` two`` answers, an image id ``1003.0``, a trailing blank line, a blank line that
+    puts test/answers.txt out of step (recovered); an image id ``1004x`` and a type ``7`` (skipped)."""
     answers, qs = ["cat", "two", "red"], ["what is on the sofa", "how many dogs are there", "what color is the bus"]
-    rows = []
+    rows, skipped_at = [], []
+    recovered = 0
     for split, n, base in (("train", 24, 1000), ("test", 9, 5000)):
         q, a, ids, types = [], [], [], []
         for i in range(n):
             c = i % 3
             img = base + (i // 2 if split == "train" else i)
             q.append(qs[c]); a.append(answers[c]); ids.append(str(img)); types.append(str(c))
+            if split == "train" and i in (3, 4, 6):
+                a[-1] = {3: "Cat", 4: " two"}.get(i, a[-1])
+                ids[-1] = f"{img}.0" if i == 6 else ids[-1]
+                recovered += 1
+            if split == "train" and i == 9:
+                ids[-1] = f"{img}x"
+                skipped_at.append(f"{split}/img_ids.txt:{i + 1}")
+            if split == "train" and i == 12:
+                types[-1] = "7"
+                skipped_at.append(f"{split}/types.txt:{i + 1}")
             if split == "train":
                 rel = f"images/train2014/COCO_train2014_{img:012d}.jpg"
             elif i % 2:
@@ -134,17 +147,34 @@ def build_coco_qa(root: Path) -> Fixture:
                 rel = f"images/val2014/COCO_val2014_{img:012d}.jpg"
             if not (root / rel).exists():
                 _image(root / rel, img)
-            rows.append({"id": f"{split}{i:06d}", "text": qs[c], "image_path": rel, "label": answers[c], "split": split})
+            if not (split == "train" and i in (9, 12)):
+                rows.append({"id": f"{split}{i:06d}", "text": qs[c], "image_path": rel, "label": answers[c], "split": split})
+        if split == "train":
+            q.append("")  # a blank line at the end of questions.txt
+            recovered += 1
+        else:
+            a.insert(5, "")  # a blank line inside test/answers.txt only
+            recovered += 1
         for name, vals in (("questions", q), ("answers", a), ("img_ids", ids), ("types", types)):
             _write(root / split / f"{name}.txt", "\n".join(vals) + "\n")
-    return Fixture(root, pd.DataFrame(rows))
+    return Fixture(root, pd.DataFrame(rows), recovered=recovered, skipped=len(skipped_at), skipped_at=skipped_at)
 
 
 # --------------------------------------------------------------------------------------- fakeddit
 
 
+def _tsv_lines(df: pd.DataFrame, index: bool) -> List[str]:
+    buf = io.StringIO()
+    df.to_csv(buf, sep="\t", index=index)
+    return buf.getvalue().splitlines()
+
+
 def build_fakeddit(root: Path, layout: str = "official") -> Fixture:
-    rows = []
+    """Quirks (official): a blank line, an exact duplicate line, an id with a trailing space (recovered); a
+    2-way label ``7``, a title holding a tab, a line cut short (skipped). Simple layout: a blank line and a
+    Windows path (recovered); a missing image path (skipped)."""
+    rows, skipped_at = [], []
+    recovered = 0
     titles = ["dog finds home", "moon made of cheese", "city council votes", "man bites dog", "new bridge opens"]
     for split, fname, n in (("train", "multimodal_train.tsv", 16), ("val", "multimodal_validate.tsv", 8),
                             ("test", "multimodal_test_public.tsv", 8)):
@@ -161,29 +191,90 @@ def build_fakeddit(root: Path, layout: str = "official") -> Fixture:
                          "upvote_ratio": 0.9, "2_way_label": two, "3_way_label": three, "6_way_label": six})
             img = f"images/{pid}.jpg" if layout == "official" else f"imgs/{split}/{pid}.jpg"
             _image(root / img, i)
-            rows.append({"id": pid if layout == "official" else None, "text": title, "image_path": img,
+            rows.append({"id": pid if layout == "official" else f"{split}{i:07d}", "text": title, "image_path": img,
                          "label": str(two), "split": split, "3_way": str(three), "6_way": str(six)})
         df = pd.DataFrame(recs)
+        out_name = fname if layout == "official" else {"train": "train.tsv", "val": "val.tsv", "test": "test.tsv"}[split]
         if layout == "official":
-            df.to_csv(root / fname, sep="\t")  # the published files start with an unnamed index column
+            lines = _tsv_lines(df, index=True)  # the published files start with an unnamed index column
+            if split == "train":
+                lines[4] = lines[4].replace("\t1\t", "\t7\t", 1)  # 2_way_label of row 3 (id tr003x): 7
+                skipped_at.append(f"{out_name}:5")
+                rows = [r for r in rows if r["id"] != "tr003x"]
+                lines.insert(7, "")  # blank line 8
+                lines.insert(10, lines[9])  # line 10 (row 7) written twice: line 11 is an exact copy
+                recovered += 2
+            if split == "val":
+                lines[3] = lines[3].replace("city council", "city\tcouncil")  # a tab inside the title of row 2
+                skipped_at.append(f"{out_name}:4")
+                rows = [r for r in rows if r["id"] != "va002x"]
+            if split == "test":
+                lines[5] = "\t".join(lines[5].split("\t")[:3])  # row 4 cut short after its author
+                skipped_at.append(f"{out_name}:6")
+                rows = [r for r in rows if r["id"] != "te004x"]
+                lines[7] = lines[7].replace("\tte006x\t", "\tte006x \t")  # trailing space in an id
+                recovered += 1
         else:
             simple = pd.DataFrame({"clean_title": df["clean_title"], "2_way_label": df["2_way_label"],
                                    "local_image_path": [f"imgs/{split}/{p}.jpg" for p in df["id"]]})
-            simple.to_csv(root / {"train": "train.tsv", "val": "val.tsv", "test": "test.tsv"}[split], sep="\t", index=False)
-    exp = pd.DataFrame(rows)
-    if layout != "official":
-        exp["id"] = [f"{s}{i:07d}" for s, i in zip(exp["split"], exp.groupby("split").cumcount())]
-    return Fixture(root, exp)
+            lines = _tsv_lines(simple, index=False)
+            if split == "train":
+                lines[3] = lines[3].replace("imgs/train/", "imgs\\train\\")  # a path written on Windows
+                lines.insert(6, "")  # blank line 7
+                recovered += 2
+            if split == "test":
+                lines[2] = lines[2].rsplit("\t", 1)[0] + "\t"  # row 1 has no image path
+                skipped_at.append(f"{out_name}:3")
+                rows = [r for r in rows if r["id"] != "test0000001"]
+        _write(root / out_name, "\n".join(lines) + "\n")
+    return Fixture(root, pd.DataFrame(rows), recovered=recovered, skipped=len(skipped_at), skipped_at=skipped_at)
 
 
 def build_fakeddit_simple(root: Path) -> Fixture:
     return build_fakeddit(root, layout="simple")
 
 
+def build_fakeddit_seed(root: Path) -> Fixture:
+    """The files of the original BERT + CLIP classifier: ``{train,val,test}_filtered.tsv`` (pandas index column,
+    ``id``, ``clean_title`` or ``title``, ``2_way_label``, ``local_image_path``) in ``<Drive>/fakeddit_data``,
+    the image paths relative to the Drive root. Quirks: a label `` 0``, a path with a trailing space
+    (recovered); a label ``2`` (skipped)."""
+    drive, data = root, root / "fakeddit_data"
+    rows, skipped_at = [], []
+    recovered = 0
+    for split, n in (("train", 12), ("val", 6), ("test", 6)):
+        recs = []
+        for i in range(n):
+            pid = f"s{split[:2]}{i:02d}"
+            two = int(i % 3 == 0)
+            img = f"fakeddit_images/{pid}.jpg"
+            _image(drive / img, i)
+            title = f"post {i} of {split}"
+            recs.append({"id": pid, "title" if split == "val" else "clean_title": title, "2_way_label": two,
+                         "local_image_path": img})
+            rows.append({"id": pid, "text": title, "image_path": img, "label": str(two), "split": split})
+        lines = _tsv_lines(pd.DataFrame(recs), index=True)
+        fname = f"{split}_filtered.tsv"
+        if split == "train":
+            lines[2] = lines[2].replace("\t0\t", "\t 0\t")
+            recovered += 1
+        if split == "val":
+            lines[3] = lines[3] + " "
+            recovered += 1
+        if split == "test":
+            lines[4] = lines[4].replace("\t1\t", "\t2\t")  # row 3
+            skipped_at.append(f"{fname}:5")
+            rows = [r for r in rows if r["id"] != "ste03"]
+        _write(data / fname, "\n".join(lines) + "\n")
+    return Fixture(data, pd.DataFrame(rows), recovered=recovered, skipped=len(skipped_at), skipped_at=skipped_at)
+
+
 # -------------------------------------------------------------------------------------- recipes5k
 
 
 def build_recipes5k(root: Path) -> Fixture:
+    """Quirks: a class written ``Onion_Rings``, an index `` 4``, a blank line inside test_images.txt only, a
+    trailing blank line in test_labels.txt (recovered); an index ``x`` and a class ``pizza`` (skipped)."""
     classes = ["apple_pie", "onion_rings", "sushi"]
     ingredients = [["flour", "apple", "sugar"], ["onion", "flour", "oil"], ["rice", "salmon", "nori"],
                    ["flour", "green apple", "butter"], ["onion", "beer", "egg"], ["rice", "tuna", "seaweed"]]
@@ -192,7 +283,8 @@ def build_recipes5k(root: Path) -> Fixture:
     _write(root / "annotations/classes_Recipes5k.txt", "\n".join(classes) + "\n")
     _write(root / "annotations/ingredients_Recipes5k.txt", "\n".join(",".join(x) for x in ingredients) + "\n")
     _write(root / "annotations/ingredients_simplified_Recipes5k.txt", "\n".join(",".join(x) for x in simplified) + "\n")
-    rows = []
+    rows, skipped_at = [], []
+    recovered = 0
     for split, n in (("train", 15), ("val", 6), ("test", 6)):
         imgs, labs = [], []
         for i in range(n):
@@ -201,24 +293,46 @@ def build_recipes5k(root: Path) -> Fixture:
             img = f"{classes[c]}/{i}_{split}_{classes[c]}_hostedLargeUrl.jpg"
             _image(root / "images" / img, i)
             imgs.append(img); labs.append(str(recipe))
+            if split == "train" and i == 4:
+                imgs[-1] = img.replace("onion_rings/", "Onion_Rings/", 1)
+                recovered += 1
+            if split == "train" and i == 7:
+                labs[-1] = f" {recipe}"
+                recovered += 1
+            if split == "train" and i == 9:
+                labs[-1] = "x"
+                skipped_at.append(f"annotations/train_labels.txt:{i + 1}")
+                continue
+            if split == "val" and i == 1:
+                imgs[-1] = f"pizza/{i}_val_pizza.jpg"
+                skipped_at.append(f"annotations/val_images.txt:{i + 1}")
+                continue
             rows.append({"id": f"{split}{i:05d}", "text": "Ingredients: " + ", ".join(ingredients[recipe]) + ".",
                          "image_path": f"images/{img}", "label": classes[c], "split": split,
                          "text_simplified": "Ingredients: " + ", ".join(simplified[recipe]) + "."})
+        if split == "test":
+            imgs.insert(3, "")  # only the images file: the two files are out of step by this line
+            labs.append("")
+            recovered += 2
         _write(root / f"annotations/{split}_images.txt", "\n".join(imgs) + "\n")
         _write(root / f"annotations/{split}_labels.txt", "\n".join(labs) + "\n")
-    return Fixture(root, pd.DataFrame(rows))
+    return Fixture(root, pd.DataFrame(rows), recovered=recovered, skipped=len(skipped_at), skipped_at=skipped_at)
 
 
 # ------------------------------------------------------------------------------------------ brset
 
 
 def build_brset(root: Path) -> Fixture:
-    """Ages and diabetes times are chosen clean, then written the way the real file has them."""
+    """Ages and diabetes times are chosen clean, then written the way the real file has them (``5O``,
+    ``57,5``: recovered and counted). More quirks: an image_id with a trailing space, a blank line, an
+    exact duplicate line (recovered); a grade ``9`` and a row without patient_id (skipped)."""
     recs, rows = [], []
     ages = [(50.0, "5O"), (57.5, "57,5"), (0.0, "O"), (63.0, "63"), (71.0, "71,0"), (45.0, "45")]
     dtime = [(10.0, "1O"), (None, "Não"), (2.5, "2,5"), (None, ""), (7.0, "7"), (None, "não")]
+    bad_numbers = {"5O", "57,5", "O", "71,0", "1O", "2,5"}
     n_pat = 12
     k = 0
+    recovered, skipped_at = 0, []
     for p in range(n_pat):
         for e in range(2 if p % 3 else 3):
             grade = [0, 0, 2, 4, 1, 0][(p + e) % 6] if p % 2 else [0, 3, 0, 0, 4, 2][(p + e) % 6]
@@ -237,6 +351,18 @@ def build_brset(root: Path) -> Fixture:
                          "drusens": 0, "hemorrhage": hem, "retinal_detachment": 0, "myopic_fundus": 0,
                          "increased_cup_disc": 0, "other": 0})
             _image(root / "fundus_photos" / f"{img}.jpg", k)
+            k += 1
+            if k == 5:
+                recs[-1]["DR_ICDR"] = 9
+                skipped_at.append(f"labels.csv:{k + 1}")
+                continue
+            if k == 11:
+                recs[-1]["patient_id"] = ""
+                skipped_at.append(f"labels.csv:{k + 1}")
+                continue
+            if k == 8:
+                recs[-1]["image_id"] = img + " "
+            recovered += age_raw in bad_numbers or dt_raw in bad_numbers or k == 8
             a = "unknown" if age is None else (int(age) if float(age).is_integer() else age)
             d = "unknown" if dt is None else (int(dt) if float(dt).is_integer() else dt)
             text = (f"Fundus photograph of the {'right' if eye == 1 else 'left'} eye of a {a}-year-old "
@@ -245,19 +371,26 @@ def build_brset(root: Path) -> Fixture:
                     f"Insulin use: {'yes' if p % 3 == 0 else 'no'}. Comorbidities: {'SAH' if p % 4 == 0 else 'unknown'}.")
             rows.append({"id": img, "text": text, "image_path": f"fundus_photos/{img}.jpg",
                          "label": "dr" if grade > 0 else "no_dr", "split": None, "group": str(100 + p),
-                         "dr3": "normal" if grade == 0 else "proliferative" if grade == 4 else "non_proliferative"})
-            k += 1
-    pd.DataFrame(recs).to_csv(root / "labels.csv", index=False)
-    return Fixture(root, pd.DataFrame(rows))
+                         "dr3": "normal" if grade == 0 else "proliferative" if grade == 4 else "non_proliferative",
+                         "sex": "male" if sex == 1 else "female", "age": age, "camera": "Canon CR"})
+    lines = pd.DataFrame(recs).to_csv(index=False).splitlines()
+    lines.insert(15, lines[14])  # line 15 written twice
+    lines.insert(20, "")  # and a blank line 21
+    recovered += 2
+    _write(root / "labels.csv", "\n".join(lines) + "\n")
+    return Fixture(root, pd.DataFrame(rows), recovered=recovered, skipped=len(skipped_at), skipped_at=skipped_at)
 
 
 # --------------------------------------------------------------------------------------- ham10000
 
 
 def build_ham10000(root: Path) -> Fixture:
+    """Quirks: dx ``MEL`` and ``melanoma``, sex ``Female``, an age ``35,0``, a duplicate line (recovered); a dx
+    ``keratosis`` and a row without lesion_id (skipped)."""
     dxs = ["nv", "mel", "bkl"]
     dx_types = {"nv": "follow_up", "mel": "histo", "bkl": "consensus"}
     recs, rows = [], []
+    recovered, skipped_at = 0, []
     k = 0
     for les in range(18):
         dx = dxs[les % 3]
@@ -268,16 +401,28 @@ def build_ham10000(root: Path) -> Fixture:
             age = None if les == 4 else float(30 + 5 * les)
             sex = "unknown" if les == 5 else ["male", "female"][les % 2]
             loc = ["back", "face", "lower extremity"][les % 3]
-            recs.append({"lesion_id": f"HAM_{les:07d}", "image_id": img, "dx": dx, "dx_type": dx_types[dx],
-                         "age": age, "sex": sex, "localization": loc, "dataset": "vidir_modern"})
+            rec = {"lesion_id": f"HAM_{les:07d}", "image_id": img, "dx": dx, "dx_type": dx_types[dx],
+                   "age": age, "sex": sex, "localization": loc, "dataset": "vidir_modern"}
+            recs.append(rec)
+            k += 1
+            line = k + 1
+            if line in (3, 4, 8, 15):  # rows 1 and 6 are mel, row 2 is 35 years old, row 13 female
+                rec.update({3: {"dx": "MEL"}, 4: {"age": "35,0"}, 8: {"dx": "melanoma"}, 15: {"sex": "Female"}}[line])
+                recovered += 1
+            if line in (7, 20):  # row 5: an unknown dx; row 18: no lesion_id
+                rec.update({"dx": "keratosis"} if line == 7 else {"lesion_id": None})
+                skipped_at.append(f"HAM10000_metadata.csv:{line}")
+                continue
             a = "unknown" if age is None else int(age)
             s = "unknown" if sex == "unknown" else sex
             rows.append({"id": img, "text": f"Dermatoscopic image of a skin lesion on the {loc} of a {a}-year-old {s} patient.",
                          "image_path": f"{part}/{img}.jpg", "label": dx, "split": None, "group": f"HAM_{les:07d}",
-                         "dx_type": dx_types[dx]})
-            k += 1
-    pd.DataFrame(recs).to_csv(root / "HAM10000_metadata.csv", index=False)
-    return Fixture(root, pd.DataFrame(rows))
+                         "dx_type": dx_types[dx], "sex": None if sex == "unknown" else sex, "age": age, "localization": loc})
+    lines = pd.DataFrame(recs).to_csv(index=False).splitlines()
+    lines.insert(22, lines[21])  # line 22 written twice
+    recovered += 1
+    _write(root / "HAM10000_metadata.csv", "\n".join(lines) + "\n")
+    return Fixture(root, pd.DataFrame(rows), recovered=recovered, skipped=len(skipped_at), skipped_at=skipped_at)
 
 
 # -------------------------------------------------------------------------------------- satellite
@@ -446,7 +591,7 @@ def build_table(root: Path) -> Fixture:
 
 BUILDERS: Dict[str, Callable[[Path], Fixture]] = {
     "daquar": build_daquar, "coco_qa": build_coco_qa, "fakeddit": build_fakeddit, "fakeddit_simple": build_fakeddit_simple,
-    "recipes5k": build_recipes5k, "brset": build_brset, "ham10000": build_ham10000, "satellite": build_satellite,
+    "fakeddit_seed": build_fakeddit_seed, "recipes5k": build_recipes5k, "brset": build_brset, "ham10000": build_ham10000, "satellite": build_satellite,
     "mimic_cxr": build_mimic_cxr, "musti": build_musti, "esc50": build_esc50, "table": build_table,
 }
 

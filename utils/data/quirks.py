@@ -59,6 +59,9 @@ class LoadReport:
     issues: List[LineIssue] = field(default_factory=list)
     rows: int = 0  # rows in the table the loader returned
 
+    def __post_init__(self) -> None:
+        self._skip_keys = {(i.file, i.line) for i in self.issues if i.action == SKIPPED}
+
     # -- recording ---------------------------------------------------------------------------------------
 
     def recovered(self, file: Any, line: int, reason: str, value: Any = "") -> None:
@@ -66,8 +69,13 @@ class LoadReport:
         self.issues.append(LineIssue(self._name(file), int(line), reason, RECOVERED, _short(value)))
 
     def skipped(self, file: Any, line: int, reason: str, value: Any = "") -> None:
-        """Record that the record starting at ``line`` of ``file`` was left out, and why."""
-        self.issues.append(LineIssue(self._name(file), int(line), reason, SKIPPED, _short(value)))
+        """Record that the record starting at ``line`` of ``file`` was left out, and why (the first reason
+        given for a line is kept; fixes recorded on a skipped line no longer count as recovered)."""
+        key = (self._name(file), int(line))
+        if line and key in self._skip_keys:
+            return
+        self._skip_keys.add(key)
+        self.issues.append(LineIssue(key[0], key[1], reason, SKIPPED, _short(value)))
 
     def _name(self, file: Any) -> str:
         p = Path(str(file))
@@ -81,6 +89,10 @@ class LoadReport:
     # -- reading -----------------------------------------------------------------------------------------
 
     def of(self, action: str) -> List[LineIssue]:
+        """The issues of ``action``; a recovered line that was skipped after all is not listed."""
+        if action == RECOVERED:
+            gone = self._skip_keys
+            return [i for i in self.issues if i.action == RECOVERED and (i.file, i.line) not in gone]
         return [i for i in self.issues if i.action == action]
 
     @property
@@ -146,7 +158,7 @@ class LoadReport:
         """Under ``strict``, raise listing every line that was (or would be) skipped."""
         skipped = self.of(SKIPPED)
         if self.strict and skipped:
-            shown = "\n".join(f"  {i.file}:{i.line}: {i.reason}" + (f" ({i.value})" if i.value else "") for i in skipped[:20])
+            shown = "\n".join(f"  {i.file}:{i.line}: {i.reason}" + (f": {i.value!r}" if i.value else "") for i in skipped[:20])
             more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
             raise DatasetError(
                 f"{self.dataset}: strict=True and {len(skipped)} record(s) do not parse:\n{shown}{more}\n"
