@@ -24,7 +24,7 @@ import pandas as pd
 class Fixture:
     """``expected``: the table loading must give (skipped records absent, recovered ones fixed);
     ``recovered`` / ``skipped``: how many lines the load report must count; ``skipped_at``: the
-    ``file:line`` of every skipped record, in the order the loader meets them."""
+    ``file:line`` of every skipped record (just ``file`` for a whole file, such as an unreadable image)."""
 
     root: Path
     expected: pd.DataFrame
@@ -429,6 +429,11 @@ def build_ham10000(root: Path) -> Fixture:
 
 
 def build_satellite(root: Path) -> Fixture:
+    """Ten weekly images for three municipalities; labels: cases above the municipality's median over its
+    TRAINING weeks (the first six dates; the time split puts the last two in test, the two before in val).
+    Quirks: a code `` 5088``, a code ``76001.0``, an exact duplicate line, a blank line (recovered); cases
+    ``n/a`` (skipped with its week), an image named with an impossible date, an image of a week the cases
+    file lacks, an unreadable TIFF (skipped). metadata.csv writes Medellin's code ``05001``."""
     import datetime as dt
 
     import tifffile
@@ -438,34 +443,45 @@ def build_satellite(root: Path) -> Fixture:
     names = {"5001": ("Medellin", "Antioquia", 2500000), "5088": ("Bello", "Antioquia", 500000), "76001": ("Cali", "Valle", 2200000)}
     start = dt.date(2017, 1, 1)  # a Sunday: epidemiological week 1 of 2017
     rng = np.random.default_rng(0)
-    cases_rows, rows = [], []
+    cases_lines, rows = ["Municipality code,Year,Week,Cases"], []
+    skipped_at = []
     for m, code in enumerate(codes):
         counts = [(w * 7 + m * 3) % 11 for w in range(10)]
-        med = float(np.median(counts))
+        lost = {1: 2}.get(m)  # 5088's third week: its cases read n/a
+        med = float(np.median([counts[w] for w in range(6) if w != lost]))
         for w in range(10):
             d = start + dt.timedelta(days=7 * w + 2)  # images are dated mid-week
             arr = rng.integers(0, 3000, (12, 16, 16), dtype=np.uint16)
             p = sub / "images" / code / f"image_{d.isoformat()}.tiff"
             p.parent.mkdir(parents=True, exist_ok=True)
             tifffile.imwrite(str(p), arr)
-            cases_rows.append({"Municipality code": code, "Year": 2017, "Week": w + 1, "Cases": counts[w]})
+            written = {(1, 4): " 5088", (2, 1): "76001.0"}.get((m, w), code)
+            cases_lines.append(f"{written},2017,{w + 1},{'n/a' if w == lost else counts[w]}")
+            if w == lost:
+                continue
+            if (m, w) == (2, 7):  # a val week of Cali: the TIFF is damaged
+                p.write_bytes(b"II*\x00 not really a tiff")
+                skipped_at.append(f"10_municipalities/images/{code}/image_{d.isoformat()}.tiff")
+                continue
             n, dep, pop = names[code]
             rows.append({"id": f"{code}_{d.isoformat()}",
                          "text": f"Municipality {code}, epidemiological week {w + 1} of 2017. Municipality: {n}; Department: {dep}; Population: {pop}.",
                          "image_path": f"rgb_png/10_municipalities/{code}/image_{d.isoformat()}.png",
                          "label": "above_median" if counts[w] > med else "not_above_median",
-                         "split": "test" if w >= 8 else "val" if w == 7 else "train" if w <= 5 else "val"})
-    # the week with no cases row is left out by the loader
-    extra = sub / "images" / codes[0] / "image_2018-06-06.tiff"
-    tifffile.imwrite(str(extra), rng.integers(0, 3000, (12, 16, 16), dtype=np.uint16))
-    pd.DataFrame(cases_rows).to_csv(sub / "dengue_cases.csv", index=False)
-    pd.DataFrame([{"Municipality code": c, "Municipality": names[c][0], "Department": names[c][1], "Population": names[c][2]}
-                  for c in codes]).to_csv(sub / "metadata.csv", index=False)
-    exp = pd.DataFrame(rows)
-    # time split over 10 dates with fractions (0.7, 0.15, 0.15): 2 test dates, 2 val dates, 6 train
-    w = exp["id"].str.slice(-10).rank(method="dense").astype(int)
-    exp["split"] = ["test" if x >= 9 else "val" if x >= 7 else "train" for x in w]
-    return Fixture(root, exp)
+                         "split": "test" if w >= 8 else "val" if w >= 6 else "train", "code": code})
+    cases_lines.insert(5, cases_lines[4])  # an exact duplicate line (not counted twice)
+    cases_lines.insert(9, "")  # a blank line
+    recovered = 4
+    skipped_at.append(f"10_municipalities/dengue_cases.csv:{cases_lines.index('5088,2017,3,n/a') + 1}")
+    # a week the cases file lacks, and a file name with an impossible date
+    for name in ("image_2018-06-06.tiff", "image_2017-02-30.tiff"):
+        extra = sub / "images" / codes[0] / name
+        tifffile.imwrite(str(extra), rng.integers(0, 3000, (12, 16, 16), dtype=np.uint16))
+        skipped_at.append(f"10_municipalities/images/{codes[0]}/{name}")
+    _write(sub / "dengue_cases.csv", "\n".join(cases_lines) + "\n")
+    pd.DataFrame([{"Municipality code": "0" + c if c == "5001" else c, "Municipality": names[c][0], "Department": names[c][1],
+                   "Population": names[c][2]} for c in codes]).to_csv(sub / "metadata.csv", index=False)
+    return Fixture(root, pd.DataFrame(rows), recovered=recovered, skipped=len(skipped_at), skipped_at=skipped_at)
 
 
 # -------------------------------------------------------------------------------------- mimic_cxr
@@ -484,7 +500,16 @@ LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Car
           "Pneumothorax", "Support Devices"]
 
 
+def _gz_lines(path: Path, lines: List[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def build_mimic_cxr(root: Path) -> Fixture:
+    """Quirks: a dicom_id with a trailing space and a blank line in the metadata, ``Validate`` in the split
+    file, a label written ``1,0`` (recovered); a split ``tset`` and a label ``yes`` (skipped: one image, and
+    the two images of one study)."""
     meta, chex, split, rows = [], [], [], []
     patterns = [{"No Finding": 1.0}, {"Cardiomegaly": 1.0, "Edema": -1.0}, {"Pleural Effusion": 1.0, "Atelectasis": 0.0},
                 {"Edema": 1.0, "Cardiomegaly": -1.0}]
@@ -512,13 +537,29 @@ def build_mimic_cxr(root: Path) -> Fixture:
                 unc = [c for c, v_ in lab.items() if v_ == -1.0]
                 rows.append({"id": dicom, "text": f"INDICATION: ___ with cough {s}.", "image_path": f"{folder}/{dicom}.jpg",
                              "label": sorted(neg, key=LABELS.index), "label_uones": sorted(neg + unc, key=LABELS.index),
-                             "split": {"validate": "val"}.get(sp, sp),
-                             "text_fi": f"FINDINGS: Heart size {t}. IMPRESSION: Finding {s}-{t}."})
+                             "split": {"validate": "val"}.get(sp, sp), "view": "PA" if v == 0 else "LATERAL",
+                             "text_fi": f"FINDINGS: Heart size {t}. IMPRESSION: Finding {s}-{t}.", "study": study})
                 k += 1
-    _gz_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", pd.DataFrame(meta))
-    _gz_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", pd.DataFrame(chex))
-    _gz_csv(root / "mimic-cxr-2.0.0-split.csv.gz", pd.DataFrame(split))
-    return Fixture(root, pd.DataFrame(rows))
+
+    def csv_lines(recs):
+        return pd.DataFrame(recs).to_csv(index=False).splitlines()
+
+    m, sp_, cx = csv_lines(meta), csv_lines(split), csv_lines(chex)
+    m[3] = m[3].replace(meta[2]["dicom_id"], meta[2]["dicom_id"] + " ")  # line 4
+    m.insert(10, "")  # blank line 11
+    first_val = next(i for i, r in enumerate(split) if r["split"] == "validate")
+    sp_[first_val + 1] = sp_[first_val + 1].replace("validate", "Validate")
+    sp_[5] = sp_[5].replace("train", "tset")  # line 6: the split of image 4
+    cx[3] = cx[3].replace(",1.0,", ",\"1,0\",", 1)  # line 4: the study of row 2 writes 1,0
+    cx[8] = cx[8].replace(",1.0,", ",yes,", 1)  # line 9: row 7's study
+    recovered = 4
+    skipped_at = ["mimic-cxr-2.0.0-split.csv.gz:6", "mimic-cxr-2.0.0-chexpert.csv.gz:9"]
+    bad_study = chex[7]["study_id"]
+    rows = [r for r in rows if r["id"] != split[4]["dicom_id"] and r["study"] != bad_study]
+    _gz_lines(root / "mimic-cxr-2.0.0-metadata.csv.gz", m)
+    _gz_lines(root / "mimic-cxr-2.0.0-chexpert.csv.gz", cx)
+    _gz_lines(root / "mimic-cxr-2.0.0-split.csv.gz", sp_)
+    return Fixture(root, pd.DataFrame(rows), recovered=recovered, skipped=len(skipped_at), skipped_at=skipped_at)
 
 
 # ------------------------------------------------------------------------------------------ musti

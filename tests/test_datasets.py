@@ -60,7 +60,7 @@ def test_malformed_lines_are_recovered_or_skipped_and_counted(name, tmp_path, ca
     _compare(ds, fx.expected, splits_exact=False)
     rep = ds.spec.extra["load_report"]
     assert (rep.n_recovered, rep.n_skipped) == (fx.recovered, fx.skipped), str(rep)
-    assert sorted(f"{f}:{n}" for f, n in rep.lines("skipped")) == sorted(fx.skipped_at), str(rep)
+    assert sorted(rep.where("skipped")) == sorted(fx.skipped_at), str(rep)
     assert rep.rows == len(ds)
     if fx.skipped:
         assert f"skipped {fx.skipped} record(s)" in caplog.text and fx.skipped_at[0] in caplog.text
@@ -234,6 +234,50 @@ def test_satellite_rgb_png_tercile_and_municipality_split(tmp_path):
     import datetime as d
 
     assert epi_week(d.date(2017, 1, 1)) == (2017, 1) and epi_week(d.date(2015, 1, 3)) == (2014, 53) and epi_week(d.date(2016, 1, 2)) == (2015, 52)
+
+
+def _set_cases(path, weeks, value):
+    """Rewrite the Cases of ``weeks`` (1-based) for every municipality in the fixture's cases CSV."""
+    lines = path.read_text().splitlines()
+    out = [lines[0]]
+    for ln in lines[1:]:
+        f = ln.split(",")
+        if len(f) == 4 and f[2] in {str(w) for w in weeks} and f[3] != "n/a":
+            f[3] = str(value)
+        out.append(",".join(f))
+    path.write_text("\n".join(out) + "\n")
+
+
+@pytest.mark.parametrize("task", ["dengue_binary", "dengue_tercile"])
+def test_satellite_label_thresholds_are_fitted_on_training_weeks_only(task, tmp_path):
+    """Leakage (issue 10): with the time split, no training label may depend on a val or test count. Fitted
+    over all weeks (the old code) the median moves when the test weeks' counts change, and flips training
+    labels; fitted on the training weeks it does not."""
+    fx = fd.build("satellite", tmp_path / "s")
+    ds = _load("satellite", fx, task=task)
+    cases = fx.root / "10_municipalities" / "dengue_cases.csv"
+    for value in (1000, 0):
+        _set_cases(cases, weeks=(7, 8, 9, 10), value=value)  # every val and test week
+        again = _load("satellite", fx, task=task)
+        for split in ("train",):
+            a = ds.df[ds.df["split"] == split].set_index("id")["label"]
+            b = again.df.set_index("id").loc[a.index, "label"]
+            assert (a == b).all(), (value, a[a != b])
+        assert again.spec.extra["thresholds"] == ds.spec.extra["thresholds"]
+        if task == "dengue_binary":  # and the val / test labels follow the extreme counts through the train threshold
+            late = again.df[again.df["split"] != "train"]["label"]
+            assert set(late) == {"above_median" if value == 1000 else "not_above_median"}
+    # the thresholds are the training weeks' medians (written down independently in the fixture)
+    if task == "dengue_binary":
+        _compare(ds, fx.expected, splits_exact=True)
+
+
+def test_satellite_time_split_has_every_municipality_in_every_split_and_the_grouped_split_none(tmp_path):
+    fx = fd.build("satellite", tmp_path / "s")
+    by_time = _load("satellite", fx)
+    assert (by_time.df.groupby("code")["split"].nunique() == 3).all()  # what the docstring and README say
+    grouped = _load("satellite", fx, split="municipality")
+    assert (grouped.df.groupby("code")["split"].nunique() == 1).all() and "group" in grouped.df.columns
 
 
 def test_esc50_audio_only_and_esc10(tmp_path):

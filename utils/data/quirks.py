@@ -116,12 +116,16 @@ class LoadReport:
         """``(file, line)`` of every issue of ``action`` (and ``reason``), in the order found."""
         return [(i.file, i.line) for i in self.of(action) if reason is None or i.reason == reason]
 
+    def where(self, action: str, reason: Optional[str] = None) -> List[str]:
+        """``"file:line"`` (just ``"file"`` for a whole file) of every issue of ``action`` (and ``reason``)."""
+        return [f"{f}:{ln}" if ln else f for f, ln in self.lines(action, reason)]
+
     def table(self) -> pd.DataFrame:
         """One row per (action, reason): how many lines and the first few ``file:line`` places."""
         rows = []
         for action in (SKIPPED, RECOVERED):
             for reason, n in self.counts(action).items():
-                where = [f"{f}:{ln}" if ln else f for f, ln in self.lines(action, reason)]
+                where = self.where(action, reason)
                 rows.append({"action": action, "reason": reason, "lines": n,
                              "first": ", ".join(where[:SHOWN]) + (" ..." if len(where) > SHOWN else "")})
         return pd.DataFrame(rows, columns=["action", "reason", "lines", "first"])
@@ -136,7 +140,7 @@ class LoadReport:
         out = f"{self.dataset}: {self.headline()}"
         for action in (SKIPPED, RECOVERED):
             for reason, n in self.counts(action).items():
-                where = [f"{f}:{ln}" if ln else f for f, ln in self.lines(action, reason)]
+                where = self.where(action, reason)
                 out += f"\n  {action} {n}: {reason} ({', '.join(where[:SHOWN])}{' ...' if n > SHOWN else ''})"
         return out
 
@@ -149,7 +153,7 @@ class LoadReport:
         return {
             "dataset": self.dataset, "rows": self.rows, "recovered": self.n_recovered, "skipped": self.n_skipped,
             "recovered_by_reason": self.counts(RECOVERED), "skipped_by_reason": self.counts(SKIPPED),
-            "first_skipped": [f"{f}:{ln}" for f, ln in self.lines(SKIPPED)[: 4 * SHOWN]],
+            "first_skipped": self.where(SKIPPED)[: 4 * SHOWN],
         }
 
     # -- finishing ---------------------------------------------------------------------------------------
@@ -158,7 +162,8 @@ class LoadReport:
         """Under ``strict``, raise listing every line that was (or would be) skipped."""
         skipped = self.of(SKIPPED)
         if self.strict and skipped:
-            shown = "\n".join(f"  {i.file}:{i.line}: {i.reason}" + (f": {i.value!r}" if i.value else "") for i in skipped[:20])
+            shown = "\n".join(f"  {i.file}{f':{i.line}' if i.line else ''}: {i.reason}" + (f": {i.value!r}" if i.value else "")
+                              for i in skipped[:20])
             more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
             raise DatasetError(
                 f"{self.dataset}: strict=True and {len(skipped)} record(s) do not parse:\n{shown}{more}\n"
@@ -179,7 +184,7 @@ class LoadReport:
 
 
 def _short(value: Any, width: int = 60) -> str:
-    s = "" if value is None else str(value)
+    s = "" if value is None or (isinstance(value, float) and value != value) else str(value)
     return s if len(s) <= width else s[: width - 3] + "..."
 
 
