@@ -566,6 +566,8 @@ def build_mimic_cxr(root: Path) -> Fixture:
 
 
 def build_musti(root: Path) -> Fixture:
+    """Quirks: a label ``Yes``, a subset ``Train``, a blank line (recovered); an empty label and a subset
+    ``deev`` (skipped)."""
     texts = ["The scent of roses filled the hall.", "Der Rauch der Pfeife hing im Zimmer.", "L'odeur du pain chaud.",
              "Il profumo del mare.", "Vonj po kavi.", "Fresh lilies on the table."]
     recs, rows = [], []
@@ -576,17 +578,28 @@ def build_musti(root: Path) -> Fixture:
         _image(root / img, i)
         recs.append({"pair_id": f"m{i:03d}", "passage": texts[i % 6], "artwork": img, "same_source": int(pos),
                      "lang": "en", "subset": {"val": "dev"}.get(sp, sp)})
-        rows.append({"id": f"m{i:03d}", "text": texts[i % 6], "image_path": img, "label": "yes" if pos else "no", "split": sp})
-    pd.DataFrame(recs).to_csv(root / "pairs.csv", index=False)
+        if i not in (10, 20):
+            rows.append({"id": f"m{i:03d}", "text": texts[i % 6], "image_path": img, "label": "yes" if pos else "no",
+                         "split": sp, "language": "en"})
+    lines = pd.DataFrame(recs).to_csv(index=False).splitlines()
+    lines[4] = lines[4].replace(",1,en,", ",Yes,en,")  # row 3
+    lines[8] = lines[8].replace(",train", ",Train")  # row 7
+    lines[11] = lines[11].replace(",0,en,", ",,en,")  # row 10: no label
+    lines[21] = lines[21].replace(",dev", ",deev")  # row 20
+    lines.insert(15, "")
+    _write(root / "pairs.csv", "\n".join(lines) + "\n")
     opts = dict(text_column="passage", image_column="artwork", label_column="same_source", split_column="subset",
                 id_column="pair_id", language_column="lang")
-    return Fixture(root, pd.DataFrame(rows), opts)
+    return Fixture(root, pd.DataFrame(rows), opts, recovered=3, skipped=2, skipped_at=["pairs.csv:12", "pairs.csv:23"])
 
 
 # ------------------------------------------------------------------------------------------ esc50
 
 
 def build_esc50(root: Path) -> Fixture:
+    """Quirks: categories ``Dog`` and ``dgo`` (target 0), a file name with a trailing space, a blank line, a
+    class ``Rain`` in class_texts.csv (recovered); a fold ``x`` and a category naming another target's class
+    (skipped)."""
     import soundfile as sf
 
     cats = [(0, "dog"), (10, "rain"), (41, "chainsaw")]
@@ -601,33 +614,51 @@ def build_esc50(root: Path) -> Fixture:
             sf.write(str(root / "audio" / fname), audio, 8000)
             recs.append({"filename": fname, "fold": fold, "target": target, "category": cat,
                          "esc10": cat in ("dog", "rain"), "src_file": 1000 + target * 10 + j, "take": "A"})
-            rows.append({"id": fname[:-4], "text": f"the sound of {cat.replace('_', ' ')}", "audio_path": f"audio/{fname}",
-                         "label": cat, "split": "test" if fold == 5 else "val" if fold == 4 else "train"})
+            if len(recs) not in (13, 24):
+                rows.append({"id": fname[:-4], "text": f"the sound of {cat.replace('_', ' ')}", "audio_path": f"audio/{fname}",
+                             "label": cat, "split": "test" if fold == 5 else "val" if fold == 4 else "train"})
+    recs[2]["category"], recs[5]["category"], recs[8]["filename"] = "Dog", "dgo", recs[8]["filename"] + " "
+    recs[12]["fold"], recs[23]["category"] = "x", "dog"  # rows 12 (rain) and 23 (chainsaw): skipped
+    lines = pd.DataFrame(recs).to_csv(index=False).splitlines()
+    lines.insert(20, "")
     (root / "meta").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(recs).to_csv(root / "meta" / "esc50.csv", index=False)
-    pd.DataFrame({"class": [c for _, c in cats], "text": [f"the sound of {c}" for _, c in cats]}).to_csv(root / "class_texts.csv", index=False)
+    _write(root / "meta" / "esc50.csv", "\n".join(lines) + "\n")
+    pd.DataFrame({"class": ["dog", "Rain", "chainsaw"], "text": [f"the sound of {c}" for _, c in cats]}).to_csv(
+        root / "class_texts.csv", index=False)
     for _, cat in cats:
         for j in range(2):
             _image(root / "class_images" / cat / f"{j}.png", 100 + j)
     exp = pd.DataFrame(rows)
     exp["image_path"] = [f"class_images/{c}/{k % 2}.png" for c, k in zip(exp["label"], exp.groupby("label").cumcount())]
-    return Fixture(root, exp, {"class_texts": "class_texts.csv", "class_images": "class_images"})
+    return Fixture(root, exp, {"class_texts": "class_texts.csv", "class_images": "class_images"},
+                   recovered=5, skipped=2, skipped_at=["meta/esc50.csv:14", "meta/esc50.csv:26"])
 
 
 # ------------------------------------------------------------------------------------------ table
 
 
 def build_table(root: Path) -> Fixture:
+    """Quirks: a class ``Cat`` and a class `` dog`` among ``cat`` / ``dog``, a Windows path, an exact duplicate
+    line, a blank line (recovered); an empty class and two rows that share a key but disagree (skipped)."""
     recs, rows = [], []
     for i in range(27):
         c = ["cat", "dog", "bird"][i % 3]
         img = f"photos/{c}_{i}.png"
         _image(root / img, i)
         recs.append({"key": f"k{i}", "caption": f"a photo of a small animal number {i}", "file": img, "class": c})
-        rows.append({"id": f"k{i}", "text": f"a photo of a small animal number {i}", "image_path": img, "label": c, "split": None})
-    pd.DataFrame(recs).to_csv(root / "records.csv", index=False)
+        if i not in (13, 19, 20):
+            rows.append({"id": f"k{i}", "text": f"a photo of a small animal number {i}", "image_path": img, "label": c,
+                         "split": None})
+    recs[3]["class"], recs[7]["class"], recs[13]["class"] = "Cat", " dog", None
+    recs[10]["file"] = recs[10]["file"].replace("/", "\\")
+    recs[20]["key"] = "k19"  # the same key as the row before, other values
+    lines = pd.DataFrame(recs).to_csv(index=False).splitlines()
+    lines.insert(17, lines[16])  # line 17 (row 15) twice
+    lines.insert(5, "")  # a blank line 6: later rows move one line down
+    _write(root / "records.csv", "\n".join(lines) + "\n")
     return Fixture(root, pd.DataFrame(rows), dict(file="records.csv", text_column="caption", image_column="file",
-                                                  label_column="class", id_column="key"))
+                                                  label_column="class", id_column="key"),
+                   recovered=5, skipped=3, skipped_at=["records.csv:16", "records.csv:23", "records.csv:24"])
 
 
 BUILDERS: Dict[str, Callable[[Path], Fixture]] = {

@@ -291,7 +291,7 @@ def test_esc50_audio_only_and_esc10(tmp_path):
 def test_table_multilabel_template_and_missing_column(tmp_path):
     fx = fd.build("table", tmp_path / "t")
     df = pd.read_csv(fx.root / "records.csv")
-    df["tags"] = ["a;b", "b", "a"] * 9
+    df["tags"] = [["a;b", "b", "a"][i % 3] for i in range(len(df))]
     df.to_csv(fx.root / "records.csv", index=False)
     ds = data.load("table", root=fx.root, file="records.csv", text_template="{caption} ({class})", image_column="file",
                    label_column="tags", task="multilabel", label_sep=";")
@@ -325,21 +325,18 @@ def test_missing_column_names_file_and_column(name, file, column, tmp_path):
         _load(name, fx)
 
 
-def test_unknown_labels_name_the_line(tmp_path):
+def test_unknown_labels_are_skipped_and_named_and_strict_raises(tmp_path):
     fx = fd.build("ham10000", tmp_path / "h")
-    p = fx.root / "HAM10000_metadata.csv"
-    df = pd.read_csv(p)
-    df.loc[2, "dx"] = "melanoma"
-    df.to_csv(p, index=False)
-    with pytest.raises(DatasetError, match=r"column 'dx' of .*line 4: 'melanoma'"):
-        _load("ham10000", fx)
+    ds = _load("ham10000", fx)
+    rep = ds.spec.extra["load_report"]
+    assert rep.where("skipped", "unknown dx (classes ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc'])") == \
+        ["HAM10000_metadata.csv:7"]
+    assert ds.df.set_index("id").loc["ISIC_0000006", "label"] == "mel"  # written 'melanoma': recovered
+    with pytest.raises(DatasetError, match=r"HAM10000_metadata\.csv:7: unknown dx .*: 'keratosis'"):
+        _load("ham10000", fx, strict=True)
     fx = fd.build("brset", tmp_path / "b")
-    p = fx.root / "labels.csv"
-    df = pd.read_csv(p)
-    df.loc[0, "DR_ICDR"] = 9
-    df.to_csv(p, index=False)
-    with pytest.raises(DatasetError, match=r"DR_ICDR.*line 2: '9'"):
-        _load("brset", fx)
+    with pytest.raises(DatasetError, match=r"labels\.csv:6: DR_ICDR not 0-4: '9'"):
+        _load("brset", fx, strict=True)
 
 
 @pytest.mark.parametrize("name", ["recipes5k", "mimic_cxr", "coco_qa"])
@@ -369,12 +366,25 @@ def test_summary_counts(tmp_path):
     (fx.root / "images" / p.read_text().splitlines()[0]).unlink()
     ds = _load("recipes5k", fx, on_missing_image="ignore")
     s = data.summary(ds)
-    assert s.rows == 27 and s.splits.to_dict() == {"train": 15, "val": 6, "test": 6}
+    assert s.rows == 25 and s.splits.to_dict() == {"train": 14, "val": 5, "test": 6}  # 2 lines skipped
     assert s.classes.loc["sushi", "train"] == 5 and s.classes.loc["sushi", "total"] == 9
     assert s.missing_media == {"image": 1}
-    # 6 distinct ingredient lists over 27 rows -> 21 duplicated texts; every image is distinct
-    assert s.duplicates["text"] == 21 and s.duplicates["image"] == 0 and s.duplicates["text+image"] == 0
+    # 6 distinct ingredient lists over 25 rows -> 19 duplicated texts; every image is distinct
+    assert s.duplicates["text"] == 19 and s.duplicates["image"] == 0 and s.duplicates["text+image"] == 0
     assert s.text_length.loc["all", "min"] == 4 and s.text_length.loc["all", "max"] == 5
-    assert "train=15" in str(s) and "<b>recipes5k</b>" in s._repr_html_()
+    assert "train=14" in str(s) and "<b>recipes5k</b>" in s._repr_html_()
+    assert "recovered 4 line(s), skipped 2 record(s)" in str(s) and "annotations/val_images.txt:2" in s._repr_html_()
     ml = data.summary(_load("mimic_cxr", fd.build("mimic_cxr", tmp_path / "m")))
     assert ml.classes.loc["No Finding", "total"] == sum("No Finding" in v for v in fd.build("mimic_cxr", tmp_path / "m2").expected["label"])
+
+
+def test_save_summaries_writes_the_load_report(tmp_path):
+    import json
+
+    fx = fd.build("daquar", tmp_path / "d")
+    out = data.save_summaries({"daquar": data.summary(_load("daquar", fx)), "coco_qa": None}, tmp_path / "s.json")
+    rows = json.loads(out.read_text())
+    rep = rows[0]["load_report"]
+    assert rep["recovered"] == fx.recovered and rep["skipped"] == fx.skipped
+    assert rep["skipped_by_reason"]["question without an answer"] == 1 and rep["first_skipped"][0].startswith("qa.894")
+    assert rows[1] == {"dataset": "coco_qa", "loaded": False}
