@@ -177,12 +177,12 @@ def frame_to_dataset(
         raise DatasetError(f"{name}: task must be auto, binary, multiclass or multilabel, got {o.task!r}")
     needed = [o.label_column] + [c for c in (o.text_column if not o.text_template else None, o.image_column,
                                              o.audio_column, o.split_column, o.id_column, o.group_column) if c]
-    needed += list(o.subgroup_columns)
-    require_columns(raw, needed, path, name, "Name the columns with text_column=, image_column=, label_column=, ...")
     clash = [c for c in o.subgroup_columns if c in CONTRACT_COLUMNS]
     if clash:
         raise DatasetError(f"{name}: subgroup_columns {clash} would overwrite the table's own columns {CONTRACT_COLUMNS}; "
                            "rename them in the file.")
+    needed += list(o.subgroup_columns)
+    require_columns(raw, needed, path, name, "Name the columns with text_column=, image_column=, label_column=, ...")
     lines = list(raw.index)
     ids = ([None if is_missing(v) else str(v).strip() for v in raw[o.id_column]] if o.id_column
            else [f"r{i:07d}" for i in range(len(raw))])
