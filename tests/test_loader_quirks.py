@@ -173,3 +173,31 @@ def test_medical_loaders_keep_subgroup_columns(name, columns, tmp_path):
     if "age" in columns:
         assert ds.df["age"].dtype.kind == "f" and np.isnan(ds.df["age"]).sum() == exp["age"].isna().sum()
     data.validate(ds.df, ds.spec)  # extra columns keep the table contract
+
+
+# ------------------------------------------------------------------------------------ loader-specific rules
+
+
+def test_coco_qa_blank_answer_in_step_is_skipped_not_realigned(tmp_path):
+    """Files with equally many lines stay paired by position: a blank answer skips only its record."""
+    fx = fd.build("coco_qa", tmp_path / "c")
+    p = fx.root / "train" / "questions.txt"
+    lines = p.read_text().splitlines()
+    lines[2] = ""  # train question 3 is blank, the other three files still have their line 3
+    p.write_text("\n".join(lines) + "\n")
+    ds = data.load("coco_qa", root=fx.root)
+    rep = ds.spec.extra["load_report"]
+    assert rep.where("skipped", "blank line where the other files have one") == ["train/questions.txt:3"]
+    got = ds.df.set_index("id")
+    assert "train000002" not in got.index and got.loc["train000003", "label"] == "cat"  # still in step
+
+
+def test_fakeddit_post_in_two_split_files_is_skipped_from_both(tmp_path):
+    fx = fd.build("fakeddit", tmp_path / "f")
+    val, test = fx.root / "multimodal_validate.tsv", fx.root / "multimodal_test_public.tsv"
+    test.write_text(test.read_text() + val.read_text().splitlines()[1] + "\n")  # val's first post, again in test
+    ds = data.load("fakeddit", root=fx.root)
+    rep = ds.spec.extra["load_report"]
+    assert sorted(rep.where("skipped", "one post id in two splits")) == \
+        ["multimodal_test_public.tsv:10", "multimodal_validate.tsv:2"]
+    assert "va000x" not in set(ds.df["id"])

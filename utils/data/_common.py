@@ -180,19 +180,6 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], path: Any, dataset
         )
 
 
-def unknown_values(values: Sequence[Any], allowed: Iterable[Any], path: Any, column: str, dataset: str,
-                   offset: int = 2) -> None:
-    """Raise naming the rows (file line numbers, header = line 1) whose value is not in ``allowed``."""
-    allowed_set = {str(a) for a in allowed}
-    bad = [(i, v) for i, v in enumerate(values) if str(v) not in allowed_set]
-    if bad:
-        shown = "; ".join(f"line {i + offset}: {v!r}" for i, v in bad[:10])
-        raise DatasetError(
-            f"{dataset}: unknown value(s) in column {column!r} of {path} ({len(bad)} row(s)): {shown}. "
-            f"Expected one of {sorted(allowed_set)[:20]}. Fix or remove those rows."
-        )
-
-
 def normalise_split(values: Sequence[Any], path: Any, column: str, dataset: str,
                     report: Optional[LoadReport] = None, lines: Optional[Sequence[int]] = None) -> List[Optional[str]]:
     """Map split names (train / validate / dev / test ...) onto train / val / test.

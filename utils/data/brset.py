@@ -26,7 +26,6 @@ fuller template) with a warning that it leaks.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 

@@ -79,12 +79,18 @@ def _find(root: Path, stem: str) -> Path:
 
 def _ids(df: pd.DataFrame, columns: Sequence[str], path: Path, report: LoadReport) -> pd.DataFrame:
     """Keep rows whose ``columns`` read as whole numbers (``10000032``; ``10000032.0`` and stray whitespace
-    recovered), as digit strings; skip the others."""
-    out = {c: [] for c in columns}
-    keep = []
-    for line, row in zip(df.index, df[list(columns)].itertuples(index=False)):
+    recovered), as digit strings; skip the others. Clean rows take a vectorised path."""
+    clean = pd.Series(True, index=df.index)
+    for c in columns:
+        clean &= df[c].astype("string").str.fullmatch(r"\d+").fillna(False).astype(bool)
+    out = df.copy()
+    for c in columns:
+        out.loc[clean, c] = out.loc[clean, c].astype(str).str.lstrip("0").replace("", "0")
+    drop = []
+    for line in df.index[~clean]:
         vals = []
-        for c, v in zip(columns, row):
+        for c in columns:
+            v = df.at[line, c]
             x, how = to_number(v)
             if x is None or x != int(x) or x < 0:
                 report.skipped(path, line, f"{c} missing" if how == "missing" else f"{c} not a number", v)
@@ -95,13 +101,11 @@ def _ids(df: pd.DataFrame, columns: Sequence[str], path: Path, report: LoadRepor
                 report.recovered(path, line, "stray whitespace", v)
             vals.append(str(int(x)))
         else:
-            keep.append(line)
             for c, v in zip(columns, vals):
-                out[c].append(v)
-    res = df.loc[keep].copy()
-    for c in columns:
-        res[c] = out[c]
-    return res
+                out.at[line, c] = v
+            continue
+        drop.append(line)
+    return out.drop(index=drop)
 
 
 def _strip_ids(df: pd.DataFrame, column: str, path: Path, report: LoadReport) -> pd.DataFrame:
@@ -120,27 +124,30 @@ def _strip_ids(df: pd.DataFrame, column: str, path: Path, report: LoadReport) ->
 
 
 def _chexpert_values(chex: pd.DataFrame, path: Path, report: LoadReport) -> pd.DataFrame:
-    """The 14 label columns as 1.0 / 0.0 / -1.0 / NaN; a row with any other value is skipped."""
-    keep, values = [], []
-    for line, row in zip(chex.index, chex[LABELS].itertuples(index=False)):
-        vals = []
-        for c, v in zip(LABELS, row):
+    """The 14 label columns as 1.0 / 0.0 / -1.0 / NaN; a row with any other value is skipped. Rows whose
+    cells all read cleanly take a vectorised path; only the others are looked at one by one."""
+    block = chex[LABELS].astype("string")
+    num = block.apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce"))
+    blank = block.isna() | (block.apply(lambda col: col.str.strip()) == "").fillna(False)
+    odd = (~blank & (num.isna() | ~num.isin([1.0, 0.0, -1.0]))) | (block != block.apply(lambda col: col.str.strip())).fillna(False)
+    values = num.where(~blank)
+    drop = []
+    for line in chex.index[odd.any(axis=1).to_numpy()]:
+        for c in LABELS:
+            v = chex.at[line, c]
             x, how = to_number(v)
             if x is None and how == "missing":
-                vals.append(np.nan)
                 continue
             if x not in (1.0, 0.0, -1.0):
                 report.skipped(path, line, f"{c!r} not 1, 0, -1 or blank", v)
+                drop.append(line)
                 break
             if how:
                 report.recovered(path, line, f"bad number in {c!r}", v)
-            vals.append(x)
-        else:
-            keep.append(line)
-            values.append(vals)
-    out = chex.loc[keep, ["subject_id", "study_id"]].copy()
-    out[LABELS] = np.asarray(values, dtype=float).reshape(len(keep), len(LABELS))
-    return out
+            values.at[line, c] = x
+    out = chex[["subject_id", "study_id"]].copy()
+    out[LABELS] = values.astype(float)
+    return out.drop(index=drop)
 
 
 @register("mimic_cxr", task="multilabel", access="physionet")
