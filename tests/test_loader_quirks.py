@@ -201,3 +201,9 @@ def test_fakeddit_post_in_two_split_files_is_skipped_from_both(tmp_path):
     assert sorted(rep.where("skipped", "one post id in two splits")) == \
         ["multimodal_test_public.tsv:10", "multimodal_validate.tsv:2"]
     assert "va000x" not in set(ds.df["id"])
+
+
+def test_table_reads_parquet_and_names_rows_from_one(tmp_path):
+    pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["x", None, "y", "x"]}).to_parquet(tmp_path / "t.parquet")
+    ds = data.load("table", root=tmp_path, file="t.parquet", image_column=None)
+    assert ds.spec.extra["load_report"].where("skipped") == ["t.parquet:2"] and len(ds) == 3

@@ -59,7 +59,7 @@ def read_table(
     """Read a CSV / TSV (optionally .gz) / parquet / JSON / JSON-lines file into a DataFrame.
 
     For CSV / TSV the index holds each row's line number in the file (1-based, the header is line 1), so
-    loaders can name the line of a bad value. With a ``report``, blank lines and stray whitespace around
+    loaders can name the line of a bad value; for JSON lines and parquet it holds the row number from 1. With a ``report``, blank lines and stray whitespace around
     column names are recovered, and rows with too many fields are skipped, all counted in it; without one
     such a row is an error. ``hint``: what to tell the user when the file does not parse (default: it
     should be the published file); ``encoding`` names the text encoding.
@@ -69,7 +69,9 @@ def read_table(
     fix = hint or "Check the file is the published one, unmodified."
     try:
         if name.endswith(".parquet"):
-            return pd.read_parquet(path)
+            df = pd.read_parquet(path)
+            df.index = pd.RangeIndex(1, len(df) + 1)  # row numbers from 1, as for JSON lines
+            return df
         if name.endswith(".jsonl") or name.endswith(".json.gz") or name.endswith(".jsonl.gz"):
             df = pd.read_json(path, lines=True, encoding=encoding, **kw)
             df.index = df.index + 1
