@@ -32,7 +32,6 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import register
