@@ -12,7 +12,9 @@ call reuses it after checking, depending on ``check``:
   (same name) is *not* seen: touch its folder, or use ``"full"`` once;
 - ``"auto"`` (default): ``"full"`` up to ``FULL_CHECK_MAX_FILES`` files, ``"folders"`` above.
 
-Content hashes (for ``fingerprint="content"``) are recomputed only for files whose size or time changed.
+Content hashes (for ``fingerprint="content"``) are recomputed only for files whose size, modification time,
+inode change time or inode changed (the inode change time cannot be set back, so a file rewritten in place
+with its old modification time restored is hashed again).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class MediaStats:
     mtime_ns: np.ndarray  # int64 modification time in ns, -1 when missing
     content: Optional[List[str]] = None  # XXH3-128 of each file's bytes ("" when missing), for fingerprint="content"
     checked: str = ""  # how the last check was done ("full", "folders", "cached")
+    change: Optional[np.ndarray] = None  # int64 [N, 2]: inode change time and inode (a rewrite with its time set back)
 
     @property
     def missing(self) -> np.ndarray:
@@ -54,7 +57,8 @@ class MediaStats:
         """The same facts for ``rows`` (positions) only."""
         rows = np.asarray(rows, dtype=np.int64)
         return MediaStats([self.paths[i] for i in rows.tolist()], self.size[rows], self.mtime_ns[rows],
-                          None if self.content is None else [self.content[i] for i in rows.tolist()], self.checked)
+                          None if self.content is None else [self.content[i] for i in rows.tolist()], self.checked,
+                          None if self.change is None else self.change[rows])
 
 
 def _xxh():
@@ -78,10 +82,12 @@ def table_key(root: Optional[str], modality: str, values: Sequence[Optional[str]
 
 
 def stat_files(paths: Sequence[Optional[str]], threads: int = STAT_THREADS) -> tuple:
-    """``(size, mtime_ns)`` int64 arrays for ``paths`` (-1 where missing or not a regular file)."""
+    """``(size, mtime_ns, change)`` int64 arrays for ``paths`` (-1 where missing or not a regular file);
+    ``change`` is ``[N, 2]``: inode change time (ns) and inode number."""
     n = len(paths)
     size = np.full(n, -1, dtype=np.int64)
     mtime = np.full(n, -1, dtype=np.int64)
+    change = np.full((n, 2), -1, dtype=np.int64)
 
     def work(lo: int, hi: int) -> None:
         st = os.stat
@@ -95,6 +101,7 @@ def stat_files(paths: Sequence[Optional[str]], threads: int = STAT_THREADS) -> t
                 continue
             if s.st_mode & 0o170000 == 0o100000:  # a regular file (a folder is "missing")
                 size[i], mtime[i] = s.st_size, s.st_mtime_ns
+                change[i, 0], change[i, 1] = s.st_ctime_ns, s.st_ino & 0x7FFFFFFFFFFFFFFF
 
     chunk = 4096
     if n <= 4 * chunk or threads <= 1:
@@ -102,7 +109,7 @@ def stat_files(paths: Sequence[Optional[str]], threads: int = STAT_THREADS) -> t
     else:
         with ThreadPoolExecutor(threads) as ex:
             list(ex.map(lambda lo: work(lo, min(n, lo + chunk)), range(0, n, chunk)))
-    return size, mtime
+    return size, mtime, change
 
 
 def folder_times(folders: Sequence[str]) -> np.ndarray:
@@ -162,19 +169,21 @@ def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", c
         cached = None
     parents = [None if p is None else p[: p.rfind(os.sep)] for p in paths]
     dirs = sorted({d for d in parents if d is not None})
+    if cached is not None and "change" not in cached:
+        cached = None
     if cached is not None and mode == "folders":
-        size, mtime = cached["size"].copy(), cached["mtime_ns"].copy()
+        size, mtime, change = cached["size"].copy(), cached["mtime_ns"].copy(), cached["change"].copy()
         old_dirs = dict(zip(cached["dirs"].tolist(), cached["dir_mtime_ns"].tolist()))
         now_dirs = folder_times(dirs)
         changed = {d for d, t in zip(dirs, now_dirs.tolist()) if old_dirs.get(d) != t}
         if changed:
             rows = [i for i, d in enumerate(parents) if d is not None and d in changed]
-            s, m = stat_files([paths[i] for i in rows])
-            size[rows], mtime[rows] = s, m
+            s, m, c = stat_files([paths[i] for i in rows])
+            size[rows], mtime[rows], change[rows] = s, m, c
         how = f"folders ({len(dirs)} checked, {len(changed)} changed)"
     else:
         now_dirs = folder_times(dirs)
-        size, mtime = stat_files(paths)
+        size, mtime, change = stat_files(paths)
         how = "full"
     hashes: Optional[List[str]] = None
     if content:
@@ -184,7 +193,7 @@ def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", c
         hashes = []
         for i, p in enumerate(paths):
             same = old is not None and old[i] and cached is not None and cached["size"][i] == size[i] \
-                and cached["mtime_ns"][i] == mtime[i]
+                and cached["mtime_ns"][i] == mtime[i] and (cached["change"][i] == change[i]).all()
             if same:
                 hashes.append(old[i])  # type: ignore[index]
             elif size[i] >= 0:
@@ -196,13 +205,14 @@ def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", c
             else:
                 hashes.append("")
     unchanged = (cached is not None and np.array_equal(cached["size"], size) and np.array_equal(cached["mtime_ns"], mtime)
+                 and np.array_equal(cached["change"], change)
                  and (not content or ("content" in cached and cached["content"].tolist() == hashes))
                  and cached["dirs"].tolist() == dirs and np.array_equal(cached["dir_mtime_ns"], now_dirs))
     if use_cache and not unchanged:
-        arrays = dict(size=size, mtime_ns=mtime, dirs=np.asarray(dirs, dtype=str) if dirs else np.zeros(0, "<U1"),
+        arrays = dict(size=size, mtime_ns=mtime, change=change, dirs=np.asarray(dirs, dtype=str) if dirs else np.zeros(0, "<U1"),
                       dir_mtime_ns=now_dirs, written=np.asarray(json.dumps({"time": time.time()})))
         if hashes is not None:
             arrays["content"] = np.asarray(hashes, dtype=str) if hashes else np.zeros(0, "<U1")
         _save_cache(file, **arrays)
     log.debug("media of %d rows checked (%s) in %.2f s", n, how, time.perf_counter() - t0)
-    return MediaStats(paths, size, mtime, hashes, how if cached is not None else "full (first time)")
+    return MediaStats(paths, size, mtime, hashes, how if cached is not None else "full (first time)", change)

@@ -60,7 +60,7 @@ from .files import (
     write_file,
     write_temp,
 )
-from .locks import Lock, describe_owner, live_locks, try_acquire
+from .locks import Lock, clear_stale, describe_owner, live_locks, try_acquire
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,12 @@ class EmbeddingStore:
 
     def _write_manifest(self, m: Dict[str, Any]) -> None:
         text = json.dumps(_jsonable(m), indent=2, sort_keys=True, allow_nan=False).encode()
-        write_file(self.manifest_path, lambda f: f.write(text), expected=len(text))
+        try:
+            write_file(self.manifest_path, lambda f: f.write(text), expected=len(text))
+        except OSError as e:
+            if is_space_error(e):
+                raise space_error(self.manifest_path, len(text)) from None
+            raise
 
     def open(self, header: Dict[str, Any], overwrite: bool = False) -> Dict[str, Any]:
         """Create the store with ``header`` or check that an existing one was made for the same thing.
@@ -241,10 +246,19 @@ class EmbeddingStore:
             raise StoreMismatchError(self._mismatch_message(current, header, diffs))
         if legacy:
             self._upgrade(header)
-        elif self.is_complete() and self.shard_dir.exists() and not live_locks(self.lock_dir):
-            # a merge killed while removing its shards: the store is complete, the leftovers are not needed
-            shutil.rmtree(self.shard_dir, ignore_errors=True)
+        elif self.is_complete():
+            self._tidy()
         return self.manifest()
+
+    def _tidy(self) -> None:
+        """Remove what killed jobs left in a finished store: their lock files, temporary files, shards."""
+        clear_stale(self.lock_dir)
+        if live_locks(self.lock_dir):
+            return
+        for p in self.folder.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+        if self.shard_dir.exists():  # a merge killed while removing its shards
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
 
     def _mismatch_message(self, current: Dict[str, Any], header: Dict[str, Any], diffs: List[str]) -> str:
         have_id, want_id = identity(current), identity(header)
@@ -254,10 +268,12 @@ class EmbeddingStore:
             a, b = current.get("fingerprint_detail") or {}, header.get("fingerprint_detail") or {}
             if a.get("mode") and b.get("mode") and a.get("mode") != b.get("mode"):
                 why = f"it was fingerprinted by {a['mode']}, this run asks for {b['mode']}"
+            elif a.get("mode") == "content" and a.get("without_times") and a.get("without_times") == b.get("without_times"):
+                why = "files with the same names and sizes now hold other bytes"
             elif a.get("without_times") and a.get("without_times") == b.get("without_times"):
-                why = ("the same files with the same sizes, but their modification times changed (copied without "
-                       "keeping times, or touched): if their content is unchanged, copy with times kept (cp -p, rsync -t); "
-                       "fingerprint='content' makes a store survive copies")
+                why = ("the same files with the same sizes, but their modification times changed: files replaced in "
+                       "place, or copied without keeping times (cp -p and rsync -t keep them), or touched; "
+                       "fingerprint='content' compares the bytes instead and survives copies")
             else:
                 why = "the rows, texts or media files differ"
             hint = f"fingerprint: the inputs differ ({why})"
@@ -330,6 +346,16 @@ class EmbeddingStore:
         failed_text = json.dumps(_jsonable(failed), sort_keys=True).encode()
         need = npy_nbytes(vectors) + npy_nbytes(ids_arr) + len(failed_text) + 4096
         require_space(self.shard_dir, need)
+        try:
+            self._write_shard_files(k, ids, ids_arr, vectors, failed_text, info)
+        except OSError as e:
+            if is_space_error(e):
+                raise space_error(self._shard_file(k, ".npy"), need) from None
+            raise
+        fault_point("shard.done")
+
+    def _write_shard_files(self, k: int, ids: List[str], ids_arr: np.ndarray, vectors: np.ndarray, failed_text: bytes,
+                           info: Optional[Dict[str, Any]]) -> None:
         files: Dict[str, List[Any]] = {}
         files[".ids.npy"] = list(write_file(self._shard_file(k, ".ids.npy"), npy_writer(ids_arr)))
         fault_point("shard.ids")
@@ -347,7 +373,6 @@ class EmbeddingStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        fault_point("shard.done")
 
     def _identity(self) -> str:
         return identity_digest(self.manifest())
@@ -409,7 +434,10 @@ class EmbeddingStore:
             fault_point("merge.locked")
             if self.is_complete():
                 return True
+            for p in self.folder.glob(".*.tmp"):  # left by a merge that was killed (we hold the store lock)
+                p.unlink(missing_ok=True)
             self._merge(n_shards, keep_shards)
+        clear_stale(self.lock_dir)
         return True
 
     def _merge(self, n_shards: int, keep_shards: bool) -> None:

@@ -73,19 +73,28 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
+def margin(needed: int) -> int:
+    """Bytes kept free beyond a write of ``needed`` bytes: as much again, at most ``SPACE_MARGIN``."""
+    return min(SPACE_MARGIN, max(needed, 64 << 10))
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):.1f}" if n < (10 << 20) else f"{-(-n // (1 << 20))}"
+
+
 def space_error(path: Path, needed: int) -> StoreSpaceError:
     free = free_bytes(path)
-    short = max(needed + SPACE_MARGIN - free, 1 << 20)
+    short = max(needed + margin(needed) - free, 1 << 20)
     return StoreSpaceError(
         errno.ENOSPC,
-        f"no space left on {device_of(path)} for {path}: free {-(-short // (1 << 20))} MB and run again "
-        f"(it needs about {-(-needed // (1 << 20))} MB; finished shards are kept)",
+        f"no space left on {device_of(path)} for {path}: free {_mb(short)} MB and run again "
+        f"(this step writes about {_mb(max(needed, 1))} MB; finished shards are kept)",
     )
 
 
 def require_space(path: Path, needed: int) -> None:
     """Raise :class:`StoreSpaceError` before writing ``needed`` bytes at ``path`` when they do not fit."""
-    if free_bytes(path) < needed + SPACE_MARGIN:
+    if free_bytes(path) < needed + margin(needed):
         raise space_error(path, needed)
 
 

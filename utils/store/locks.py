@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -274,3 +274,20 @@ def live_locks(folder: Path) -> Dict[str, Dict[str, Any]]:
         if stale_reason(p, owner) is None:
             out[p.name] = owner or {}
     return out
+
+
+def clear_stale(folder: Path) -> List[str]:
+    """Delete the lock files under ``folder`` whose owner is gone (a killed job's); returns their names.
+    The folder itself goes when it is left empty."""
+    removed: List[str] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob("*.lock"):
+        owner = read_owner(p)
+        if stale_reason(p, owner) is not None and take_over(p, owner):
+            removed.append(p.name)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+    return removed
