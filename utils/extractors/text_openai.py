@@ -189,36 +189,38 @@ class OpenAIExtractor(Extractor):
             kw["dimensions"] = self.options["dimensions"]
         if self.encoding_format:
             kw["encoding_format"] = self.encoding_format
+        failure: Optional[str] = None
         for attempt in range(self.max_retries + 1):
             try:
                 self.requests_made += 1
                 resp = client.embeddings.create(**kw)
                 return self._check_answer(resp, len(batch))
             except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-                raise ExtractorError(
-                    f"openai: the server refused the API key (HTTP {e.status_code}); not retrying. Check "
-                    "OPENAI_API_KEY in the environment or .env (and base_url, if you set one)."
-                ) from None
+                failure = (f"openai: the server refused the API key (HTTP {e.status_code}); not retrying. Check "
+                           "OPENAI_API_KEY in the environment or .env (and base_url, if you set one).")
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as e:
                 status = getattr(e, "status_code", None)
                 if attempt == self.max_retries:
-                    raise ExtractorError(
-                        f"openai: giving up after {attempt + 1} attempts (last: HTTP {status or 'connection error'}: "
-                        f"{self._scrub(getattr(e, 'message', str(e)))}). Wait and run again: finished shards are kept."
-                    ) from None
-                wait = self.backoff * (2**attempt) * (1 + 0.1 * random.random())
-                retry_after = _retry_after(e)
-                if retry_after is not None:
-                    wait = max(wait, retry_after) if retry_after > 0 else retry_after
-                log.warning("openai: HTTP %s, retrying in %.2f s (attempt %d of %d)", status or "connection error",
-                            wait, attempt + 1, self.max_retries)
-                time.sleep(min(wait, 120.0))
+                    failure = (f"openai: giving up after {attempt + 1} attempts (last: HTTP {status or 'connection error'}"
+                               f": {self._scrub(getattr(e, 'message', str(e)))}). Wait and run again: finished shards "
+                               "are kept.")
+                else:
+                    wait = self.backoff * (2**attempt) * (1 + 0.1 * random.random())
+                    retry_after = _retry_after(e)
+                    if retry_after is not None:
+                        wait = max(wait, retry_after) if retry_after > 0 else retry_after
+                    log.warning("openai: HTTP %s, retrying in %.2f s (attempt %d of %d)", status or "connection error",
+                                wait, attempt + 1, self.max_retries)
+                    time.sleep(min(wait, 120.0))
+                    continue
             except openai.APIStatusError as e:  # other 4xx: the request itself is wrong
-                raise ExtractorError(
-                    f"openai: HTTP {e.status_code} for model {self.model_id!r}: {self._scrub(e.message)}") from None
-            except openai.OpenAIError as e:  # anything else the client raises: scrubbed, never chained
-                raise ExtractorError(f"openai: {type(e).__name__}: {self._scrub(str(e))}") from None
-        raise AssertionError("unreachable")
+                failure = f"openai: HTTP {e.status_code} for model {self.model_id!r}: {self._scrub(e.message)}"
+            except openai.OpenAIError as e:  # anything else the client raises
+                failure = f"openai: {type(e).__name__}: {self._scrub(str(e))}"
+            break
+        # raised here, outside the except blocks, so the client's exception (whose text may echo the key) is not
+        # attached as __context__ for a traceback or an error tracker to print
+        raise ExtractorError(failure or "openai: no answer")
 
     def _scrub(self, text: Any) -> str:
         return redact(str(text), getattr(self, "_secrets", []))
