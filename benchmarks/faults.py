@@ -205,6 +205,32 @@ class Probe:
         return p
 
 
+class Warnings(logging.Handler):
+    """Collects the package's warnings during a case (what the user was told)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: List[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage().splitlines()[-1].strip("- "))
+
+    def __enter__(self):
+        logger = logging.getLogger("utils")
+        self.level = logger.level
+        logger.setLevel(logging.WARNING)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logger = logging.getLogger("utils")
+        logger.removeHandler(self)
+        logger.setLevel(self.level)
+
+    def first(self) -> str:
+        return self.lines[0] if self.lines else ""
+
+
 def refused(fn: Callable[[], Any], errors: Tuple[type, ...], needles: Sequence[str], forbidden: Sequence[str] = ()
             ) -> Tuple[str, str]:
     """Run ``fn``: a clear refusal is an error of ``errors`` whose text holds every needle (and no forbidden text)."""
@@ -318,10 +344,11 @@ def damage_cases(p: Probe) -> None:
                 from utils.store import StoreIntegrityError, StoreMismatchError
 
                 return refused(lambda: flow(root), (StoreIntegrityError, StoreMismatchError), expect_refusal)
-            got = flow(root)
+            with Warnings() as told:
+                got = flow(root)
             if not np.array_equal(got, ref):
                 return "WRONG", "vectors differ from the undamaged store"
-            return "repaired", ""
+            return "repaired", told.first().replace(str(root), "…")
         p.case(f"finished store: {name}", run)
 
     def rows(folder: Path, fn: Callable[[np.ndarray], None]) -> None:
@@ -366,10 +393,11 @@ def damage_cases(p: Probe) -> None:
             root = p.folder(f"shard-{name}")
             shutil.copytree(partial, root, dirs_exist_ok=True)
             damage(store_folder(root) / "shards")
-            got = embed(ds, "text", Det(), root=root, shard_size=200, show_progress=False).aligned(ds.df["id"])
+            with Warnings() as told:
+                got = embed(ds, "text", Det(), root=root, shard_size=200, show_progress=False).aligned(ds.df["id"])
             if not np.array_equal(got, ref):
                 return "WRONG", "vectors differ from an undamaged run"
-            return "repaired", ""
+            return "repaired", told.first().replace(str(root), "…")
         p.case(f"unfinished store: {name}", run)
 
     shard_damage("a shard overwritten with zeros", lambda d: np.save(d / "000002.npy", np.zeros((200, DIM), np.float32)))

@@ -129,6 +129,8 @@ def embed(
         "description": extractor.describe(),
     }
     store.open(header, overwrite=cfg.overwrite)
+    if store.manifest().get("complete") and not store.is_complete():
+        store.reset(f"{store.folder / 'vectors.npy'} is missing although the manifest says the store is finished")
     job = _Job(dataset, modality, extractor, store, cfg)
     if store.is_complete() and job.reuse():
         return store

@@ -164,11 +164,9 @@ def check_trainable(ds: MultimodalDataset, splits: Sequence[str] = SPLITS) -> No
         )
     train = ds.df.loc[ds.df["split"] == "train", "label"]
     if ds.spec.task == "multilabel":
-        from .schema import as_list
-
-        seen = {str(c) for lab in train.tolist() for c in as_list(lab)}
-        varying = [c for c in ds.spec.classes if c in seen and any(c not in map(str, as_list(lab)) for lab in train.tolist())]
-        if not varying:
+        y = ds.labels()[ds.split_mask("train")]  # [n_train, C]
+        positives = y.sum(axis=0)
+        if not ((positives > 0) & (positives < len(y))).any():
             raise DatasetError(
                 f"dataset {ds.spec.key!r}: no label is both present and absent in the training rows, so there is "
                 "nothing to learn. Check the label column and the split."

@@ -189,7 +189,7 @@ def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", c
     if content:
         old: Optional[List[str]] = None
         if cached is not None and "content" in cached and len(cached["content"]) == n:
-            old = cached["content"].tolist()
+            old = [h.decode() for h in cached["content"].tolist()]
         hashes = []
         for i, p in enumerate(paths):
             same = old is not None and old[i] and cached is not None and cached["size"][i] == size[i] \
@@ -206,13 +206,13 @@ def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", c
                 hashes.append("")
     unchanged = (cached is not None and np.array_equal(cached["size"], size) and np.array_equal(cached["mtime_ns"], mtime)
                  and np.array_equal(cached["change"], change)
-                 and (not content or ("content" in cached and cached["content"].tolist() == hashes))
+                 and (not content or ("content" in cached and [h.decode() for h in cached["content"].tolist()] == hashes))
                  and cached["dirs"].tolist() == dirs and np.array_equal(cached["dir_mtime_ns"], now_dirs))
     if use_cache and not unchanged:
         arrays = dict(size=size, mtime_ns=mtime, change=change, dirs=np.asarray(dirs, dtype=str) if dirs else np.zeros(0, "<U1"),
                       dir_mtime_ns=now_dirs, written=np.asarray(json.dumps({"time": time.time()})))
         if hashes is not None:
-            arrays["content"] = np.asarray(hashes, dtype=str) if hashes else np.zeros(0, "<U1")
+            arrays["content"] = np.asarray(hashes, dtype="S32")  # hex digests as bytes: a quarter of "<U32"
         _save_cache(file, **arrays)
     log.debug("media of %d rows checked (%s) in %.2f s", n, how, time.perf_counter() - t0)
     return MediaStats(paths, size, mtime, hashes, how if cached is not None else "full (first time)", change)

@@ -47,6 +47,9 @@ def file_checksum(path: Path, chunk: int = 16 << 20) -> str:
 class StoreSpaceError(OSError):
     """The disk is full (or over quota); the message names the device, the path and how much to free."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def device_of(path: Path) -> str:
     """The device (and mount point) holding ``path``, for messages: ``/dev/sda1 (mounted on /data)``."""
