@@ -111,9 +111,11 @@ def test_table_name_option_and_distinct_default_keys(tmp_path):
     assert a.spec.key == data.load("table", root=tmp_path / "a", on_missing_image="ignore").spec.key  # stable
     named = data.load("table", root=tmp_path / "a", dataset_name="derm-study", on_missing_image="ignore")
     assert named.spec.key == "derm-study"
-    with pytest.raises(TypeError, match="dataset_name"):
-        data.DATASETS.get("table")(tmp_path / "a", name="x")
-    with pytest.raises(TypeError, match=r"unknown option\(s\) \['text_colum'\]; valid options: .*text_column"):
+    # the documented name= option reaches the loader (it used to raise TypeError: load() took it as its own)
+    assert data.load("table", root=tmp_path / "a", name="derm-study", on_missing_image="ignore").spec.key == "derm-study"
+    with pytest.raises(data.DatasetError, match="disagree"):
+        data.load("table", root=tmp_path / "a", name="x", dataset_name="y")
+    with pytest.raises(data.DatasetError, match=r"'text_colum' \(did you mean 'text_column'\?\)"):
         data.load("table", root=tmp_path / "a", text_colum="text")
 
 

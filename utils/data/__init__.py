@@ -70,6 +70,7 @@ def names() -> List[str]:
 
 def load(
     name: str,
+    /,
     root: Optional[PathLike] = None,
     on_missing_image: str = "error",
     positive_class: Optional[str] = None,
@@ -122,11 +123,17 @@ def loader_options(name: str, loader: Callable) -> Optional[List[str]]:
         return names, any(p.kind == p.VAR_KEYWORD for p in params)
 
     names, open_ended = named(loader, ("root",))
-    if open_ended:  # the table loaders pass the rest on to frame_to_dataset
+    if open_ended:  # the table loaders pass the rest on to frame_to_dataset, whose options are a dataclass
+        import dataclasses
+
         inner = getattr(sys.modules.get(loader.__module__), "frame_to_dataset", None)
         if inner is None:
             return None
-        more, open_ended = named(inner, ("raw", "path", "root", "name"))
+        more, open_ended = named(inner, ("raw", "path", "root", "name", "options", "report", "variant", "description"))
+        fields_of = getattr(sys.modules.get(inner.__module__), "TableOptions", None)
+        if open_ended and fields_of is not None and dataclasses.is_dataclass(fields_of):
+            more += [f.name for f in dataclasses.fields(fields_of)]
+            open_ended = False
         names += [m for m in more if m not in names]
         if open_ended:
             return None

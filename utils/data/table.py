@@ -264,6 +264,7 @@ def load_table(
     encoding: str = "utf-8",
     sep: Optional[str] = None,
     strict: bool = False,
+    name: Optional[str] = None,
     **options: Any,
 ) -> MultimodalDataset:
     """Load a user table ``root/file`` (see the module docstring; ``options`` are :class:`TableOptions` fields)."""
@@ -272,8 +273,10 @@ def load_table(
         raise DatasetError(
             f"table: {path} not found. Pass root= (the folder) and file= (the CSV / TSV / parquet inside it)."
         )
-    if "name" in options:  # load(name, ...) takes the registered name first: the key's name is dataset_name
-        raise TypeError("table: name the table with dataset_name=..., not name=...")
+    if name is not None:  # the documented option: a name for the table (its cache key), same as dataset_name
+        if dataset_name is not None and name != dataset_name:
+            raise DatasetError(f"table: name={name!r} and dataset_name={dataset_name!r} disagree; give one")
+        dataset_name = name
     hint = (f"Pass encoding='cp1252' (a CSV saved by Excel) or encoding='latin-1' if the file is not {encoding}; "
             "check sep= and the quoting otherwise.")
     report = LoadReport("table", root=str(root), strict=strict)
