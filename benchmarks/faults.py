@@ -710,12 +710,25 @@ def table_cases(p: Probe) -> None:
             else ("WRONG", "texts changed on the way")
     p.case("table: empty, missing and 100,000-character texts", texts)
 
-    p.case("table: NaN label", lambda: refused(lambda: load(write("nanlabel", base + "r99,x,,train\n")),
-                                                 (DatasetError,), ["label", "line"]))
-    p.case("table: unknown label", lambda: refused(lambda: load(write("unknown", base + "r99,x,zzz,train\n"),
-                                                                 classes=["a", "b"]), (DatasetError,), ["zzz"]))
-    p.case("table: duplicate ids", lambda: refused(lambda: load(write("dup", base + "r3,again,a,train\n")),
-                                                     (DatasetError,), ["duplicate id", "row"]))
+    def skipped(folder: Path, bad_id: str, needles: Sequence[str], **kw) -> Tuple[str, str]:
+        """A malformed line is left out and reported with its line number (strict=True raises instead)."""
+        ds = load(folder, **kw)
+        rep = ds.spec.extra.get("load_report")
+        where = rep.where("skipped") if rep is not None else []
+        text = "; ".join(f"{r}: {n}" for r, n in rep.counts("skipped").items()) if rep is not None else ""
+        if (ds.df["text"] == "again").any() or bad_id in set(ds.df["id"]) and bad_id != "r3":
+            return "WRONG", "the malformed line was loaded"
+        if not where or "records.csv:42" not in where or not all(n.lower() in text.lower() for n in needles):
+            return "UNCLEAR", f"skipped without saying where or why: {where} {text}"
+        strict = refused(lambda: load(folder, strict=True, **kw), (DatasetError,), ["records.csv:42"])
+        if strict[0] != "refused":
+            return strict
+        return "refused", f"line 42 skipped and reported ({text}); strict=True raises"
+
+    p.case("table: NaN label", lambda: skipped(write("nanlabel", base + "r99,x,,train\n"), "r99", ["label"]))
+    p.case("table: unknown label", lambda: skipped(write("unknown", base + "r99,x,zzz,train\n"), "r99", ["label"],
+                                                   classes=["a", "b"]))
+    p.case("table: duplicate ids", lambda: skipped(write("dup", base + "r3,again,a,train\n"), "r3", ["one id"]))
 
     def escaping(value: str):
         def run():
