@@ -14,7 +14,7 @@ from utils.data.schema import as_list
 
 from . import fixtures_data as fd
 
-LOADER = {"fakeddit_simple": "fakeddit"}
+LOADER = {"fakeddit_simple": "fakeddit", "fakeddit_seed": "fakeddit"}
 
 
 def _load(name, fx, **kw):
@@ -44,6 +44,29 @@ def test_official_splits_row_by_row(name, tmp_path):
     ds = _load(name, fx)
     _compare(ds, fx.expected)
     assert len(data.check_media(ds)) == len(ds)  # every file exists
+
+
+ALL_FIXTURES = ["daquar", "coco_qa", "fakeddit", "fakeddit_simple", "fakeddit_seed", "recipes5k", "brset", "ham10000",
+                "satellite", "mimic_cxr", "musti", "esc50", "table"]
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_malformed_lines_are_recovered_or_skipped_and_counted(name, tmp_path, caplog):
+    """Each fixture carries realistic malformed lines: the loader recovers the unambiguous ones, skips the
+    others, and its report counts both and names the skipped lines (file:line)."""
+    fx = fd.build(name, tmp_path / name)
+    with caplog.at_level(logging.INFO, logger="utils.data"):
+        ds = _load(name, fx)
+    _compare(ds, fx.expected, splits_exact=False)
+    rep = ds.spec.extra["load_report"]
+    assert (rep.n_recovered, rep.n_skipped) == (fx.recovered, fx.skipped), str(rep)
+    assert sorted(rep.where("skipped")) == sorted(fx.skipped_at), str(rep)
+    assert rep.rows == len(ds)
+    if fx.skipped:
+        assert f"skipped {fx.skipped} record(s)" in caplog.text and fx.skipped_at[0] in caplog.text
+        assert f"skipped {fx.skipped} record(s)" in str(data.summary(ds, check_files=False))
+        with pytest.raises(DatasetError, match=rf"(?s)strict=True and {fx.skipped} record\(s\).*{fx.skipped_at[0]}"):
+            _load(name, fx, strict=True)
 
 
 @pytest.mark.parametrize("name", ["daquar", "coco_qa"])
@@ -80,12 +103,21 @@ def test_daquar_strips_the_image_reference_and_splits_answers():
     assert strip_image_reference("how many chairs are in this image12 ?") == "how many chairs are?"
 
 
-def test_daquar_odd_line_count_names_the_file(tmp_path):
+def test_daquar_lost_answer_skips_one_question_and_keeps_the_rest_in_step(tmp_path):
+    """An answer deleted in the middle would shift every later pair by one line: the loader tells questions
+    from answers, skips the question that lost its answer and reads the rest in step."""
     fx = fd.build("daquar", tmp_path / "d")
     p = fx.root / "qa.894.raw.test.txt"
-    p.write_text(p.read_text() + "what is this in the image3 ?\n")
-    with pytest.raises(DatasetError, match=r"qa\.894\.raw\.test\.txt.*odd number"):
-        _load("daquar", fx)
+    lines = p.read_text().splitlines()
+    assert not lines[3].endswith("?")  # the answer of the second test question
+    p.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
+    ds = _load("daquar", fx)
+    rep = ds.spec.extra["load_report"]
+    assert rep.lines("skipped", "question without an answer")[-1] == ("qa.894.raw.test.txt", 3)
+    exp = fx.expected[fx.expected["id"] != "test00001"]
+    _compare(ds, exp, splits_exact=False)  # every later question still has its own answer
+    with pytest.raises(DatasetError, match=r"qa\.894\.raw\.test\.txt:3: question without an answer"):
+        _load("daquar", fx, strict=True)
 
 
 def test_coco_qa_keeps_question_type_and_checks_alignment(tmp_path):
@@ -103,9 +135,13 @@ def test_fakeddit_label_options_and_stratified_subset(tmp_path):
     exp = fx.expected.set_index("id")
     six = _load("fakeddit", fx, label="6_way")
     assert six.spec.task == "multiclass" and six.spec.classes == [str(i) for i in range(6)]
-    assert (six.df.set_index("id")["label"] == exp.loc[six.df["id"], "6_way"]).all()
+    # the row whose 2-way label is 7 has good 3- and 6-way labels: loaded here, and only here
+    assert set(six.df["id"]) - set(exp.index) == {"tr003x"}
+    got = six.df[six.df["id"] != "tr003x"].set_index("id")["label"]
+    assert (got == exp.loc[got.index, "6_way"]).all()
     three = _load("fakeddit", fx, label="3_way")
-    assert (three.df.set_index("id")["label"] == exp.loc[three.df["id"], "3_way"]).all()
+    got = three.df[three.df["id"] != "tr003x"].set_index("id")["label"]
+    assert (got == exp.loc[got.index, "3_way"]).all()
     sub = _load("fakeddit", fx, subset=16, seed=0)
     assert 14 <= len(sub) <= 18 and sub.spec.variant == "2_way-n16-seed0"
     assert set(sub.df["label"]) == {"0", "1"} and set(sub.df["split"]) == {"train", "val", "test"}
@@ -115,12 +151,23 @@ def test_fakeddit_label_options_and_stratified_subset(tmp_path):
 
 def test_fakeddit_unknown_label_names_file_column_and_line(tmp_path):
     fx = fd.build("fakeddit", tmp_path / "f")
-    p = fx.root / "multimodal_validate.tsv"
-    df = pd.read_csv(p, sep="\t", index_col=0)
-    df.loc[3, "2_way_label"] = 7
-    df.to_csv(p, sep="\t")
-    with pytest.raises(DatasetError, match=r"'2_way_label' of .*multimodal_validate\.tsv.*line 5: '7'"):
-        _load("fakeddit", fx)
+    with pytest.raises(DatasetError, match=r"multimodal_train\.tsv:5: unknown label in '2_way_label' .*: '7'"):
+        _load("fakeddit", fx, strict=True)
+
+
+def test_fakeddit_seed_layout_finds_its_files_and_the_image_base(tmp_path, caplog):
+    """The BERT + CLIP classifier's files (*_filtered.tsv, image paths relative to the Drive root) load as
+    they are: detected from the names, the base folder found above root (logged) or given."""
+    fx = fd.build("fakeddit_seed", tmp_path / "drive")
+    with caplog.at_level(logging.INFO, logger="utils.data"):
+        ds = data.load("fakeddit", root=fx.root)
+    assert ds.spec.root == str(tmp_path / "drive") and "found above root" in caplog.text
+    assert ds.spec.variant == "2_way-simple" and ds.spec.task == "binary"
+    assert ds.df.set_index("id").loc["sva00", "text"] == "post 0 of val"  # the val file has 'title', not 'clean_title'
+    given = data.load("fakeddit", root=fx.root, image_base=str(tmp_path / "drive"))
+    assert given.spec.root == ds.spec.root and list(given.df["id"]) == list(ds.df["id"])
+    with pytest.raises(DatasetError, match="media file"):  # a wrong base names the missing files
+        data.load("fakeddit", root=fx.root, image_base=str(fx.root))
 
 
 def test_recipes5k_simplified_ingredients(tmp_path):
@@ -189,6 +236,50 @@ def test_satellite_rgb_png_tercile_and_municipality_split(tmp_path):
     assert epi_week(d.date(2017, 1, 1)) == (2017, 1) and epi_week(d.date(2015, 1, 3)) == (2014, 53) and epi_week(d.date(2016, 1, 2)) == (2015, 52)
 
 
+def _set_cases(path, weeks, value):
+    """Rewrite the Cases of ``weeks`` (1-based) for every municipality in the fixture's cases CSV."""
+    lines = path.read_text().splitlines()
+    out = [lines[0]]
+    for ln in lines[1:]:
+        f = ln.split(",")
+        if len(f) == 4 and f[2] in {str(w) for w in weeks} and f[3] != "n/a":
+            f[3] = str(value)
+        out.append(",".join(f))
+    path.write_text("\n".join(out) + "\n")
+
+
+@pytest.mark.parametrize("task", ["dengue_binary", "dengue_tercile"])
+def test_satellite_label_thresholds_are_fitted_on_training_weeks_only(task, tmp_path):
+    """Leakage (issue 10): with the time split, no training label may depend on a val or test count. Fitted
+    over all weeks (the old code) the median moves when the test weeks' counts change, and flips training
+    labels; fitted on the training weeks it does not."""
+    fx = fd.build("satellite", tmp_path / "s")
+    ds = _load("satellite", fx, task=task)
+    cases = fx.root / "10_municipalities" / "dengue_cases.csv"
+    for value in (1000, 0):
+        _set_cases(cases, weeks=(7, 8, 9, 10), value=value)  # every val and test week
+        again = _load("satellite", fx, task=task)
+        for split in ("train",):
+            a = ds.df[ds.df["split"] == split].set_index("id")["label"]
+            b = again.df.set_index("id").loc[a.index, "label"]
+            assert (a == b).all(), (value, a[a != b])
+        assert again.spec.extra["thresholds"] == ds.spec.extra["thresholds"]
+        if task == "dengue_binary":  # and the val / test labels follow the extreme counts through the train threshold
+            late = again.df[again.df["split"] != "train"]["label"]
+            assert set(late) == {"above_median" if value == 1000 else "not_above_median"}
+    # the thresholds are the training weeks' medians (written down independently in the fixture)
+    if task == "dengue_binary":
+        _compare(ds, fx.expected, splits_exact=True)
+
+
+def test_satellite_time_split_has_every_municipality_in_every_split_and_the_grouped_split_none(tmp_path):
+    fx = fd.build("satellite", tmp_path / "s")
+    by_time = _load("satellite", fx)
+    assert (by_time.df.groupby("code")["split"].nunique() == 3).all()  # what the docstring and README say
+    grouped = _load("satellite", fx, split="municipality")
+    assert (grouped.df.groupby("code")["split"].nunique() == 1).all() and "group" in grouped.df.columns
+
+
 def test_esc50_audio_only_and_esc10(tmp_path):
     fx = fd.build("esc50", tmp_path / "e")
     ds = data.load("esc50", root=fx.root)
@@ -200,7 +291,7 @@ def test_esc50_audio_only_and_esc10(tmp_path):
 def test_table_multilabel_template_and_missing_column(tmp_path):
     fx = fd.build("table", tmp_path / "t")
     df = pd.read_csv(fx.root / "records.csv")
-    df["tags"] = ["a;b", "b", "a"] * 9
+    df["tags"] = [["a;b", "b", "a"][i % 3] for i in range(len(df))]
     df.to_csv(fx.root / "records.csv", index=False)
     ds = data.load("table", root=fx.root, file="records.csv", text_template="{caption} ({class})", image_column="file",
                    label_column="tags", task="multilabel", label_sep=";")
@@ -234,21 +325,18 @@ def test_missing_column_names_file_and_column(name, file, column, tmp_path):
         _load(name, fx)
 
 
-def test_unknown_labels_name_the_line(tmp_path):
+def test_unknown_labels_are_skipped_and_named_and_strict_raises(tmp_path):
     fx = fd.build("ham10000", tmp_path / "h")
-    p = fx.root / "HAM10000_metadata.csv"
-    df = pd.read_csv(p)
-    df.loc[2, "dx"] = "melanoma"
-    df.to_csv(p, index=False)
-    with pytest.raises(DatasetError, match=r"column 'dx' of .*line 4: 'melanoma'"):
-        _load("ham10000", fx)
+    ds = _load("ham10000", fx)
+    rep = ds.spec.extra["load_report"]
+    assert rep.where("skipped", "unknown dx (classes ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc'])") == \
+        ["HAM10000_metadata.csv:7"]
+    assert ds.df.set_index("id").loc["ISIC_0000006", "label"] == "mel"  # written 'melanoma': recovered
+    with pytest.raises(DatasetError, match=r"HAM10000_metadata\.csv:7: unknown dx .*: 'keratosis'"):
+        _load("ham10000", fx, strict=True)
     fx = fd.build("brset", tmp_path / "b")
-    p = fx.root / "labels.csv"
-    df = pd.read_csv(p)
-    df.loc[0, "DR_ICDR"] = 9
-    df.to_csv(p, index=False)
-    with pytest.raises(DatasetError, match=r"DR_ICDR.*line 2: '9'"):
-        _load("brset", fx)
+    with pytest.raises(DatasetError, match=r"labels\.csv:6: DR_ICDR not 0-4: '9'"):
+        _load("brset", fx, strict=True)
 
 
 @pytest.mark.parametrize("name", ["recipes5k", "mimic_cxr", "coco_qa"])
@@ -278,12 +366,25 @@ def test_summary_counts(tmp_path):
     (fx.root / "images" / p.read_text().splitlines()[0]).unlink()
     ds = _load("recipes5k", fx, on_missing_image="ignore")
     s = data.summary(ds)
-    assert s.rows == 27 and s.splits.to_dict() == {"train": 15, "val": 6, "test": 6}
+    assert s.rows == 25 and s.splits.to_dict() == {"train": 14, "val": 5, "test": 6}  # 2 lines skipped
     assert s.classes.loc["sushi", "train"] == 5 and s.classes.loc["sushi", "total"] == 9
     assert s.missing_media == {"image": 1}
-    # 6 distinct ingredient lists over 27 rows -> 21 duplicated texts; every image is distinct
-    assert s.duplicates["text"] == 21 and s.duplicates["image"] == 0 and s.duplicates["text+image"] == 0
+    # 6 distinct ingredient lists over 25 rows -> 19 duplicated texts; every image is distinct
+    assert s.duplicates["text"] == 19 and s.duplicates["image"] == 0 and s.duplicates["text+image"] == 0
     assert s.text_length.loc["all", "min"] == 4 and s.text_length.loc["all", "max"] == 5
-    assert "train=15" in str(s) and "<b>recipes5k</b>" in s._repr_html_()
+    assert "train=14" in str(s) and "<b>recipes5k</b>" in s._repr_html_()
+    assert "recovered 4 line(s), skipped 2 record(s)" in str(s) and "annotations/val_images.txt:2" in s._repr_html_()
     ml = data.summary(_load("mimic_cxr", fd.build("mimic_cxr", tmp_path / "m")))
     assert ml.classes.loc["No Finding", "total"] == sum("No Finding" in v for v in fd.build("mimic_cxr", tmp_path / "m2").expected["label"])
+
+
+def test_save_summaries_writes_the_load_report(tmp_path):
+    import json
+
+    fx = fd.build("daquar", tmp_path / "d")
+    out = data.save_summaries({"daquar": data.summary(_load("daquar", fx)), "coco_qa": None}, tmp_path / "s.json")
+    rows = json.loads(out.read_text())
+    rep = rows[0]["load_report"]
+    assert rep["recovered"] == fx.recovered and rep["skipped"] == fx.skipped
+    assert rep["skipped_by_reason"]["question without an answer"] == 1 and rep["first_skipped"][0].startswith("qa.894")
+    assert rows[1] == {"dataset": "coco_qa", "loaded": False}

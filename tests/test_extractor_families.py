@@ -160,15 +160,15 @@ def test_reduced_precision_agrees_with_fp32_and_is_recorded(models, images, monk
             ext = extractors.create(spec, precision=precision, **opts)
             got = ext.encode(images, show_progress=False)
             assert _cos(got, ref).mean() >= 0.99, (spec, precision)
-            assert ext.config()["precision_resolved"] == precision
+            assert ext.resolved_precision() == precision and "precision_resolved" not in ext.config()
     # auto: bf16 on a CPU with native bf16, fp32 on one without (the manifest records which)
     import utils.runtime
 
     monkeypatch.setattr(utils.runtime, "cpu_has_bf16", lambda: True)
-    assert extractors.create(spec, **opts).config()["precision_resolved"] == "bf16"
+    assert extractors.create(spec, **opts).resolved_precision() == "bf16"
     monkeypatch.setattr(utils.runtime, "cpu_has_bf16", lambda: False)
-    cfg = extractors.create(spec, **opts).config()
-    assert cfg["precision_resolved"] == "fp32" and cfg["options"]["precision"] == "auto"
+    ext = extractors.create(spec, **opts)
+    assert ext.resolved_precision() == "fp32" and ext.config()["options"]["precision"] == "auto"
     with pytest.raises(ValueError, match="precision"):
         extractors.create(spec, precision="int8")
 
@@ -181,7 +181,7 @@ def test_manifest_records_precision(tmp_path, monkeypatch):
     store = embed(ds, "image", "timm:test_resnet", extractor_options={"pretrained": False, "precision": "bf16"},
                   show_progress=False)
     m = store.manifest()
-    assert m["extractor"]["options"]["precision"] == "bf16" and m["extractor"]["precision_resolved"] == "bf16"
+    assert m["extractor"]["options"]["precision"] == "bf16" and m["precision"] == "bf16" and store.precision == "bf16"
     assert store.aligned(ds.df["id"]).shape[0] == 40
 
 
@@ -258,7 +258,7 @@ def test_openai_float_and_base64_in_input_order(stub, fmt):
 
 def test_openai_retries_429_then_succeeds(stub, caplog):
     stub.script = [429, 500]
-    ext = extractors.create("openai:text-embedding-3-small", base_url=stub.url, backoff=0.01)
+    ext = extractors.create("openai:text-embedding-3-small", base_url=stub.url, backoff=0.01, dimensions=8)
     with caplog.at_level(logging.WARNING):
         got = ext.encode(["a cat"], show_progress=False)
     np.testing.assert_allclose(got[0], _Stub.vector("a cat", 8))
@@ -285,7 +285,7 @@ def test_openai_key_from_dotenv_and_missing_key_message(stub, monkeypatch, tmp_p
     with pytest.raises(ExtractorError, match="no API key"):
         extractors.create("openai:text-embedding-3-small").encode(["x"], show_progress=False)
     monkeypatch.setattr(config, "_dotenv_cache", {"OPENAI_API_KEY": stub.key})
-    got = extractors.create("openai:text-embedding-3-small", base_url=stub.url).encode(["x"], show_progress=False)
+    got = extractors.create("openai:text-embedding-3-small", base_url=stub.url, dimensions=8).encode(["x"], show_progress=False)
     assert got.shape == (1, 8) and stub.requests[-1]["auth"] == f"Bearer {stub.key}"
 
 

@@ -160,3 +160,38 @@ def test_run_seeds_spread_results_table_and_grid(tiny_bert, tiny_vit_folder, tmp
     assert len(pd.read_parquet(runs.runs_path())) == 11
     with pytest.raises(ValueError, match="unknown config keys"):
         runs.full_config({"kind": "embedding", "fusions": []})
+
+
+def test_end_to_end_records_build_in_linear_time():
+    """20,000 rows: the table's texts and paths are read once, not once per row (was quadratic: 2,000 rows 2.1 s)."""
+    import time
+
+    import pandas as pd
+    import torch
+
+    from utils.data import DatasetSpec, MultimodalDataset
+    from utils.experiment.baselines import record_datasets
+    from utils.models.losses import targets_tensor
+
+    n = 20_000
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "text": [f"text {i}" for i in range(n)],
+                       "image_path": [f"img/{i}.png" for i in range(n)], "label": ["a", "b"] * (n // 2),
+                       "split": (["train"] * 8 + ["val", "test"]) * (n // 10)})
+    ds = MultimodalDataset(df, DatasetSpec("big", "binary", ["a", "b"], root="/data"))
+    calls = {"items": 0}
+    items = ds.items
+
+    def counting(modality):
+        calls["items"] += 1
+        return items(modality)
+
+    ds.items = counting
+    t0 = time.perf_counter()
+    parts, records = record_datasets(ds, targets_tensor(ds.labels(), "binary"))
+    seconds = time.perf_counter() - t0
+    assert calls["items"] == 2 and seconds < 5.0  # texts and paths read once for all splits
+    assert len(records["train"]) == 16_000 and len(records["test"]) == 2_000
+    r = records["test"][5]
+    i = parts["test"][5]
+    assert r["id"] == f"r{i}" and r["text"] == f"text {i}" and r["image_path"] == f"/data/img/{i}.png"
+    assert torch.equal(r["labels"], targets_tensor(ds.labels(), "binary")[i])

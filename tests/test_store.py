@@ -196,3 +196,276 @@ def test_sigkill_during_extraction_then_rerun_resumes(tmp_path):
     b = EmbeddingStore(tmp_path / "ref" / "kill" / "text" / "slow_m").read()
     assert a[0].tolist() == b[0].tolist()
     np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
+
+
+# ------------------------------------------------------------------------------- issue 12: locks
+def _dead_pid():
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _write_lock(path, **owner):
+    from utils.store.locks import me
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**me(), "taken": 0, "token": "theirs", **owner}))
+
+
+def test_lock_names_its_owner_and_a_dead_owner_is_taken_over_at_once(tmp_path, caplog):
+    from utils.store.locks import me, read_owner, try_acquire
+
+    path = tmp_path / "locks" / "store.lock"
+    lock, owner = try_acquire(path)
+    assert lock is not None and owner is None
+    got = read_owner(path)
+    assert {got["pid"], got["host"]} == {me()["pid"], me()["host"]} and got["started"] and got["taken"]
+    assert try_acquire(path)[0] is None  # held by a live process (this one): not taken
+    lock.release()
+    assert not path.exists()
+    _write_lock(path, pid=_dead_pid())
+    with caplog.at_level(logging.WARNING, logger="utils"):
+        lock, _ = try_acquire(path)
+    assert lock is not None and "is not running" in caplog.text
+    lock.release()
+    _write_lock(path, started=12345.0)  # our pid, but the process holding it started at another time
+    lock, _ = try_acquire(path)
+    assert lock is not None
+    lock.release()
+
+
+def test_lock_of_another_host_waits_for_its_heartbeat_to_stop(tmp_path, monkeypatch):
+    import utils.store.locks as locks
+
+    path = tmp_path / "shard-000001.lock"
+    _write_lock(path, host="elsewhere", boot="x", pid_ns="y", pid=1)
+    assert locks.try_acquire(path)[0] is None  # first sight: its owner may be working
+    monkeypatch.setattr(locks, "STALE_AFTER_S", 0.05)
+    assert locks.try_acquire(path)[0] is None
+    import os
+    import time
+
+    os.utime(path)  # a heartbeat: the clock restarts
+    locks.try_acquire(path)
+    time.sleep(0.1)
+    lock, _ = locks.try_acquire(path)
+    assert lock is not None
+
+
+def test_a_merge_lock_left_by_a_killed_job_does_not_jam_the_store(tmp_path, caplog):
+    """Old code: `.finalize.lock` made every rerun log a false "embedded" and fail for an hour."""
+    ds = make_ds()
+    crashing = CountingExtractor(crash_on_call=3)
+    with pytest.raises(KeyboardInterrupt):
+        embed(ds, "text", crashing, root=tmp_path, shard_size=10, show_progress=False)
+    folder = tmp_path / "toy" / "text" / next(p.name for p in (tmp_path / "toy" / "text").iterdir())
+    _write_lock(folder / "locks" / "store.lock", pid=_dead_pid())
+    _write_lock(folder / "locks" / "shard-000002.lock", pid=_dead_pid())
+    ext = CountingExtractor()
+    with caplog.at_level(logging.INFO, logger="utils"):
+        store = embed(ds, "text", ext, root=tmp_path, shard_size=10, show_progress=False)
+    assert store.is_complete() and ext.calls == 1
+    assert not (folder / "locks").exists() or not list((folder / "locks").glob("*.lock"))
+    assert "embedded 25 text rows" in caplog.text
+
+
+def test_a_job_waits_for_a_shard_another_job_is_writing_and_reuses_it(tmp_path):
+    import threading
+    import time
+
+    from utils.store import EmbeddingStore
+
+    ds = make_ds(n=30)
+    ref = embed(ds, "text", CountingExtractor(), root=tmp_path / "ref", shard_size=10, show_progress=False)
+    store = embed(ds, "text", CountingExtractor(crash_on_call=99), root=tmp_path / "run", shard_size=10,
+                  show_progress=False, num_shards=3, shard=2)  # shard 2 written, store open
+    other = EmbeddingStore(store.folder)
+    claim = other.claim(1)  # "another job" is computing shard 1
+    done = {}
+
+    def finish():
+        time.sleep(0.6)
+        ids, vec = ref.read()
+        other.write_shard(1, ids[10:20].tolist(), np.asarray(vec[10:20]), {})
+        claim.release()
+        done["t"] = time.monotonic()
+
+    threading.Thread(target=finish).start()
+    ext = CountingExtractor()
+    out = embed(ds, "text", ext, root=tmp_path / "run", shard_size=10, show_progress=False)
+    assert ext.calls == 1 and "t" in done  # only shard 0: shard 1 was waited for, not computed twice
+    np.testing.assert_array_equal(np.asarray(out.read()[1]), np.asarray(ref.read()[1]))
+
+
+# ------------------------------------------------------------------------------- issue 12: integrity
+def _zero_rows(folder, lo, hi):
+    mm = np.load(folder / "vectors.npy", mmap_mode="r+")
+    mm[lo:hi] = 0
+    mm.flush()
+    del mm
+
+
+def test_same_size_damage_is_found_and_only_the_damaged_shard_recomputed(tmp_path, caplog):
+    from utils.store import StoreIntegrityError
+
+    ds = make_ds(n=47)
+    store = embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    good = store.aligned(ds.df.id)
+    _zero_rows(store.folder, 21, 24)
+    assert embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False).reused  # header ok
+    with pytest.raises(StoreIntegrityError, match=r"shard\(s\) \[2\].*verify='full'") as e:
+        store.aligned(ds.df.id)  # reading every row checks every byte
+    assert e.value.shards == [2]
+    report = store.verify()
+    assert not report.ok and report.damaged_shards == [2] and "vectors.npy" in str(report)
+    ext = CountingExtractor()
+    with caplog.at_level(logging.WARNING, logger="utils"):
+        embed(ds, "text", ext, root=tmp_path, shard_size=10, show_progress=False, verify="full")
+    assert ext.calls == 1 and "repaired the rows of shard 2" in caplog.text
+    np.testing.assert_array_equal(store.aligned(ds.df.id), good)
+    assert store.verify().ok
+
+
+def test_truncated_or_broken_files_name_the_file_and_the_fix(tmp_path):
+    from utils.store import StoreIntegrityError
+
+    ds = make_ds()
+    store = embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    vec = store.folder / "vectors.npy"
+    data = vec.read_bytes()
+    vec.write_bytes(data[:-40])
+    with pytest.raises(StoreIntegrityError, match="vectors.npy: it is .* bytes, expected .*truncated"):
+        store.read()
+    again = embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    assert vec.read_bytes() == data and not again.reused  # recomputed, bit-identical
+    store.manifest_path.write_text(store.manifest_path.read_text()[:50])
+    with pytest.raises(StoreIntegrityError, match="manifest.json is damaged.*overwrite=True"):
+        embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+
+
+def test_damaged_shards_are_recomputed_before_the_merge(tmp_path):
+    ds = make_ds(n=40)
+    with pytest.raises(KeyboardInterrupt):
+        embed(ds, "text", CountingExtractor(crash_on_call=4), root=tmp_path, shard_size=10, show_progress=False)
+    folder = next((tmp_path / "toy" / "text").iterdir())
+    np.save(folder / "shards" / "000001.npy", np.zeros((10, 6), np.float32))  # same size, other bytes
+    (folder / "shards" / "000002.failed.json").write_text("{broken")
+    ext = CountingExtractor()
+    store = embed(ds, "text", ext, root=tmp_path, shard_size=10, show_progress=False)
+    assert ext.calls == 3  # shard 3 was missing; 1 and 2 were damaged
+    ref = embed(ds, "text", CountingExtractor(), root=tmp_path / "ref", shard_size=10, show_progress=False)
+    np.testing.assert_array_equal(np.asarray(store.read()[1]), np.asarray(ref.read()[1]))
+
+
+def test_nan_rows_are_refused_at_write_and_reported_at_read(tmp_path, caplog):
+    from utils.store import EmbeddingStore
+
+    store = EmbeddingStore(tmp_path / "s")
+    store.open({"dataset": "d", "modality": "text", "extractor": {"id": "x"}, "fingerprint": "f", "count": 3,
+                "shard_size": 3, "normalized": False})
+    vec = np.ones((3, 2), np.float32)
+    vec[1] = np.nan
+    with pytest.raises(ValueError, match="NaN.*'b'"):
+        store.write_shard(0, ["a", "b", "c"], vec, {})
+    store.write_shard(0, ["a", "b", "c"], vec, {"b": "unreadable"})  # a failed row may hold anything
+    store.finalize(1)
+    _zero_rows(store.folder, 0, 0)
+    # a NaN that got in (a store from an older version): reported, not dropped silently
+    mm = np.load(store.folder / "vectors.npy", mmap_mode="r+")
+    mm[1] = np.nan
+    mm.flush()
+    del mm
+    m = store.manifest()
+    from utils.store.files import checksum
+
+    m["blocks"][0]["xxh3_128"] = checksum(np.load(store.folder / "vectors.npy").tobytes())
+    store.manifest_path.write_text(json.dumps(m))
+    with caplog.at_level(logging.WARNING, logger="utils"):
+        out = store.aligned(["a", "b", "c"], missing="nan")
+    assert store.nan_ids == ["c"] and "NaN" in caplog.text and np.isnan(out[2]).all()
+
+
+def test_full_disk_during_the_merge_is_a_clear_error_that_leaves_nothing(tmp_path):
+    import errno
+
+    import utils.store
+    from utils.store import StoreSpaceError
+
+    ds = make_ds()
+
+    def full(stage):
+        if stage == "merge.block":
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    utils.store.FAULT_HOOK = full
+    try:
+        with pytest.raises(StoreSpaceError, match=r"no space left on .* for .*vectors.npy: free [\d.]+ MB and run again"):
+            embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    finally:
+        utils.store.FAULT_HOOK = None
+    folder = next((tmp_path / "toy" / "text").iterdir())
+    assert not list(folder.rglob("*.tmp")) and not list(folder.glob("locks/*.lock"))
+    ext = CountingExtractor()
+    assert embed(ds, "text", ext, root=tmp_path, shard_size=10, show_progress=False).is_complete() and ext.calls == 0
+
+
+def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):
+    import utils.store.files as files
+    from utils.store import StoreSpaceError
+
+    monkeypatch.setattr(files, "free_bytes", lambda path: 100)
+    with pytest.raises(StoreSpaceError, match="no space left on"):
+        embed(make_ds(), "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+
+
+# ------------------------------------------------------------------ issue 11: precision is not identity
+class PrecisionExtractor(CountingExtractor):
+    resolved = "bf16"
+
+    def __init__(self):
+        super().__init__()
+        self.options["precision"] = "auto"
+
+    def resolved_precision(self, device=None):
+        return type(self).resolved
+
+
+def test_a_bf16_store_made_on_a_gpu_is_reused_on_a_laptop_and_shows_its_precision(tmp_path):
+    ds = make_ds()
+    store = embed(ds, "text", PrecisionExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    assert store.precision == "bf16" and store.manifest()["precision"] == "bf16"
+    PrecisionExtractor.resolved = "fp32"  # the laptop
+    try:
+        laptop = PrecisionExtractor()
+        again = embed(ds, "text", laptop, root=tmp_path, shard_size=10, show_progress=False)
+    finally:
+        PrecisionExtractor.resolved = "bf16"
+    assert again.reused and laptop.calls == 0 and again.precision == "bf16"
+    other = CountingExtractor()
+    other.options["precision"] = "fp32"  # an option the user set differs: another store, never mixed
+    assert embed(ds, "text", other, root=tmp_path, shard_size=10, show_progress=False).folder != store.folder
+    m = json.loads(store.manifest_path.read_text())
+    m["extractor"]["options"]["precision"] = "fp16"
+    store.manifest_path.write_text(json.dumps(m))
+    with pytest.raises(StoreMismatchError, match="extractor"):
+        embed(ds, "text", PrecisionExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+
+
+def test_a_store_written_before_checksums_is_upgraded_not_refused(tmp_path):
+    """A format-1 store (no checksums, fingerprint of file name + size) keeps working."""
+    ds = make_ds()
+    store = embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    m = store.manifest()
+    for key in ("files", "blocks", "checksum", "fingerprint_detail"):
+        m.pop(key)
+    m["format"] = 1
+    m["extractor"]["precision_resolved"] = "fp32"
+    store.manifest_path.write_text(json.dumps(m))
+    ext = CountingExtractor()
+    again = embed(ds, "text", ext, root=tmp_path, shard_size=10, show_progress=False)
+    assert again.reused and ext.calls == 0
+    m = again.manifest()
+    assert m["format"] == 2 and m["blocks"] and m["precision"] == "fp32" and again.verify().ok

@@ -49,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-options", default="{}", help='JSON dict of image extractor options, e.g. \'{"precision": "fp32"}\'')
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--embed-batch-size", type=int, default=32, help="rows per forward pass during extraction")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"--bootstrap must be >= 1 (1000 or more for reported intervals), got {a.bootstrap}")
     if a.batch_size < 2:
         raise SystemExit(f"--batch-size must be >= 2 (BatchNorm needs 2 rows per batch), got {a.batch_size}")
+    if a.embed_batch_size < 1:
+        raise SystemExit(f"--embed-batch-size must be >= 1, got {a.embed_batch_size}")
 
     from .config import results_dir
     from .experiment import MainJobConfig, format_table, setup_logging
@@ -87,9 +90,19 @@ def main(argv=None) -> int:
         dataset=a.dataset, dataset_options=dataset_options, text_extractor=a.text, image_extractor=a.image,
         extractor_options=options, epochs=a.epochs, batch_size=a.batch_size, seeds=seeds if len(seeds) > 1 else seeds[0],
         data_dir=a.data_dir, embeddings_dir=a.embeddings_dir, out_dir=a.results_dir, device=a.device,
-        report=not a.no_report, report_options={"n_resamples": a.bootstrap},
+        embed_batch_size=a.embed_batch_size, report=not a.no_report, report_options={"n_resamples": a.bootstrap},
     )
-    job = main_job(cfg)
+    from .data import DatasetError
+    from .experiment.main import JobConfigError
+    from .extractors.base import ExtractorError
+    from .store import StoreBusyError, StoreIntegrityError, StoreMismatchError, StoreSpaceError
+
+    try:
+        job = main_job(cfg)
+    except (JobConfigError, DatasetError, ExtractorError, StoreMismatchError, StoreIntegrityError, StoreBusyError,
+            StoreSpaceError) as e:  # the user's to fix, and the message says how: no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print()
     print(format_table(job.table))
     if job.report is not None:

@@ -1,7 +1,9 @@
 """``embed(dataset, modality, extractor)``: extract one modality of a dataset into the embedding store.
 
-Work is cut into shards of ``shard_size`` rows. A shard already on disk is never recomputed, so a run
-that was killed resumes where it stopped, and a finished store is reused without loading the model.
+Work is cut into shards of ``shard_size`` rows. A sound shard already on disk is never recomputed, so a
+run that was killed resumes where it stopped, and a finished store is reused without loading the model
+(after checking it; a damaged one is repaired). Two jobs started on the same store share the work: each
+shard is claimed by one job (an owner-aware lock), the other waits for it and reuses it.
 ``shard=i, num_shards=n`` makes this job take every n-th shard, so several jobs or machines can fill
 one store together; the job that writes the last shard consolidates it.
 
@@ -14,18 +16,21 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .config import embeddings_dir, library_versions, merge_config
-from .data.schema import MultimodalDataset
+from .data.schema import FINGERPRINT_MODES, MultimodalDataset
 from .extractors import Extractor, create
-from .io import atomic_write_json
-from .store import EmbeddingStore, store_for
+from .store import DamagedShardsError, EmbeddingStore, StoreIntegrityError, store_for
+from .store.locks import describe_owner
 
 log = logging.getLogger(__name__)
+
+POLL_S = 0.5  # how often a job waiting for another job's shards (or merge) looks again
 
 
 @dataclass
@@ -34,22 +39,29 @@ class EmbedConfig:
     batch_size: int = 32  # rows per forward pass
     device: Optional[str] = "auto"  # "auto": CUDA, then MPS, then CPU
     normalize: bool = False  # L2-normalise the stored vectors
-    shard_size: int = 1024  # rows per shard: the unit of resume and of parallel jobs
+    shard_size: int = 1024  # rows per shard: the unit of resume, of repair and of parallel jobs
     shard: int = 0  # this job's share: shards k with k % num_shards == shard
     num_shards: int = 1  # how many jobs fill the store together
     on_error: str = "raise"  # "raise" stops at an unreadable file; "skip" records it as failed and goes on
     overwrite: bool = False  # discard what the store folder held
     show_progress: bool = True  # a progress bar over rows
+    verify: str = "auto"  # reuse check: "auto" headers and sizes (every byte when the store is read whole), "full" every byte now, "header"
+    fingerprint: str = "stat"  # inputs' identity: "stat" (path, size, modification time) or "content" (a hash of each file)
+    wait: bool = True  # wait for shards (and a merge) another live job is writing, then reuse them
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not isinstance(self.shard_size, int) or self.shard_size < 1:
+            raise ValueError(f"shard_size must be an integer >= 1, got {self.shard_size!r}")
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"shard must be in [0, num_shards), got shard={self.shard}, num_shards={self.num_shards}")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.verify not in ("auto", "full", "header"):
+            raise ValueError(f"verify must be 'auto', 'full' or 'header', got {self.verify!r}")
+        if self.fingerprint not in FINGERPRINT_MODES:
+            raise ValueError(f"fingerprint must be one of {FINGERPRINT_MODES}, got {self.fingerprint!r}")
 
 
 @dataclass
@@ -86,8 +98,12 @@ def embed(
 
     ``config`` (an :class:`EmbedConfig`) and keyword ``options`` (its field names: ``root``,
     ``batch_size``, ``device``, ``normalize``, ``shard_size``, ``shard``, ``num_shards``, ``on_error``,
-    ``overwrite``, ``show_progress``) set how. Returns the :class:`~utils.store.EmbeddingStore`;
-    ``store.aligned(dataset.df["id"])`` gives the vectors in table order.
+    ``overwrite``, ``show_progress``, ``verify``, ``fingerprint``, ``wait``) set how. Returns the
+    :class:`~utils.store.EmbeddingStore`; ``store.aligned(dataset.df["id"])`` gives the vectors in table order.
+
+    A finished store is checked and reused; a damaged one is repaired (its damaged shards recomputed, or
+    the whole store when its index is damaged). Shards another live job is writing are waited for, not
+    computed twice.
     """
     cfg = merge_config(EmbedConfig, config, options, "embed")
     if isinstance(extractor, str):
@@ -103,7 +119,9 @@ def embed(
         "dataset": dataset.spec.key,
         "modality": modality,
         "extractor": extractor.config(),
-        "fingerprint": dataset.fingerprint(modality),
+        "fingerprint": dataset.fingerprint(modality, mode=cfg.fingerprint),
+        "fingerprint_detail": dataset.fingerprint_detail(modality, mode=cfg.fingerprint),
+        "fingerprint_legacy": lambda: dataset.fingerprint(modality, mode="legacy"),
         "count": n,
         "shard_size": int(cfg.shard_size),
         "normalized": bool(cfg.normalize),
@@ -111,49 +129,148 @@ def embed(
         "description": extractor.describe(),
     }
     store.open(header, overwrite=cfg.overwrite)
-    if store.is_complete():
-        m = store.manifest()
-        log.info(
-            "reusing cached %s embeddings of %s by %s: %d vectors at %s (no extraction needed)",
-            modality, dataset.spec.key, extractor.id, m.get("n_vectors", 0), store.folder,
-        )
-        store.reused = True  # type: ignore[attr-defined]
+    if store.manifest().get("complete") and not store.is_complete():
+        store.reset(f"{store.folder / 'vectors.npy'} is missing although the manifest says the store is finished")
+    job = _Job(dataset, modality, extractor, store, cfg)
+    if store.is_complete() and job.reuse():
         return store
 
     n_shards = max(1, math.ceil(n / cfg.shard_size))
     mine = [k for k in range(n_shards) if k % cfg.num_shards == cfg.shard]
-    todo = [k for k in mine if not store.has_shard(k)]
-    if len(todo) < len(mine):
-        log.info("resuming %s: %d of %d shard(s) already on disk", store.folder, len(mine) - len(todo), len(mine))
-    items = dataset.items(modality)
-    ids = dataset.df["id"].astype(str).tolist()
-    from tqdm.auto import tqdm
-
-    size = cfg.shard_size
-    bar = tqdm(total=sum(min(size, n - k * size) for k in todo), disable=not cfg.show_progress,
-               desc=f"{modality} -> {extractor.id}", unit="row")
-    for k in todo:
-        lo, hi = k * size, min(n, (k + 1) * size)
-        vectors = extractor.encode(items[lo:hi], batch_size=cfg.batch_size, device=cfg.device, normalize=cfg.normalize,
-                                   show_progress=False, on_error=cfg.on_error)
-        failed = {ids[lo + i]: reason for i, reason in extractor.last_failures.items()}
-        if failed:
-            log.warning("shard %d: %d row(s) could not be read and were recorded as failed", k, len(failed))
-        store.write_shard(k, ids[lo:hi], vectors, failed)
-        bar.update(hi - lo)
-    bar.close()
-    store.reused = False  # type: ignore[attr-defined]
-    if todo:  # the model is loaded now, so its description is complete (e.g. the resolved pooling)
-        m = store.manifest()
-        if m.get("description") != extractor.describe():
-            m["description"] = extractor.describe()
-            atomic_write_json(store.manifest_path, m)
-    if all(store.has_shard(k) for k in range(n_shards)):
-        store.finalize(n_shards)
+    done = [k for k in mine if store.shard_sound(k)]
+    if 0 < len(done) < len(mine):
+        log.info("resuming %s: %d of %d shard(s) already on disk", store.folder, len(done), len(mine))
+    job.fill([k for k in mine if k not in done])
+    store.reused = not job.rows_computed
+    if store.is_complete():
+        if job.rows_computed:
+            log.info("embedded %d %s rows of %s with %s (the store was finished by another job) -> %s",
+                     job.rows_computed, modality, dataset.spec.key, extractor.id, store.folder)
+        else:
+            log.info("reusing %s embeddings of %s that another job finished: %s", modality, dataset.spec.key, store.folder)
+        return store
+    missing = store.missing_shards(n_shards)
+    if missing:
+        log.info("this job's shards are done; %d other shard(s) of %s are not written yet (other jobs: shard=..., "
+                 "num_shards=%d)", len(missing), store.folder, cfg.num_shards)
+        return store
+    if job.merge(n_shards):
         m = store.manifest()
         if m.get("failed"):
             log.warning("%d row(s) have no vector (see store.failed)", len(m["failed"]))
-        log.info("embedded %d %s rows of %s with %s -> %s", n, modality, dataset.spec.key, extractor.id, store.folder)
-    else:
-        log.info("this job's shards are done; other shards of %s are still missing", store.folder)
+        log.info("embedded %d %s rows of %s with %s (%d computed by this job) -> %s", m.get("n_vectors", 0), modality,
+                 dataset.spec.key, extractor.id, job.rows_computed, store.folder)
     return store
+
+
+class _Job:
+    """One embed() call's work on a store: compute shards under claims, merge, check and repair."""
+
+    def __init__(self, dataset: MultimodalDataset, modality: str, extractor: Extractor, store: EmbeddingStore,
+                 cfg: EmbedConfig):
+        self.ds, self.modality, self.ext, self.store, self.cfg = dataset, modality, extractor, store, cfg
+        self.rows_computed = 0
+        self._items: Optional[List[Any]] = None
+        self._ids: List[str] = []
+
+    def compute(self, k: int) -> Tuple[List[str], np.ndarray, Dict[str, str]]:
+        """``(ids, vectors [rows, D], failed)`` of shard ``k``."""
+        if self._items is None:
+            self._items = self.ds.items(self.modality)
+            self._ids = self.ds.df["id"].astype(str).tolist()
+        size, n = self.cfg.shard_size, len(self.ds)
+        lo, hi = k * size, min(n, (k + 1) * size)
+        vectors = self.ext.encode(self._items[lo:hi], batch_size=self.cfg.batch_size, device=self.cfg.device,
+                                  normalize=self.cfg.normalize, show_progress=False, on_error=self.cfg.on_error)
+        failed = {self._ids[lo + i]: reason for i, reason in self.ext.last_failures.items()}
+        if failed:
+            log.warning("shard %d: %d row(s) could not be read and were recorded as failed", k, len(failed))
+        self.rows_computed += hi - lo
+        return self._ids[lo:hi], vectors, failed
+
+    def info(self) -> Dict[str, Any]:
+        """What the shard records about how it was made: the model's description, the resolved precision."""
+        out: Dict[str, Any] = {"description": self.ext.describe()}
+        if "precision" in self.ext.options:
+            out["precision"] = self.ext.resolved_precision()
+        return out
+
+    def fill(self, todo: List[int]) -> None:
+        """Compute every shard in ``todo`` that nobody else has written or is writing; wait for the others."""
+        from tqdm.auto import tqdm
+
+        size, n = self.cfg.shard_size, len(self.ds)
+        bar = tqdm(total=sum(min(size, n - k * size) for k in todo), disable=not self.cfg.show_progress,
+                   desc=f"{self.modality} -> {self.ext.id}", unit="row")
+        last_log = 0.0
+        try:
+            while todo:
+                waiting = []
+                for k in todo:
+                    if self.store.shard_sound(k):
+                        bar.update(min(size, n - k * size))
+                        continue
+                    lock = self.store.claim(k)
+                    if lock is None:
+                        waiting.append(k)
+                        continue
+                    with lock:
+                        if not self.store.shard_sound(k):
+                            if self.store.has_shard(k):
+                                self.store.remove_shard(k, self.store.check_shard(k) or "damaged")
+                            ids, vectors, failed = self.compute(k)
+                            self.store.write_shard(k, ids, vectors, failed, info=self.info())
+                    bar.update(min(size, n - k * size))
+                if not waiting or not self.cfg.wait:
+                    if waiting:
+                        log.info("%d shard(s) of %s are being written by another job; not waiting (wait=False)",
+                                 len(waiting), self.store.folder)
+                    return
+                if time.monotonic() - last_log > 30:
+                    log.info("waiting for %d shard(s) of %s that %s is writing", len(waiting), self.store.folder,
+                             describe_owner(self.store.shard_owner(waiting[0])))
+                    last_log = time.monotonic()
+                todo = waiting
+                time.sleep(POLL_S)
+        finally:
+            bar.close()
+
+    def merge(self, n_shards: int) -> bool:
+        """Merge the shards (recomputing any found damaged); True when the store is complete."""
+        for _ in range(3):
+            try:
+                if self.store.finalize(n_shards):
+                    return True
+                if not self.cfg.wait:
+                    log.info("%s is being merged by another job (wait=False)", self.store.folder)
+                    return False
+                self.store.wait_complete(n_shards, poll=POLL_S)
+                return True
+            except DamagedShardsError as e:
+                self.fill(e.shards)
+        raise StoreIntegrityError(f"{self.store.folder}: shards keep failing their check after being recomputed; "
+                                  "check the disk, then run again with overwrite=True")
+
+    def reuse(self) -> bool:
+        """Check a finished store and repair it when damaged. True when it can be used now without extraction."""
+        store, m = self.store, self.store.manifest()
+        report = store.verify(full=self.cfg.verify == "full")
+        if report.ok:
+            log.info("reusing cached %s embeddings of %s by %s: %d vectors at %s (no extraction needed; %s checked)",
+                     self.modality, self.ds.spec.key, self.ext.id, m.get("n_vectors", 0), store.folder,
+                     "every byte" if report.full else "headers and sizes")
+            if report.nan_ids:
+                log.warning("%s", report)
+            store.reused = True
+            return True
+        if report.damaged_shards and not report.rebuild:
+            log.warning("%s; recomputing shard(s) %s", report, report.damaged_shards)
+            for k in report.damaged_shards:
+                store.rewrite_block(k, *self.compute(k))
+            again = store.verify(full=True)
+            if again.ok:
+                store.reused = False
+                return True
+            report = again
+        store.reset(str(report))
+        return False

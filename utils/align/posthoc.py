@@ -211,7 +211,7 @@ class CCAAlign(Aligner):
 
     name = "cca"
 
-    def __init__(self, n_components: int = 16, max_iter: int = 500, solver: str = "svd", reg: float = 1e-3):
+    def __init__(self, n_components: int = 16, max_iter: int = 500, solver: str = "svd", reg: float = 1e-6):
         if solver not in ("svd", "nipals"):
             raise ValueError(f"cca: solver must be 'svd' or 'nipals', got {solver!r}")
         self.n_components, self.max_iter, self.solver, self.reg = n_components, max_iter, solver, float(reg)

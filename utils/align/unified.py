@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..features import split_rows, usable_rows
 from ..train.batches import TensorBatches
 from ..train.loop import TrainConfig, predict, train_loop
 from .contrastive import MultiModalInfoNCE, content_keys
@@ -107,9 +108,9 @@ def fit_unified(
     mods = list(vectors)
     if len(mods) < 2:
         raise ValueError(f"a unified space needs at least two modalities, got {mods}")
-    split = np.asarray(split)
-    complete = np.all([np.isfinite(np.asarray(vectors[m])).all(1) for m in mods], axis=0)
-    tr, va = np.flatnonzero(complete & (split == "train")), np.flatnonzero(complete & (split == "val"))
+    complete = np.all([usable_rows(np.asarray(vectors[m])) for m in mods], axis=0)
+    parts = split_rows(np.asarray(split), complete)
+    tr, va = parts["train"], parts["val"]
     if len(tr) < 4:
         raise ValueError(f"need at least 4 training rows with every modality {mods}, found {len(tr)}")
     if len(va) < 2:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from ..config import PathLike, data_dir
 from ..config import data_dir as default_data_dir
@@ -41,6 +43,8 @@ __all__ = [
     "SPLITS",
     "TASKS",
     "check_media",
+    "check_options",
+    "check_trainable",
     "encode_labels",
     "load",
     "names",
@@ -66,10 +70,13 @@ def names() -> List[str]:
 
 def load(
     name: str,
+    /,
     root: Optional[PathLike] = None,
     on_missing_image: str = "error",
     positive_class: Optional[str] = None,
     carve_val: bool = True,
+    allow_absolute_paths: bool = False,
+    media_check: str = "auto",
     **options: Any,
 ) -> MultimodalDataset:
     """Load dataset ``name`` from ``root`` (default: ``<data dir>/<name>``) as a validated table.
@@ -79,15 +86,105 @@ def load(
     ``positive_class``: for a binary task, the class scored as positive (``spec.classes[1]``); the class
     used is logged either way. ``carve_val``: a table with training rows but no validation rows gets a
     stratified (grouped, where it has groups) 10% of train as validation, with a warning; ``False`` raises.
-    Other options go to the loader (see each loader's docstring).
+    ``allow_absolute_paths``: media paths may be absolute or lead outside the dataset folder (by default
+    such rows are refused, so a table cannot make the framework read ``/etc/passwd``).
+    ``media_check``: how cached file facts are re-checked on a later load, ``"auto"``, ``"full"`` or
+    ``"folders"`` (see :mod:`utils.data.media`). Other options go to the loader (see each loader's
+    docstring); an unknown one is an error naming the accepted ones.
     """
+    from .media import CHECKS
+
     _import_builtin_loaders()
     loader = DATASETS.get(name)
+    if on_missing_image not in ("error", "drop", "ignore"):
+        raise DatasetError(f"on_missing_image must be 'error', 'drop' or 'ignore', got {on_missing_image!r}")
+    if media_check not in CHECKS:
+        raise DatasetError(f"media_check must be one of {CHECKS}, got {media_check!r}")
+    check_options(name, loader, options)
     folder = Path(root).expanduser().resolve() if root is not None else data_dir() / name
     ds = loader(folder, **options)
+    if allow_absolute_paths:
+        import dataclasses
+
+        ds = MultimodalDataset(ds.df, dataclasses.replace(ds.spec, absolute_paths=True), validate_rows=False)
     ds = set_positive_class(ds, positive_class)
     ds = ensure_validation(ds, carve_val)
-    return check_media(ds, on_missing_image)
+    return check_media(ds, on_missing_image, media_check)
+
+
+def loader_options(name: str, loader: Callable) -> Optional[List[str]]:
+    """The options loader ``name`` accepts (None when it cannot be told from its signature)."""
+    import inspect
+    import sys
+
+    def named(fn: Callable, skip: Sequence[str]) -> Tuple[List[str], bool]:
+        params = inspect.signature(fn).parameters.values()
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in skip]
+        return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+    names, open_ended = named(loader, ("root",))
+    if open_ended:  # the table loaders pass the rest on to frame_to_dataset, whose options are a dataclass
+        import dataclasses
+
+        inner = getattr(sys.modules.get(loader.__module__), "frame_to_dataset", None)
+        if inner is None:
+            return None
+        more, open_ended = named(inner, ("raw", "path", "root", "name", "options", "report", "variant", "description"))
+        fields_of = getattr(sys.modules.get(inner.__module__), "TableOptions", None)
+        if open_ended and fields_of is not None and dataclasses.is_dataclass(fields_of):
+            more += [f.name for f in dataclasses.fields(fields_of)]
+            open_ended = False
+        names += [m for m in more if m not in names]
+        if open_ended:
+            return None
+    return names
+
+
+LOAD_OPTIONS = ("on_missing_image", "positive_class", "carve_val", "allow_absolute_paths", "media_check")
+
+
+def check_options(name: str, loader: Callable, options: Dict[str, Any]) -> None:
+    """Refuse an option loader ``name`` does not know (or :func:`load` itself), before anything is read."""
+    accepted = loader_options(name, loader)
+    if accepted is None:
+        return
+    unknown = sorted(set(options) - set(accepted) - set(LOAD_OPTIONS))
+    if unknown:
+        import difflib
+
+        hints = [f"{u!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, accepted, 1)) else repr(u)
+                 for u in unknown]
+        raise DatasetError(f"load({name!r}): unknown option(s) {', '.join(hints)}; {name} accepts: "
+                           f"{', '.join(sorted(accepted))} (and {', '.join(LOAD_OPTIONS)})")
+
+
+def check_trainable(ds: MultimodalDataset, splits: Sequence[str] = SPLITS) -> None:
+    """Refuse, before any extraction, a dataset heads cannot be trained and scored on: an empty split, or
+    fewer than two classes in the training rows (a one-class table "scores" 1.000 and means nothing)."""
+    counts = ds.df["split"].value_counts()
+    empty = [s for s in splits if counts.get(s, 0) == 0]
+    if empty:
+        raise DatasetError(
+            f"dataset {ds.spec.key!r}: no rows in the {' and '.join(empty)} split(s) (rows per split: "
+            f"{ {s: int(counts.get(s, 0)) for s in SPLITS} }). Training needs train rows, early stopping val rows "
+            "and scoring test rows: fix the split column, or load with carve_val=True to carve val from train."
+        )
+    train = ds.df.loc[ds.df["split"] == "train", "label"]
+    if ds.spec.task == "multilabel":
+        y = ds.labels()[ds.split_mask("train")]  # [n_train, C]
+        positives = y.sum(axis=0)
+        if not ((positives > 0) & (positives < len(y))).any():
+            raise DatasetError(
+                f"dataset {ds.spec.key!r}: no label is both present and absent in the training rows, so there is "
+                "nothing to learn. Check the label column and the split."
+            )
+        return
+    present = sorted(set(train.astype(str).tolist()))
+    if len(present) < 2:
+        raise DatasetError(
+            f"dataset {ds.spec.key!r}: the training rows hold {len(present)} class(es) ({present}); a classifier needs "
+            f"at least two (the spec lists {ds.spec.classes}). Check the label column, or the split."
+        )
 
 
 def set_positive_class(ds: MultimodalDataset, positive_class: Optional[str]) -> MultimodalDataset:
@@ -125,10 +222,16 @@ def ensure_validation(ds: MultimodalDataset, carve: bool = True, fraction: float
     return MultimodalDataset(df, ds.spec, validate_rows=False)
 
 
-def check_media(ds: MultimodalDataset, on_missing: str = "error") -> MultimodalDataset:
-    """Check that every image/audio file the table names exists (see :func:`load`)."""
+def check_media(ds: MultimodalDataset, on_missing: str = "error", media_check: Optional[str] = None) -> MultimodalDataset:
+    """Check that every image/audio file the table names exists and lies inside the dataset root (see :func:`load`).
+
+    File facts are gathered once and cached (:mod:`utils.data.media`); the returned dataset keeps them, so
+    fingerprinting it for the embedding store stats nothing again.
+    """
     if on_missing not in ("error", "drop", "ignore"):
         raise ValueError(f"on_missing_image must be 'error', 'drop' or 'ignore', got {on_missing!r}")
+    if media_check is not None:
+        ds.media_check = media_check
     if on_missing == "ignore":
         return ds
     bad_rows: List[int] = []
@@ -136,17 +239,18 @@ def check_media(ds: MultimodalDataset, on_missing: str = "error") -> MultimodalD
     for modality in ds.spec.modalities:
         if modality == "text":
             continue
-        for row, path in enumerate(ds.items(modality)):
-            if path is None or not Path(path).is_file():
+        stats = ds.media_stats(modality)
+        for row in np.flatnonzero(stats.missing).tolist():
+            if row not in bad_rows:
                 bad_rows.append(row)
-                bad_paths.append(str(path))
+                bad_paths.append(str(stats.paths[row]))
     if not bad_rows:
         return ds
     if on_missing == "drop":
-        keep = sorted(set(range(len(ds))) - set(bad_rows))
-        log.warning("%s: dropped %d row(s) whose image/audio file is missing", ds.spec.key, len(set(bad_rows)))
-        out = MultimodalDataset(ds.df.iloc[keep].reset_index(drop=True), ds.spec, validate_rows=False)
-        out.dropped_missing = len(set(bad_rows))  # type: ignore[attr-defined]
+        keep = np.setdiff1d(np.arange(len(ds)), bad_rows)
+        log.warning("%s: dropped %d row(s) whose image/audio file is missing", ds.spec.key, len(bad_rows))
+        out = ds.take(keep)
+        out.dropped_missing = len(bad_rows)  # type: ignore[attr-defined]
         return out
     shown = "\n".join(
         f"  row {r} (id {ds.df['id'].iloc[r]!r}): {p}" for r, p in list(zip(bad_rows, bad_paths))[:10]
@@ -171,7 +275,7 @@ def _import_builtin_loaders() -> None:
     import pkgutil
 
     for mod in pkgutil.iter_modules(__path__):  # type: ignore[name-defined]
-        if mod.name not in ("schema", "splits", "download", "summary") and not mod.name.startswith("_"):
+        if mod.name not in ("schema", "splits", "download", "summary", "media") and not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")
 
 

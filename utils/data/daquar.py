@@ -9,25 +9,31 @@ Raw layout (as published)::
 Answers listing several objects ("book, scissor, papers") become several labels. The image reference is
 stripped from the question text. Official train/test; val is carved from train (stratified, seeded,
 grouped by image so one scene never sits in train and val).
+
+Quirks (counted in ``ds.spec.extra["load_report"]``): blank lines, stray whitespace, ``Image3`` /
+``image 3`` and upper-case answers are recovered; a question with no answer (or the reverse), a question
+naming no image and an empty answer are skipped; ``strict=True`` raises instead of skipping.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
 from . import register
 from ._common import require_file
-from .schema import DatasetError, DatasetSpec, MultimodalDataset
+from .quirks import LoadReport, attach
+from .schema import DatasetSpec, MultimodalDataset
 from .splits import carve_validation
 
 FILES = {"train": "qa.894.raw.train.txt", "test": "qa.894.raw.test.txt"}
 IMAGE_DIR = "nyu_depth_images"
 _IMAGE_REF = re.compile(r"\bimage(\d+)\b")
-_STRIP = re.compile(r"\s*(?:\b(?:in|of|on|at|from)\s+)?(?:\b(?:the|this)\s+)?\bimage\d+\b")
+_LOOSE_REF = re.compile(r"\bimage\s*(\d+)\b", re.IGNORECASE)  # "Image3", "image 3"
+_STRIP = re.compile(r"\s*(?:\b(?:in|of|on|at|from)\s+)?(?:\b(?:the|this)\s+)?\bimage\s*\d+\b", re.IGNORECASE)
 
 
 def strip_image_reference(question: str) -> str:
@@ -37,42 +43,81 @@ def strip_image_reference(question: str) -> str:
     return re.sub(r"\s{2,}", " ", q).strip()
 
 
-def parse_qa_file(path: Path) -> List[Dict[str, Any]]:
-    """Question/answer records of one DAQUAR file (blank lines ignored)."""
-    lines = [(i + 1, ln.strip()) for i, ln in enumerate(path.read_text(encoding="utf-8").splitlines())]
-    lines = [(n, ln) for n, ln in lines if ln]
-    if len(lines) % 2:
-        raise DatasetError(
-            f"daquar: {path} has an odd number of non-empty lines ({len(lines)}): questions and answers must "
-            f"alternate. The last one (line {lines[-1][0]}) has no partner; re-download the file."
-        )
-    out = []
-    for k in range(0, len(lines), 2):
-        (qn, q), (_, a) = lines[k], lines[k + 1]
+def _is_question(line: str) -> bool:
+    return line.endswith("?") or _LOOSE_REF.search(line) is not None
+
+
+def parse_qa_file(path: Path, report: Optional[LoadReport] = None) -> List[Dict[str, Any]]:
+    """Question/answer records of one DAQUAR file.
+
+    Lines alternate question / answer. A question ends with ``?`` or names an image; every other line is an
+    answer. Recovered (counted in ``report``): blank lines, stray whitespace, an image reference written
+    ``Image3`` or ``image 3``, answers in upper case. Skipped: a question with no answer, an answer with no
+    question, a question that names no image, an empty answer. Without a ``report`` a skip is an error.
+    """
+    rep = report if report is not None else LoadReport("daquar", strict=True)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out: List[Dict[str, Any]] = []
+    pending: Optional[Tuple[int, str, int]] = None  # (line, question, how many questions came before)
+    n_questions = 0
+    for n, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            rep.recovered(path, n, "blank line")
+            continue
+        if line != raw:
+            rep.recovered(path, n, "stray whitespace", raw)
+        if _is_question(line):
+            if pending is not None:
+                rep.skipped(path, pending[0], "question without an answer", pending[1])
+            pending = (n, line, n_questions)
+            n_questions += 1
+            continue
+        if pending is None:
+            rep.skipped(path, n, "answer without a question", line)
+            continue
+        qn, q, k = pending
+        pending = None
         m = _IMAGE_REF.search(q)
         if m is None:
-            raise DatasetError(
-                f"daquar: line {qn} of {path} names no image ('... in the imageN ?'): {q!r}. "
-                "Questions and answers may be out of step; re-download the file."
-            )
-        answers = [w.strip() for w in a.split(",") if w.strip()]
+            m = _LOOSE_REF.search(q)
+            if m is None:
+                rep.skipped(path, qn, "question names no image ('... in the imageN ?')", q)
+                continue
+            rep.recovered(path, qn, "image reference misspelt", m.group(0))
+        answers = [w.strip() for w in line.split(",") if w.strip()]
         if not answers:
-            raise DatasetError(f"daquar: empty answer after line {qn} of {path}")
-        out.append({"question": q, "image": f"image{m.group(1)}", "answers": answers})
+            rep.skipped(path, n, "empty answer", line)
+            continue
+        if any(a != a.lower() for a in answers):
+            rep.recovered(path, n, "inconsistent case", line)
+            answers = [a.lower() for a in answers]
+        out.append({"question": q, "image": f"image{m.group(1)}", "answers": answers, "line": qn, "index": k})
+    if pending is not None:
+        rep.skipped(path, pending[0], "question without an answer", pending[1])
+    if report is None:
+        rep.check()
     return out
 
 
 @register("daquar", task="multilabel", access="open")
-def load_daquar(root: Path, val_fraction: float = 0.1, seed: int = 0) -> MultimodalDataset:
-    """Load DAQUAR-894 (full). ``val_fraction`` of train (grouped by image) becomes val."""
+def load_daquar(root: Path, val_fraction: float = 0.1, seed: int = 0, strict: bool = False) -> MultimodalDataset:
+    """Load DAQUAR-894 (full). ``val_fraction`` of train (grouped by image) becomes val.
+
+    ``strict``: raise on a line that would be skipped (see :func:`parse_qa_file`) instead of skipping it.
+    Ids are ``<split><k>`` for the k-th question of the file (counting skipped ones), so a skipped or fixed
+    line does not renumber the others.
+    """
+    report = LoadReport("daquar", root=str(root), strict=strict)
     rows = []
     for split, fname in FILES.items():
-        for i, r in enumerate(parse_qa_file(require_file(root, fname, "daquar", "question/answer file"))):
+        for r in parse_qa_file(require_file(root, fname, "daquar", "question/answer file"), report):
             rows.append({
-                "id": f"{split}{i:05d}", "text": strip_image_reference(r["question"]),
+                "id": f"{split}{r['index']:05d}", "text": strip_image_reference(r["question"]),
                 "image_path": f"{IMAGE_DIR}/{r['image']}.png", "label": r["answers"], "split": split,
                 "image_id": r["image"], "question_raw": r["question"],
             })
+    report.finish(len(rows))
     df = pd.DataFrame(rows)
     df = carve_validation(df, val_fraction, seed, group_column="image_id")
     classes = sorted({a for lab in df["label"] for a in lab})
@@ -81,5 +126,6 @@ def load_daquar(root: Path, val_fraction: float = 0.1, seed: int = 0) -> Multimo
         text_template="the question with its image reference ('in the imageN') removed",
         variant="",  # the seed only moves rows between train and val
         description="DAQUAR-894 VQA: answer words as multilabel targets",
+        extra=attach({}, report),
     )
     return MultimodalDataset(df, spec)

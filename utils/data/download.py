@@ -253,8 +253,13 @@ def _verify(dest: Path, sha256: Optional[str], url: str) -> Path:
 # ------------------------------------------------------------------------------------------ archives
 
 
+MAX_EXPANSION_RATIO = 100  # an archive may unpack to this many times its own size ...
+MIN_EXPANSION_LIMIT = 100 << 20  # ... or to this many bytes, whichever is larger (pass max_bytes= to change)
+MAX_LINK_HOPS = 40  # symbolic links followed while resolving one path (as the kernel does)
+
+
 def _safe_target(target: Path, member: str) -> Path:
-    """The path ``member`` unpacks to, or DownloadError when it would land outside ``target``."""
+    """The path ``member`` unpacks to, or DownloadError when it is absolute or its ``..`` leave ``target``."""
     p = PurePosixPath(member.replace("\\", "/"))
     if p.is_absolute() or member.startswith(("/", "\\")) or (len(member) > 1 and member[1] == ":"):
         raise DownloadError(f"unsafe archive member {member!r}: absolute path. Refusing to extract.")
@@ -264,15 +269,105 @@ def _safe_target(target: Path, member: str) -> Path:
     return out
 
 
-def extract(archive: PathLike, target: PathLike) -> List[Path]:
+def _walk(target: Path, parts: Sequence[str], links: Dict[str, str], follow_last: bool) -> Optional[List[str]]:
+    """Resolve ``parts`` (relative to ``target``) through the archive's symbolic links (``links``: member ->
+    link text) and those already on disk, as the kernel would after extraction; None when it leaves ``target``
+    (``..`` above it, an absolute link) or loops."""
+    queue, stack, hops = list(parts), [], 0
+    while queue:
+        c = queue.pop(0)
+        if c in ("", "."):
+            continue
+        if c == "..":
+            if not stack:
+                return None
+            stack.pop()
+            continue
+        stack.append(c)
+        if not queue and not follow_last:
+            break
+        key = "/".join(stack)
+        link = links.get(key)
+        if link is None:
+            disk = target.joinpath(*stack)
+            if disk.is_symlink():
+                link = os.readlink(disk)
+        if link is None:
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS or link.startswith(("/", "\\")) or (len(link) > 1 and link[1] == ":"):
+            return None
+        stack.pop()
+        queue = list(PurePosixPath(link.replace("\\", "/")).parts) + queue
+    return stack
+
+
+def _check_tar_links(target: Path, members: Sequence[tarfile.TarInfo]) -> None:
+    """Refuse, before anything is written, any member whose path or link target leaves ``target`` once every
+    symbolic link of the archive exists, links that point through other links (``sub -> .``, then
+    ``esc -> sub/..``) included."""
+    links = {str(PurePosixPath(*PurePosixPath(m.name).parts)): m.linkname for m in members if m.issym()}
+    for m in members:
+        parts = PurePosixPath(m.name.replace("\\", "/")).parts
+        where = _walk(target, parts, links, follow_last=not m.issym())
+        if where is None:
+            raise DownloadError(f"unsafe archive member {m.name!r}: through the archive's links it lands outside "
+                                f"{target}. Refusing to extract.")
+        if m.issym():
+            dest = _walk(target, list(parts[:-1]) + list(PurePosixPath(m.linkname).parts), links, follow_last=True)
+        elif m.islnk():
+            dest = _walk(target, PurePosixPath(m.linkname).parts, links, follow_last=True)
+        else:
+            continue
+        if dest is None or PurePosixPath(m.linkname).is_absolute():
+            raise DownloadError(f"unsafe archive member {m.name!r}: link to {m.linkname!r} resolves outside {target} "
+                                "(directly or through other links). Refusing to extract.")
+
+
+def _size_limit(archive: Path, max_bytes: Optional[int]) -> int:
+    if max_bytes is not None:
+        return int(max_bytes)
+    return max(MIN_EXPANSION_LIMIT, MAX_EXPANSION_RATIO * archive.stat().st_size)
+
+
+def _check_size(archive: Path, target: Path, total: int, limit: int) -> None:
+    mb = lambda b: f"{b / (1 << 20):,.1f} MB"  # noqa: E731
+    if total > limit:
+        raise DownloadError(
+            f"{archive.name} would expand to {mb(total)} ({total / max(archive.stat().st_size, 1):,.0f} times its "
+            f"{mb(archive.stat().st_size)}), above the limit of {mb(limit)}: a decompression bomb, or a very large "
+            f"dataset. Nothing was extracted. If you trust it, call extract(..., max_bytes={total}) (or more)."
+        )
+    free = shutil.disk_usage(target).free
+    if total > free:
+        raise DownloadError(f"no space left on the disk of {target} for {archive.name}: it expands to {mb(total)}, "
+                            f"{mb(free)} are free. Free {mb(total - free)} and run again.")
+
+
+def _copy_capped(src, dst, budget: List[int], archive: Path) -> None:
+    """Copy ``src`` into ``dst`` while ``budget[0]`` bytes remain (an archive cannot write more than it declared)."""
+    while True:
+        block = src.read(1 << 20)
+        if not block:
+            return
+        budget[0] -= len(block)
+        if budget[0] < 0:
+            raise DownloadError(f"{archive.name} holds more data than its headers declare; refusing the rest.")
+        dst.write(block)
+
+
+def extract(archive: PathLike, target: PathLike, max_bytes: Optional[int] = None) -> List[Path]:
     """Unpack a zip / tar(.gz/.bz2/.xz) into ``target``; refuse members that would escape it.
 
-    Absolute paths, ``..`` components, links pointing outside ``target`` and device files are refused
-    before anything is written. Returns the extracted file paths.
+    Before anything is written: absolute paths, ``..`` components, links pointing outside ``target``
+    (directly or through chains of links, resolved as the kernel would) and device files are refused,
+    and the total unpacked size is checked against ``max_bytes`` (default: 100 times the archive's size,
+    at least 100 MB) and the free space. Returns the extracted file paths.
     """
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
     target = target.resolve()
+    limit = _size_limit(archive, max_bytes)
     written: List[Path] = []
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
@@ -281,6 +376,9 @@ def extract(archive: PathLike, target: PathLike) -> List[Path]:
                 _safe_target(target, info.filename)
                 if (info.external_attr >> 16) & 0o170000 == 0o120000:
                     raise DownloadError(f"unsafe archive member {info.filename!r}: symbolic link. Refusing to extract.")
+            total = sum(i.file_size for i in infos)
+            _check_size(archive, target, total, limit)
+            budget = [total]
             for info in infos:
                 out = _safe_target(target, info.filename)
                 if info.is_dir():
@@ -288,34 +386,33 @@ def extract(archive: PathLike, target: PathLike) -> List[Path]:
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with z.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                    _copy_capped(src, dst, budget, archive)
                 written.append(out)
         return written
     if tarfile.is_tarfile(archive):
         with tarfile.open(archive) as t:
             members = t.getmembers()
             for m in members:
-                out = _safe_target(target, m.name)
-                if m.issym() or m.islnk():
-                    link = PurePosixPath(m.linkname)
-                    base = out.parent if m.issym() else target
-                    dest = (base / Path(*link.parts)).resolve() if not link.is_absolute() else Path(m.linkname)
-                    if link.is_absolute() or (dest != target and target not in dest.parents):
-                        raise DownloadError(
-                            f"unsafe archive member {m.name!r}: link to {m.linkname!r} outside {target}. Refusing to extract."
-                        )
-                elif not (m.isfile() or m.isdir()):
+                _safe_target(target, m.name)
+                if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
                     raise DownloadError(f"unsafe archive member {m.name!r}: device or special file. Refusing to extract.")
+            _check_tar_links(target, members)
+            total = sum(m.size for m in members if m.isfile()) + sum(
+                next((x.size for x in members if x.name == m.linkname), 0) for m in members if m.islnk())
+            _check_size(archive, target, total, limit)
+            budget = [total]
             for m in members:
-                out = _safe_target(target, m.name)
+                out = target.joinpath(*PurePosixPath(m.name.replace("\\", "/")).parts)
                 if m.isdir():
                     out.mkdir(parents=True, exist_ok=True)
                 elif m.isfile():
                     out.parent.mkdir(parents=True, exist_ok=True)
+                    if out.is_symlink():
+                        out.unlink()
                     src = t.extractfile(m)
                     assert src is not None
                     with src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
+                        _copy_capped(src, dst, budget, archive)
                     written.append(out)
                 else:  # a link checked above to stay inside target
                     out.parent.mkdir(parents=True, exist_ok=True)
@@ -324,7 +421,8 @@ def extract(archive: PathLike, target: PathLike) -> List[Path]:
                     if m.issym():
                         os.symlink(m.linkname, out)
                     else:
-                        shutil.copyfile(_safe_target(target, m.linkname), out)
+                        with open(_safe_target(target, m.linkname), "rb") as src, open(out, "wb") as dst:
+                            _copy_capped(src, dst, budget, archive)
                     written.append(out)
         return written
     raise DownloadError(f"{archive} is neither a zip nor a tar archive")

@@ -15,6 +15,12 @@ Folds: ``test_fold`` (default 5) is test, ``val_fold`` (default 4) is val, the r
 With them every clip carries its class's text and image: useful to build a unified text-image-audio
 space, but the text and image then encode the label (they are chosen by class), so heads trained on
 them measure nothing about sound: say so when reporting.
+
+Quirks (counted in ``ds.spec.extra["load_report"]``): stray whitespace, blank lines, a category in another
+case or misspelt (its target number says which class it is), numbers written ``5.0``, exact duplicate rows
+and class names of ``class_texts`` in another case are recovered; a row whose fold or target is not a
+whole number, whose category names another target's class, or that shares a file name with a different
+row, is skipped (``strict=True`` raises instead).
 """
 
 from __future__ import annotations
@@ -26,12 +32,56 @@ from typing import Dict, List, Optional
 import pandas as pd
 
 from . import register
-from ._common import read_table, rel, require_columns, require_file, variant
+from ._common import (canonical, drop_duplicates, fold_map, is_missing, read_table, rel, require_columns, require_file,
+                      to_number, variant)
+from .quirks import LoadReport, attach
 from .schema import DatasetError, DatasetSpec, MultimodalDataset
 
 log = logging.getLogger(__name__)
 
 _IMAGES = (".jpg", ".jpeg", ".png")
+
+
+def _clips(meta: pd.DataFrame, path: Path, report: LoadReport) -> pd.DataFrame:
+    """Rows of ``esc50.csv`` with a clean file name, whole fold and target, and a category that agrees with
+    the target (a misspelt one is recovered from the target, a different class skips the row)."""
+    rows = []
+    for line, r in zip(meta.index, meta.to_dict("records")):
+        fname, cat = r["filename"], r["category"]
+        if is_missing(fname) or is_missing(cat):
+            report.skipped(path, line, "missing filename" if is_missing(fname) else "missing category")
+            continue
+        fold, fhow = to_number(r["fold"])
+        target, thow = to_number(r["target"])
+        if fold is None or fold != int(fold) or target is None or target != int(target):
+            report.skipped(path, line, "fold not a whole number" if fold is None or fold != int(fold) else "target not a whole number",
+                           r["fold"] if fold is None else r["target"])
+            continue
+        if fhow or thow:
+            report.recovered(path, line, "bad number", r["fold"] if fhow else r["target"])
+        name = str(fname)
+        if name != name.strip():
+            report.recovered(path, line, "stray whitespace", name)
+        rows.append({"line": line, "filename": name.strip(), "fold": int(fold), "target": int(target),
+                     "category": str(cat), "esc10": r.get("esc10")})
+    df = pd.DataFrame(rows, columns=["line", "filename", "fold", "target", "category", "esc10"])
+    # the name of each target: its most common spelling (ESC-50 names are lower case)
+    clean = df["category"].str.strip().str.lower()
+    names = {t: part.value_counts().index[0] for t, part in clean.groupby(df["target"])}
+    known = set(names.values())
+    keep = []
+    for k, (line, raw, c, t) in enumerate(zip(df["line"], df["category"], clean, df["target"])):
+        if c == names[t]:
+            if raw != c:
+                report.recovered(path, line, "inconsistent case" if raw.strip() == raw else "stray whitespace", raw)
+        elif c in known:
+            report.skipped(path, line, f"category {c!r} is the name of another target than {t}", raw)
+            continue
+        else:
+            report.recovered(path, line, f"category misspelt (target {t} is {names[t]!r})", raw)
+        keep.append(k)
+    df = df.iloc[keep].assign(category=lambda d: d["target"].map(names)).set_index("line")
+    return drop_duplicates(df, "filename", report, path, "filename")
 
 
 @register("esc50", task="multiclass", access="open")
@@ -42,34 +92,50 @@ def load_esc50(
     esc10: bool = False,
     class_images: Optional[str] = None,
     class_texts: Optional[str] = None,
+    strict: bool = False,
 ) -> MultimodalDataset:
-    """Load ESC-50 (audio; plus per-class text and image when ``class_texts`` / ``class_images`` are given)."""
+    """Load ESC-50 (audio; plus per-class text and image when ``class_texts`` / ``class_images`` are given).
+
+    ``strict``: raise on a line that would be skipped instead of skipping it (see the module docstring).
+    """
     if not (root / "meta" / "esc50.csv").is_file() and (root / "ESC-50-master" / "meta" / "esc50.csv").is_file():
         root = root / "ESC-50-master"
+    report = LoadReport("esc50", root=str(root), strict=strict)
     path = require_file(root, "meta/esc50.csv", "esc50", "clip metadata")
-    meta = read_table(path, "esc50")
+    meta = read_table(path, "esc50", report=report, dtype={"filename": str, "category": str})
     require_columns(meta, ["filename", "fold", "target", "category"], path, "esc50")
     if esc10:
         require_columns(meta, ["esc10"], path, "esc50")
-        meta = meta[meta["esc10"].astype(str).str.lower().isin(["true", "1"])].reset_index(drop=True)
-    folds = set(meta["fold"].astype(int))
+    meta = _clips(meta, path, report)
+    if esc10:
+        meta = meta[meta["esc10"].astype(str).str.strip().str.lower().isin(["true", "1"])]
+    folds = set(meta["fold"])
     for f in (test_fold, val_fold):
         if f is not None and f not in folds:
             raise DatasetError(f"esc50: fold {f} is not in {path} (folds {sorted(folds)})")
     order = meta.drop_duplicates("target").sort_values("target")
     classes = order["category"].astype(str).tolist()
-    split = ["test" if f == test_fold else "val" if f == val_fold else "train" for f in meta["fold"].astype(int)]
+    split = ["test" if f == test_fold else "val" if f == val_fold else "train" for f in meta["fold"]]
     df = pd.DataFrame({
-        "id": meta["filename"].astype(str).str.replace(r"\.wav$", "", regex=True),
-        "audio_path": ["audio/" + f for f in meta["filename"].astype(str)],
-        "label": meta["category"].astype(str), "split": split, "fold": meta["fold"].astype(int),
+        "id": meta["filename"].str.replace(r"\.wav$", "", regex=True).tolist(),
+        "audio_path": ["audio/" + f for f in meta["filename"]],
+        "label": meta["category"].tolist(), "split": split, "fold": meta["fold"].tolist(),
     })
     modalities = ["audio"]
     if class_texts:
         tpath = require_file(root, class_texts, "esc50", "per-class texts (columns class, text)")
-        t = read_table(tpath, "esc50")
+        t = read_table(tpath, "esc50", report=report)
         require_columns(t, ["class", "text"], tpath, "esc50")
-        texts: Dict[str, str] = dict(zip(t["class"].astype(str), t["text"].astype(str)))
+        known = fold_map(classes)
+        texts: Dict[str, str] = {}
+        for line, c, text in zip(t.index, t["class"], t["text"]):
+            name, how = canonical(c, known)
+            if name is None or is_missing(text):
+                report.skipped(tpath, line, "class not in esc50.csv" if name is None else "missing text", c)
+                continue
+            if how:
+                report.recovered(tpath, line, how, c)
+            texts[name] = str(text)
         lacking = sorted(set(df["label"]) - set(texts))
         if lacking:
             raise DatasetError(f"esc50: {tpath} has no text for class(es) {lacking[:10]}; add a 'class, text' row for each.")
@@ -88,10 +154,11 @@ def load_esc50(
         k_in_class = df.groupby("label").cumcount()
         df["image_path"] = [per_class[c][k % len(per_class[c])] for c, k in zip(df["label"], k_in_class)]
         modalities.insert(len(modalities) - 1, "image")
+    report.finish(len(df))
     spec = DatasetSpec(
         name="esc50", task="multiclass", classes=[c for c in classes if c in set(df["label"])], root=str(root),
         modalities=modalities, text_template="the class text from " + class_texts if class_texts else "",
         variant=variant("esc10" if esc10 else "", "classmedia" if (class_texts or class_images) else ""),
-        description="ESC-50 environmental sounds, 5 folds",
+        description="ESC-50 environmental sounds, 5 folds", extra=attach({}, report),
     )
     return MultimodalDataset(df, spec)

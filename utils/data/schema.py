@@ -5,22 +5,30 @@ Columns of ``df``:
 ============  =========================================================================
 ``id``        unique string
 ``text``      string, or missing (NaN/None): extractors embed missing text as ""
-``image_path`` string, absolute or relative to ``spec.root`` (optional when ``spec.modalities``
-              has no image)
+``image_path`` string, relative to ``spec.root`` (optional when ``spec.modalities`` has no image).
+              A path that is absolute or leads outside the root is refused unless
+              ``spec.absolute_paths`` is True (``load(..., allow_absolute_paths=True)``); a spec
+              without a root takes paths as they are.
 ``audio_path`` optional, like ``image_path``
 ``label``     a class name (binary / multiclass) or a list of class names (multilabel)
 ``split``     one of ``train``, ``val``, ``test``
 ``group``     optional: patient, lesion or place; grouped splits keep a group in one split
 ============  =========================================================================
+
+The input fingerprint (what the embedding store compares before reusing vectors) covers the ids and,
+per modality, the texts, or each file's path, size and modification time (``mode="stat"``) or a hash
+of its bytes (``mode="content"``, which survives copying the dataset elsewhere). File facts come from
+:mod:`utils.data.media`: checked once and cached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -29,6 +37,7 @@ TASKS = ("binary", "multiclass", "multilabel")
 SPLITS = ("train", "val", "test")
 MODALITIES = ("text", "image", "audio")
 _MODALITY_COLUMN = {"text": "text", "image": "image_path", "audio": "audio_path"}
+FINGERPRINT_MODES = ("stat", "content")
 
 
 class DatasetError(ValueError):
@@ -48,6 +57,7 @@ class DatasetSpec:
     variant: str = ""  # options that change the rows (size, seed, task...): part of the cache key
     description: str = ""
     extra: Dict[str, Any] = field(default_factory=dict)
+    absolute_paths: bool = False  # media paths may be absolute or lead outside root (off: such rows are refused)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -76,14 +86,19 @@ class DatasetSpec:
 
 
 class MultimodalDataset:
-    """A validated table (``df``) with its :class:`DatasetSpec` (``spec``)."""
+    """A validated table (``df``) with its :class:`DatasetSpec` (``spec``).
 
-    def __init__(self, df: pd.DataFrame, spec: DatasetSpec, validate_rows: bool = True):
+    ``media_check`` says how cached file facts are re-checked (see :mod:`utils.data.media`).
+    """
+
+    def __init__(self, df: pd.DataFrame, spec: DatasetSpec, validate_rows: bool = True, media_check: str = "auto"):
         df = df.reset_index(drop=True)
         if validate_rows:
             validate(df, spec)
         self.df = df
         self.spec = spec
+        self.media_check = media_check
+        self._media: Dict[Tuple[str, bool], Any] = {}  # (modality, content) -> MediaStats, filled on first use
 
     def __len__(self) -> int:
         return len(self.df)
@@ -95,18 +110,36 @@ class MultimodalDataset:
             f"rows={len(self.df)}: " + ", ".join(f"{s}={counts[s]}" for s in SPLITS) + ")"
         )
 
+    def take(self, rows: Sequence[int]) -> "MultimodalDataset":
+        """The dataset restricted to ``rows`` (positions), keeping the file facts already gathered."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = MultimodalDataset(self.df.iloc[rows].reset_index(drop=True), self.spec, validate_rows=False,
+                                media_check=self.media_check)
+        out._media = {key: stats.subset(rows) for key, stats in self._media.items()}
+        return out
+
     def split_mask(self, split: str) -> np.ndarray:
         return (self.df["split"] == split).to_numpy()
 
-    def items(self, modality: str) -> List[Any]:
-        """Inputs of one modality in table order: texts (missing -> "") or absolute file paths."""
+    def _column(self, modality: str) -> List[Any]:
         col = _MODALITY_COLUMN[modality]
         if col not in self.df.columns:
             raise DatasetError(f"dataset {self.spec.key!r} has no {col!r} column (modality {modality!r})")
-        values = self.df[col]
+        return self.df[col].tolist()
+
+    def items(self, modality: str) -> List[Any]:
+        """Inputs of one modality in table order: texts (missing -> "") or absolute file paths (missing -> None).
+
+        Media paths resolve inside ``spec.root``; rows whose path is absolute or leads outside it raise
+        :class:`DatasetError` (unless ``spec.absolute_paths``).
+        """
         if modality == "text":
-            return ["" if _is_missing(v) else str(v) for v in values]
-        return [None if _is_missing(v) else str(self.resolve_path(v)) for v in values]
+            return ["" if _is_missing(v) else str(v) for v in self._column("text")]
+        paths, bad = resolve_media(self._column(modality), self.spec.root, self.spec.absolute_paths)
+        if bad:
+            col = _MODALITY_COLUMN[modality]
+            raise DatasetError(outside_root_message(self, col, bad))
+        return paths
 
     def resolve_path(self, path: str) -> Path:
         p = Path(path)
@@ -118,21 +151,115 @@ class MultimodalDataset:
         """Encoded targets: ``[N]`` int64 class indices (binary, multiclass) or ``[N, C]`` float32 (multilabel)."""
         return encode_labels(self.df["label"], self.spec)
 
-    def fingerprint(self, modality: str) -> str:
-        """Hash of ids and the inputs of one modality (text content; file path and size for files)."""
+    def media_stats(self, modality: str, content: bool = False):
+        """Existence, size and time (and with ``content`` a hash) of each file of ``modality``: a
+        :class:`~utils.data.media.MediaStats`, computed once per dataset object and cached on disk."""
+        from .media import media_stats, table_key
+
+        got = self._media.get((modality, content)) or (self._media.get((modality, True)) if not content else None)
+        if got is None:
+            col = pd.Series(self._column(modality), dtype=object)
+            values = [None if m else v for v, m in zip(col.astype(str).tolist(), col.isna().tolist())]
+            key = table_key(os.path.abspath(self.spec.root) if self.spec.root else None, modality, values)
+            got = media_stats(self.items(modality), key, self.media_check, content=content)
+            self._media[(modality, content)] = got
+        return got
+
+    def fingerprint(self, modality: str, mode: str = "stat") -> str:
+        """Hash of the ids and the inputs of one modality: texts; for files their path (as in the table), size
+        and modification time (``mode="stat"``) or a hash of their bytes (``mode="content"``)."""
+        if modality == "text":
+            return self._text_fingerprint()
+        if mode == "legacy":
+            return self._legacy_fingerprint(modality)
+        if mode not in FINGERPRINT_MODES:
+            raise ValueError(f"fingerprint mode must be one of {FINGERPRINT_MODES}, got {mode!r}")
+        stats = self.media_stats(modality, content=mode == "content")
+        h = _media_hash(mode, self.spec.key, self.df["id"].astype(str).tolist(), self._column(modality))
+        if mode == "content":
+            h.update("\0".join(stats.content or []).encode())
+        else:
+            h.update(stats.size.tobytes())
+            h.update(stats.mtime_ns.tobytes())
+        return h.hexdigest()
+
+    def fingerprint_detail(self, modality: str, mode: str = "stat") -> Dict[str, str]:
+        """What helps explain a fingerprint mismatch: the mode, and for files the hash without modification times."""
+        if modality == "text":
+            return {"mode": "text"}
+        stats = self.media_stats(modality, content=mode == "content")
+        h = _media_hash("sizes", self.spec.key, self.df["id"].astype(str).tolist(), self._column(modality))
+        h.update(stats.size.tobytes())
+        return {"mode": mode, "without_times": h.hexdigest()}
+
+    def _text_fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(self.spec.key.encode())
-        for rid, item in zip(self.df["id"], self.items(modality)):
+        for rid, item in zip(self.df["id"].tolist(), self.items("text")):
             h.update(str(rid).encode() + b"\x00")
-            if modality == "text" or item is None:
-                h.update(str(item).encode() + b"\x01")
+            h.update(str(item).encode() + b"\x01")
+        return h.hexdigest()
+
+    def _legacy_fingerprint(self, modality: str) -> str:
+        """The fingerprint as versions before checksums computed it (file name and size): to accept their stores."""
+        h = hashlib.sha256()
+        h.update(self.spec.key.encode())
+        stats = self.media_stats(modality)
+        for rid, item, size in zip(self.df["id"].tolist(), self.items(modality), stats.size.tolist()):
+            h.update(str(rid).encode() + b"\x00")
+            if item is None:
+                h.update(b"None\x01")
             else:
-                try:
-                    size = Path(item).stat().st_size
-                except OSError:
-                    size = -1
                 h.update(f"{Path(item).name}:{size}".encode() + b"\x01")
         return h.hexdigest()
+
+
+def _media_hash(mode: str, key: str, ids: List[str], values: List[Any]):
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    h.update(f"{mode}\0{key}\0{len(ids)}\0".encode())
+    h.update("\0".join(ids).encode("utf-8", "surrogatepass"))
+    text = pd.Series(list(values), dtype=object)
+    h.update("\1".join(text.where(text.notna(), "").astype(str).tolist()).encode("utf-8", "surrogatepass"))
+    return h
+
+
+def resolve_media(values: Sequence[Any], root: Optional[str], absolute_ok: bool = False
+                  ) -> Tuple[List[Optional[str]], List[int]]:
+    """Absolute paths of media ``values`` under ``root``, and the rows whose path is absolute or escapes it.
+
+    Checked lexically (``..`` components), so a symbolic link the user placed inside the root is followed.
+    Without a root, paths are taken as they are. Vectorised (400,000 rows in a fraction of a second).
+    """
+    s = pd.Series(list(values), dtype=object)
+    missing = s.isna().to_numpy()
+    text = s.where(~missing, "").astype(str)
+    if not root:
+        return [None if m else v for v, m in zip(text.tolist(), missing)], []
+    base = os.path.abspath(root)
+    prefix = base.rstrip(os.sep) + os.sep
+    absolute = (text.str.startswith("/") | text.str.startswith("\\") | text.str.match(r"[A-Za-z]:[\\/]")).to_numpy() & ~missing
+    joined = (prefix + text).tolist()
+    paths: List[Optional[str]] = [v if a else j for v, j, a in zip(text.tolist(), joined, absolute)]
+    bad: List[int] = []
+    if not absolute_ok:
+        bad = np.flatnonzero(absolute).tolist()
+        for i in np.flatnonzero(text.str.contains("..", regex=False).to_numpy() & ~absolute & ~missing).tolist():
+            if not os.path.normpath(paths[i]).startswith(prefix):  # type: ignore[arg-type]
+                bad.append(i)
+        bad.sort()
+    for i in np.flatnonzero(missing).tolist():
+        paths[i] = None
+    return paths, bad
+
+
+def outside_root_message(ds: "MultimodalDataset", column: str, rows: Sequence[int]) -> str:
+    shown = "; ".join(f"row {r} (id {ds.df['id'].iloc[r]!r}): {ds.df[column].iloc[r]!r}" for r in list(rows)[:5])
+    more = f" (and {len(rows) - 5} more)" if len(rows) > 5 else ""
+    return (f"dataset {ds.spec.key!r}: {len(rows)} {column} value(s) are absolute or lead outside the dataset root "
+            f"{ds.spec.root}: {shown}{more}. Make them relative to the root, or pass allow_absolute_paths=True to "
+            "utils.data.load (spec.absolute_paths=True) if they are meant to point elsewhere.")
 
 
 def _is_missing(v: Any) -> bool:
@@ -169,6 +296,13 @@ def as_list(label: Any) -> List[Any]:
     return [label]
 
 
+def not_strings(column: pd.Series) -> List[int]:
+    """Rows of ``column`` that hold neither a string nor a missing value (fast when the column is all strings)."""
+    if pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty"):
+        return []
+    return [i for i, v in enumerate(column.tolist()) if not (_is_missing(v) or isinstance(v, str))]
+
+
 def validate(df: pd.DataFrame, spec: DatasetSpec, max_rows_listed: int = 10) -> None:
     """Check ``df`` against the contract; raise :class:`DatasetError` naming every broken row.
 
@@ -192,7 +326,7 @@ def validate(df: pd.DataFrame, spec: DatasetSpec, max_rows_listed: int = 10) -> 
             problems.append(f"{what} in {len(rows)} row(s): {shown}{more}. {fix}")
 
     ids = df["id"]
-    bad_id = [i for i, v in enumerate(ids) if _is_missing(v) or str(v) == ""]
+    bad_id = np.flatnonzero((ids.isna() | (ids.astype(str) == "")).to_numpy()).tolist()
     report("empty id", bad_id, "Every row needs a unique id.")
     dup = df.index[ids.astype(str).duplicated(keep=False)].tolist()
     report("duplicate id", dup, "Ids must be unique.")
@@ -203,7 +337,15 @@ def validate(df: pd.DataFrame, spec: DatasetSpec, max_rows_listed: int = 10) -> 
     classes = set(spec.classes)
     bad_label: List[int] = []
     bad_label_values: List[str] = []
-    for i, lab in enumerate(df["label"]):
+    labels = df["label"]
+    if spec.task != "multilabel":  # vectorised: tables of 400,000 rows are checked in milliseconds
+        wrong = (labels.isna() | ~labels.astype(str).isin(list(classes))).to_numpy()
+        rows_to_check = np.flatnonzero(wrong).tolist()
+    else:
+        rows_to_check = list(range(len(labels)))
+    values = labels.tolist()
+    for i in rows_to_check:
+        lab = values[i]
         if spec.task == "multilabel":
             if not isinstance(lab, (list, tuple, np.ndarray)) and not (isinstance(lab, str) and lab.startswith("[")):
                 bad_label.append(i)
@@ -226,14 +368,14 @@ def validate(df: pd.DataFrame, spec: DatasetSpec, max_rows_listed: int = 10) -> 
         )
 
     if "text" in df.columns:
-        bad_text = [i for i, v in enumerate(df["text"]) if not (_is_missing(v) or isinstance(v, str))]
+        bad_text = not_strings(df["text"])
         report("text that is neither a string nor missing", bad_text, "Convert text to str (or leave it missing).")
 
     for m in spec.modalities:
         if m == "text":
             continue
         col = _MODALITY_COLUMN[m]
-        bad = [i for i, v in enumerate(df[col]) if not (_is_missing(v) or isinstance(v, str))]
+        bad = not_strings(df[col])
         report(f"{col} that is not a string path", bad, f"Store {col} as a path string.")
 
     if "group" in df.columns:

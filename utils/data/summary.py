@@ -1,14 +1,16 @@
-"""``summary(dataset)``: records per split and class, text lengths, missing media, duplicates."""
+"""``summary(dataset)``: records per split and class, text lengths, missing media, duplicates, and the lines
+the loader recovered or skipped (its load report)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import pandas as pd
 
+from .quirks import LoadReport, report_of
 from .schema import SPLITS, MultimodalDataset, as_list
 
 
@@ -17,7 +19,8 @@ class DatasetSummary:
     """What :func:`summary` found. ``splits``: rows per split; ``classes``: class x split counts (for
     multilabel, rows carrying the class); ``text_length``: words per text by split (count, missing,
     min, median, mean, p95, max); ``missing_media``: modality -> rows whose file is absent;
-    ``duplicates``: duplicated texts, media files and (text, media) pairs."""
+    ``duplicates``: duplicated texts, media files and (text, media) pairs; ``load_report``: the lines the
+    loader recovered or skipped (:class:`~utils.data.quirks.LoadReport`; None for a table built by hand)."""
 
     name: str
     rows: int
@@ -27,10 +30,12 @@ class DatasetSummary:
     missing_media: Dict[str, int]
     duplicates: Dict[str, int]
     extra: Dict[str, Any] = field(default_factory=dict)
+    load_report: Optional[LoadReport] = None
 
     def __str__(self) -> str:
         return (
             f"{self.name}: {self.rows} rows; " + ", ".join(f"{k}={v}" for k, v in self.splits.items())
+            + (f"\nload report: {self.load_report}" if self.load_report is not None else "")
             + f"\nmissing media: {self.missing_media}\nduplicates: {self.duplicates}"
             + f"\nclasses (rows per split):\n{self.classes.to_string()}\ntext length (words):\n{self.text_length.to_string()}"
         )
@@ -38,6 +43,7 @@ class DatasetSummary:
     def _repr_html_(self) -> str:
         return (
             f"<b>{self.name}</b>: {self.rows} rows; missing media {self.missing_media}; duplicates {self.duplicates}"
+            + ("<br>load report: " + self.load_report._repr_html_() if self.load_report is not None else "")
             + "<br>" + self.splits.to_frame("rows").T.to_html() + self.classes.to_html() + self.text_length.to_html()
         )
 
@@ -80,7 +86,8 @@ def summary(ds: MultimodalDataset, check_files: bool = True, max_classes: int = 
             missing_media[m] = sum(1 for p in paths if p is None or not Path(p).is_file())
         duplicates[m] = int(pd.Series(paths).dropna().duplicated().sum())
         duplicates[f"text+{m}"] = int(pd.DataFrame({"t": texts, "p": paths}).duplicated().sum())
-    return DatasetSummary(ds.spec.key, len(df), splits, classes, text_length, missing_media, duplicates)
+    return DatasetSummary(ds.spec.key, len(df), splits, classes, text_length, missing_media, duplicates,
+                          load_report=report_of(ds))
 
 
 def example_figure(ds: MultimodalDataset, n: int = 3, seed: int = 0, width: int = 60):
@@ -124,7 +131,8 @@ def save_summaries(summaries: Dict[str, Any], path: Any) -> Path:
         row: Dict[str, Any] = {"dataset": name, "loaded": s is not None}
         if s is not None:
             row.update(key=s.name, rows=s.rows, splits={k: int(v) for k, v in s.splits.items()},
-                       classes=int(len(s.classes)), missing_media=s.missing_media, duplicates=s.duplicates)
+                       classes=int(len(s.classes)), missing_media=s.missing_media, duplicates=s.duplicates,
+                       load_report=s.load_report.to_dict() if s.load_report is not None else None)
         rows.append(row)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

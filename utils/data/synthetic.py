@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import register
+from .quirks import LoadReport, attach
 from .schema import DatasetSpec, MultimodalDataset
 from .splits import assign_splits
 
@@ -85,6 +86,7 @@ def load_synthetic(
     if not _is_complete(folder, params):
         _generate(folder, params)
     df = pd.read_csv(folder / "records.csv", dtype={"id": str, "text": object, "image_path": str})
+    report = LoadReport("synthetic", root=str(folder)).finish(len(df))  # generated here: nothing to recover
     spec = DatasetSpec(
         name="synthetic",
         task="multiclass",
@@ -94,7 +96,7 @@ def load_synthetic(
         text_template=TEXT_TEMPLATE_DOC,
         variant=f"n{n}-seed{seed}" + ("" if image_size == 64 else f"-px{image_size}"),
         description="Built-in synthetic data: colour family from the image x material from the text.",
-        extra={"params": params, "subgroups": list(SUBGROUPS)},
+        extra=attach({"params": params, "subgroups": list(SUBGROUPS)}, report),
     )
     return MultimodalDataset(df, spec)
 

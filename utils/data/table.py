@@ -1,28 +1,65 @@
-"""``table``: your own data. Any CSV / TSV / parquet / JSON(L) with text, image path and label columns.
+r"""``table``: your own data. Any CSV / TSV / parquet / JSON(L) with text, image path and label columns.
 
 >>> load("table", root="/content/drive/MyDrive/mydata", file="records.csv",
-...      text_column="caption", image_column="file", label_column="class")
+...      text_column="caption", image_column="file", label_column="class", positive_class="malignant")
 
-Options: ``file`` (relative to ``root`` or absolute), ``text_column`` (or ``text_template``, a
-``str.format`` template over columns such as ``"{title}. {body}"``), ``image_column``, ``audio_column``,
-``label_column``, ``split_column`` (values like train / validate / test; without it the rows are split
-stratified and seeded, grouped by ``group_column`` when given), ``id_column`` (default: the row
-number), ``image_base`` (folder the image paths are relative to; default ``root``, the layout of a
-Drive folder on Colab), ``task`` (``auto``: binary for 2 classes, else multiclass; ``multilabel``
-splits labels on ``label_sep``), ``classes`` (order; default sorted), ``name`` (the cache key).
+Options of the loader: ``file`` (relative to ``root`` or absolute), ``dataset_name`` (the cache key's
+name; default ``table-<file stem>`` plus a short hash of the file's full path, so two different
+``records.csv`` never share a cache), ``encoding`` (default ``utf-8``; a CSV saved by Excel is often
+``cp1252`` or ``latin-1``), ``sep`` (default: tab for .tsv, else comma), ``strict``, and every field of
+:class:`TableOptions` (columns, task, classes, splits, subgroup columns).
+
+Binary tables: the positive class is ``classes[1]`` (``classes=`` sets the order; default sorted). Pass
+``positive_class=`` to :func:`utils.data.load` to choose it by name; the class used is logged either way.
+
+Quirks (counted in ``ds.spec.extra["load_report"]``): blank lines, stray whitespace, labels in another case
+than the rest of the column (or than ``classes=``), split names in another case, Windows ``\`` in paths
+and exact duplicate rows are recovered; a row with a missing or unknown label, an unknown split, a missing
+id or group, too many fields, or rows sharing an id that disagree, are skipped (``strict=True`` raises
+instead).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from ..config import merge_config
 from . import register
-from ._common import fill_template, is_missing, normalise_split, read_table, require_columns, unknown_values
+from ._common import (canonical, drop_duplicates, fill_template, fold_map, is_missing, normalise_split, read_table,
+                      require_columns)
+from .quirks import LoadReport, attach
 from .schema import DatasetError, DatasetSpec, MultimodalDataset
 from .splits import assign_splits
+
+CONTRACT_COLUMNS = ("id", "text", "image_path", "audio_path", "label", "split", "group")
+
+
+@dataclass
+class TableOptions:
+    """How to read a user table (the ``table`` and ``musti`` loaders)."""
+
+    text_column: Optional[str] = "text"  # column with the text; None: no text modality
+    image_column: Optional[str] = "image"  # column with image paths; None: no image modality
+    label_column: str = "label"
+    split_column: Optional[str] = None  # values like train / validate / test; None: a stratified seeded split
+    id_column: Optional[str] = None  # None: the row number ("r0000012")
+    group_column: Optional[str] = None  # patient / lesion / place: the made split keeps a group in one split
+    audio_column: Optional[str] = None  # column with audio paths
+    text_template: Optional[str] = None  # str.format template over columns ("{title}. {body}"); replaces text_column
+    image_base: Optional[str] = None  # folder the media paths are relative to; None: the dataset folder
+    task: str = "auto"  # auto: binary for 2 classes, else multiclass; or multilabel (labels split on label_sep)
+    label_sep: Optional[str] = None  # multilabel separator; None: ","
+    classes: Optional[Sequence[str]] = None  # class order (binary: classes[1] is positive); None: sorted
+    label_map: Optional[Dict[Any, Any]] = None  # raw label -> class name (case-insensitive)
+    subgroup_columns: Sequence[str] = ()  # metadata columns kept as they are for per-subgroup metrics
+    fractions: Tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / val / test of a made split
+    seed: int = 0  # seed of a made split
 
 
 def _label_str(v: Any) -> Any:
@@ -32,7 +69,89 @@ def _label_str(v: Any) -> Any:
         return str(int(v))
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
-    return str(v).strip()
+    return str(v)
+
+
+def _map_labels(raw: List[Optional[str]], lines: Sequence[int], label_map: Optional[Dict[Any, Any]], path: Path,
+                report: LoadReport) -> List[Optional[str]]:
+    """Apply ``label_map`` (exact keys first, then case- and whitespace-insensitive: recovered)."""
+    if not label_map:
+        return raw
+    exact = {str(k): str(v) for k, v in label_map.items()}
+    folded = {" ".join(str(k).split()).casefold(): str(v) for k, v in label_map.items()}
+    out: List[Optional[str]] = []
+    for line, v in zip(lines, raw):
+        if v is None or v in exact:
+            out.append(None if v is None else exact[v])
+            continue
+        hit = folded.get(" ".join(v.split()).casefold())
+        if hit is not None:
+            report.recovered(path, line, "inconsistent case" if v.strip() == v else "stray whitespace", v)
+        out.append(hit if hit is not None else v)
+    return out
+
+
+def _unify(values: List[str]) -> Dict[str, str]:
+    """``{spelling: the column's most common spelling}`` for values that differ only in case / whitespace."""
+    counts = Counter(values)
+    groups: Dict[str, List[str]] = {}
+    for v in counts:
+        groups.setdefault(" ".join(v.split()).casefold(), []).append(v)
+    out = {}
+    for spellings in groups.values():
+        best = sorted(spellings, key=lambda s: (-counts[s], s != s.strip(), s))[0].strip()
+        out.update({s: best for s in spellings})
+    return out
+
+
+def _clean_labels(labels: List[Optional[List[str]]], lines: Sequence[int], classes: Optional[Sequence[str]],
+                  path: Path, column: str, report: LoadReport) -> List[Optional[List[str]]]:
+    """Each row's label parts as class names; an unknown part or no part at all skips the row (None)."""
+    flat = [p for lab in labels if lab for p in lab]
+    if classes is not None:
+        known = fold_map(classes)
+        fix = {p: canonical(p, known) for p in set(flat)}
+    else:
+        uni = _unify(flat)
+        fix = {p: (uni[p], "" if uni[p] == p else "stray whitespace" if p.strip() == uni[p] else "inconsistent case")
+               for p in set(flat)}
+    out: List[Optional[List[str]]] = []
+    for line, lab in zip(lines, labels):
+        if not lab:
+            report.skipped(path, line, f"missing label in {column!r}")
+            out.append(None)
+            continue
+        parts = []
+        for p in lab:
+            name, how = fix[p]
+            if name is None:
+                report.skipped(path, line, f"label not in classes= ({list(classes or [])[:10]})", p)
+                break
+            if how:
+                report.recovered(path, line, how, p)
+            parts.append(name)
+        else:
+            out.append(parts)
+            continue
+        out.append(None)
+    return out
+
+
+def _paths(values: Sequence[Any], lines: Sequence[int], path: Path, report: LoadReport) -> List[Optional[str]]:
+    out: List[Optional[str]] = []
+    for line, v in zip(lines, values):
+        if is_missing(v):
+            out.append(None)
+            continue
+        s = str(v)
+        t = s.strip()
+        if t != s:
+            report.recovered(path, line, "stray whitespace", s)
+        if "\\" in t and not Path(t).is_absolute():
+            report.recovered(path, line, "Windows path separators", t)
+            t = t.replace("\\", "/")
+        out.append(t)
+    return out
 
 
 def frame_to_dataset(
@@ -40,92 +159,129 @@ def frame_to_dataset(
     path: Path,
     root: Path,
     name: str,
-    text_column: Optional[str] = "text",
-    image_column: Optional[str] = "image",
-    label_column: str = "label",
-    split_column: Optional[str] = None,
-    id_column: Optional[str] = None,
-    group_column: Optional[str] = None,
-    audio_column: Optional[str] = None,
-    text_template: Optional[str] = None,
-    image_base: Optional[str] = None,
-    task: str = "auto",
-    label_sep: Optional[str] = None,
-    classes: Optional[Sequence[str]] = None,
-    label_map: Optional[dict] = None,
-    fractions: Tuple[float, float, float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
+    options: Optional[TableOptions] = None,
+    report: Optional[LoadReport] = None,
     variant: str = "",
     description: str = "",
+    **overrides: Any,
 ) -> MultimodalDataset:
-    """The contract table from an already-read user table (shared by ``table`` and ``musti``)."""
-    needed = [label_column] + [c for c in (text_column if not text_template else None, image_column, audio_column,
-                                           split_column, id_column, group_column) if c]
+    """The contract table from an already-read user table (shared by ``table`` and ``musti``).
+
+    ``options`` (a :class:`TableOptions`) with ``overrides`` replacing fields; an unknown option is an error
+    naming the valid ones. ``raw``'s index holds file line numbers (:func:`read_table`); ``report``
+    collects the lines recovered and skipped (a new one when None) and is finished here.
+    """
+    o = merge_config(TableOptions, options, overrides, what=name)
+    report = report if report is not None else LoadReport(name, root=str(root))
+    if o.task not in ("auto", "binary", "multiclass", "multilabel"):
+        raise DatasetError(f"{name}: task must be auto, binary, multiclass or multilabel, got {o.task!r}")
+    needed = [o.label_column] + [c for c in (o.text_column if not o.text_template else None, o.image_column,
+                                             o.audio_column, o.split_column, o.id_column, o.group_column) if c]
+    clash = [c for c in o.subgroup_columns if c in CONTRACT_COLUMNS]
+    if clash:
+        raise DatasetError(f"{name}: subgroup_columns {clash} would overwrite the table's own columns {CONTRACT_COLUMNS}; "
+                           "rename them in the file.")
+    needed += list(o.subgroup_columns)
     require_columns(raw, needed, path, name, "Name the columns with text_column=, image_column=, label_column=, ...")
-    raw = raw.reset_index(drop=True)
-    labels_raw = [_label_str(v) for v in raw[label_column]]
-    if label_map:
-        labels_raw = [None if v is None else str(label_map.get(v, label_map.get(str(v), v))) for v in labels_raw]
-    missing = [i for i, v in enumerate(labels_raw) if v is None]
-    if missing:
-        raise DatasetError(
-            f"{name}: column {label_column!r} of {path} is empty on line(s) {[m + 2 for m in missing[:10]]}; "
-            "fill in or remove those rows."
-        )
-    if task == "multilabel":
-        sep = label_sep or ","
-        labels: List[Any] = [[p.strip() for p in v.split(sep) if p.strip()] for v in labels_raw]
-        found = sorted({c for lab in labels for c in lab})
-    else:
-        labels = labels_raw
-        found = sorted(set(labels))
-    if classes is not None:
-        classes = [str(c) for c in classes]
-        flat = [c for lab in labels for c in lab] if task == "multilabel" else labels
-        unknown_values(flat, classes, path, label_column, name)
-    else:
-        classes = found
-    if task == "auto":
-        task = "binary" if len(classes) == 2 else "multiclass"
-    if text_template:
-        texts: List[Any] = fill_template(text_template, raw.to_dict("records"))
-    elif text_column:
-        texts = [None if is_missing(v) else str(v) for v in raw[text_column]]
+    lines = list(raw.index)
+    ids = ([None if is_missing(v) else str(v).strip() for v in raw[o.id_column]] if o.id_column
+           else [f"r{i:07d}" for i in range(len(raw))])
+    labels_raw = _map_labels([_label_str(v) for v in raw[o.label_column]], lines, o.label_map, path, report)
+    sep = o.label_sep or ","
+    parts = [None if v is None else ([p for p in v.split(sep) if p.strip()] if o.task == "multilabel" else [v])
+             for v in labels_raw]
+    labels = _clean_labels(parts, lines, o.classes, path, o.label_column, report)
+    keep = [lab is not None for lab in labels]
+    for k, (line, rid) in enumerate(zip(lines, ids)):
+        if keep[k] and rid is None:
+            report.skipped(path, line, f"missing id in {o.id_column!r}")
+            keep[k] = False
+    groups = [None if is_missing(v) else str(v).strip() for v in raw[o.group_column]] if o.group_column else None
+    if groups is not None:
+        for k, line in enumerate(lines):
+            if keep[k] and groups[k] is None:
+                report.skipped(path, line, f"missing group in {o.group_column!r} (the split needs it)")
+                keep[k] = False
+    if o.text_template:
+        texts: List[Any] = fill_template(o.text_template, raw.to_dict("records"))
+    elif o.text_column:
+        texts = [None if is_missing(v) else str(v) for v in raw[o.text_column]]
     else:
         texts = [None] * len(raw)
-    ids = raw[id_column].astype(str).tolist() if id_column else [f"r{i:07d}" for i in range(len(raw))]
-    df = pd.DataFrame({"id": ids, "text": texts, "label": labels})
-    modalities = ["text"] if (text_column or text_template) else []
-    if image_column:
-        df["image_path"] = [None if is_missing(v) else str(v) for v in raw[image_column]]
+    df = pd.DataFrame({"id": ids, "text": texts,
+                       "label": [lab if o.task == "multilabel" else (lab[0] if lab else None) for lab in labels]},
+                      index=raw.index)
+    modalities = ["text"] if (o.text_column or o.text_template) else []
+    if o.image_column:
+        df["image_path"] = _paths(raw[o.image_column].tolist(), lines, path, report)
         modalities.append("image")
-    if audio_column:
-        df["audio_path"] = [None if is_missing(v) else str(v) for v in raw[audio_column]]
+    if o.audio_column:
+        df["audio_path"] = _paths(raw[o.audio_column].tolist(), lines, path, report)
         modalities.append("audio")
-    if group_column:
-        df["group"] = raw[group_column].astype(str).tolist()
-    if split_column:
-        df["split"] = normalise_split(raw[split_column].tolist(), path, split_column, name)
+    if groups is not None:
+        df["group"] = groups
+    for c in o.subgroup_columns:
+        df[c] = raw[c].tolist()
+    if o.split_column:
+        df["split"] = normalise_split(raw[o.split_column].tolist(), path, o.split_column, name, report, lines)
+        for k, s in enumerate(df["split"]):
+            keep[k] = keep[k] and not is_missing(s)
+    df = df[keep]
+    if o.id_column:
+        df = drop_duplicates(df, "id", report, path, o.id_column)
+    report.finish(len(df))
+    df = df.reset_index(drop=True)
+    if o.classes is not None:
+        classes = [str(c) for c in o.classes]
     else:
-        df["split"] = assign_splits(labels, tuple(fractions), seed, groups=df["group"].tolist() if group_column else None)
-    base = Path(image_base) if image_base else root
+        classes = sorted({c for lab in df["label"] for c in (lab if o.task == "multilabel" else [lab])})
+    task = ("binary" if len(classes) == 2 else "multiclass") if o.task == "auto" else o.task
+    if not o.split_column:
+        df["split"] = assign_splits(df["label"].tolist(), tuple(o.fractions), o.seed,
+                                    groups=df["group"].tolist() if o.group_column else None)
+    base = Path(o.image_base).expanduser() if o.image_base else root
     if not base.is_absolute():
         base = root / base
+    extra: Dict[str, Any] = {"subgroups": list(o.subgroup_columns)} if o.subgroup_columns else {}
     spec = DatasetSpec(
         name=name, task=task, classes=classes, root=str(base), modalities=modalities,
-        text_template=text_template or (f"column {text_column!r}" if text_column else ""), variant=variant,
-        description=description or f"user table {path.name}",
+        text_template=o.text_template or (f"column {o.text_column!r}" if o.text_column else ""), variant=variant,
+        description=description or f"user table {path.name}", extra=attach(extra, report),
     )
     return MultimodalDataset(df, spec)
 
 
+def path_tag(path: Path) -> str:
+    """8 hex digits of the resolved path: part of the default cache key of a user table."""
+    return hashlib.sha1(str(Path(path).expanduser().resolve()).encode()).hexdigest()[:8]
+
+
 @register("table", task="any", access="local")
-def load_table(root: Path, file: str = "records.csv", name: Optional[str] = None, **options: Any) -> MultimodalDataset:
-    """Load a user table ``root/file`` (see the module docstring for the options)."""
+def load_table(
+    root: Path,
+    file: str = "records.csv",
+    dataset_name: Optional[str] = None,
+    encoding: str = "utf-8",
+    sep: Optional[str] = None,
+    strict: bool = False,
+    name: Optional[str] = None,
+    **options: Any,
+) -> MultimodalDataset:
+    """Load a user table ``root/file`` (see the module docstring; ``options`` are :class:`TableOptions` fields)."""
     path = Path(file) if Path(file).is_absolute() else Path(root) / file
     if not path.is_file():
         raise DatasetError(
             f"table: {path} not found. Pass root= (the folder) and file= (the CSV / TSV / parquet inside it)."
         )
-    raw = read_table(path, "table")
-    return frame_to_dataset(raw, path, Path(root), name or f"table-{path.stem}", **options)
+    if name is not None:  # the documented option: a name for the table (its cache key), same as dataset_name
+        if dataset_name is not None and name != dataset_name:
+            raise DatasetError(f"table: name={name!r} and dataset_name={dataset_name!r} disagree; give one")
+        dataset_name = name
+    hint = (f"Pass encoding='cp1252' (a CSV saved by Excel) or encoding='latin-1' if the file is not {encoding}; "
+            "check sep= and the quoting otherwise.")
+    report = LoadReport("table", root=str(root), strict=strict)
+    raw = read_table(path, "table", sep=sep, report=report, encoding=encoding, hint=hint)
+    name = dataset_name or f"table-{path.stem}"
+    return frame_to_dataset(raw, path, Path(root), name, report=report, variant="" if dataset_name else path_tag(path),
+                            **options)
+

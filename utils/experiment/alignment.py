@@ -26,6 +26,7 @@ from ..align.posthoc import Aligner, make_aligner
 from ..config import merge_config
 from ..data.schema import MultimodalDataset
 from ..embed import Embeddings
+from ..features import split_rows, stack, usable_rows
 from ..io import write_rows
 from .steps import train_heads
 
@@ -53,10 +54,8 @@ class AlignmentConfig:
 
 def paired_rows(ds: MultimodalDataset, emb: Embeddings, a: str, b: str, split: Optional[str] = None) -> np.ndarray:
     """Rows with a vector in both ``a`` and ``b`` (in ``split`` when given)."""
-    ok = np.isfinite(emb.vectors[a]).all(1) & np.isfinite(emb.vectors[b]).all(1)
-    if split is not None:
-        ok &= ds.df["split"].to_numpy() == split
-    return np.flatnonzero(ok)
+    ok = usable_rows(stack(emb.vectors, [a, b]))
+    return np.flatnonzero(ok) if split is None else split_rows(ds.df["split"].to_numpy(), ok, [split])[split]
 
 
 def align_embeddings(

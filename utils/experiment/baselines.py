@@ -167,9 +167,10 @@ def record_datasets(ds, targets) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]
     """Rows with an image in each split and their :class:`~utils.train.batches.RecordsDataset` (linear time)."""
     from ..train import RecordsDataset
 
-    has_image = np.array([p is not None for p in ds.items("image")])
-    parts = split_rows(ds.df["split"].to_numpy(), has_image)
-    return parts, {s: RecordsDataset.from_dataset(ds, idx, targets[idx]) for s, idx in parts.items()}
+    images = ds.items("image")
+    texts = ds.items("text") if "text" in ds.df.columns else [""] * len(ds.df)
+    parts = split_rows(ds.df["split"].to_numpy(), np.array([p is not None for p in images]))
+    return parts, {s: RecordsDataset.from_dataset(ds, idx, targets[idx], texts, images) for s, idx in parts.items()}
 
 
 def train_full_models(
@@ -250,6 +251,7 @@ class BertClipConfig:
     focal_gamma: float = 2.0
     focal_alpha: Any = None
     max_length: int = 128  # tokenizer max length
+    lora_alpha: Optional[float] = None  # LoRA scale numerator when a .pt LoRA does not record it
     seed: int = 0
     device: str = "auto"
 
@@ -281,7 +283,8 @@ def train_bert_clip(
 ) -> Tuple[Dict[str, Any], Any]:
     """Train :class:`~utils.models.full.BertClipClassifier` with ``WeightedTrainer``; early stopping on validation loss.
 
-    ``lora_path``: a peft adapter folder or a ``.pt`` state dict of the LoRA weights (``clip_lora_best.pt``).
+    ``lora_path``: a peft adapter folder or a ``.pt`` state dict of the LoRA weights (``clip_lora_best.pt``);
+    ``clip_path`` may be such a ``.pt`` too (over the default CLIP); ``lora_alpha`` when the file lacks it.
     ``config`` / ``options``: :class:`BertClipConfig` fields. Returns a result row (model ``bert_clip_late``,
     with the validation metrics of the best epoch as ``val_*``) and the trainer. The best epoch's weights
     are restored (``load_best_model_at_end``); checkpoints are safetensors.
@@ -301,7 +304,7 @@ def train_bert_clip(
     dev = resolve_device(cfg.device)
     tokenizer = AutoTokenizer.from_pretrained(str(bert_path))
     processor = AutoImageProcessor.from_pretrained(str(clip_path))
-    model = load_bert_clip(bert_path, clip_path, ds.spec.num_outputs, lora_path)
+    model = load_bert_clip(bert_path, clip_path, ds.spec.num_outputs, lora_path, lora_alpha=cfg.lora_alpha)
     y = ds.labels()
     parts, data = record_datasets(ds, targets_tensor(y, ds.spec.task))
     loss_cfg = TrainConfig(class_weights=cfg.class_weights, loss=cfg.loss, focal_gamma=cfg.focal_gamma,

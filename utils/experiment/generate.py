@@ -56,7 +56,7 @@ def generate(
             "modality": modality, "dim": int(m.get("dim") or 0), "count": int(m.get("n_vectors") or 0),
             "failed": len(m.get("failed") or {}), "seconds": round(seconds, 3),
             "reused": bool(getattr(store, "reused", False)),
-            "precision": m["extractor"].get("precision_resolved"), "store": str(store.folder),
+            "precision": m.get("precision") or m["extractor"].get("precision_resolved"), "store": str(store.folder),
             "complete": bool(m.get("complete")), "versions": library_versions(),
         })
         log.info("%s: %d x %d in %.1f s -> %s", spec, rows[-1]["count"], rows[-1]["dim"], seconds, store.folder)

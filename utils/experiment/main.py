@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 import pandas as pd
 
 from ..config import merge_config, results_dir
-from .report import Report, report
+from .report import Report, ReportConfig, report
 from .steps import DEFAULT_HEADS, extract_embeddings, load_dataset, plot_results, results_table, save_results, train_heads
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,76 @@ class MainJob:
     report: Optional[Report] = None  # None when MainJobConfig.report is False
 
 
+class JobConfigError(ValueError):
+    """A main-job setting is wrong; the message names the option and the accepted values."""
+
+
+def check_job(cfg: MainJobConfig) -> None:
+    """Validate every setting of the main job before anything heavy runs (data, models, extraction).
+
+    Raises :class:`JobConfigError` naming the option and what it accepts.
+    """
+    from .. import data as data_mod
+    from ..embed import EmbedConfig
+    from ..extractors import create_for
+    from ..models.fusion import HEADS
+    from ..train import TrainConfig
+
+    try:
+        data_mod.names()
+        data_mod.DATASETS.get(cfg.dataset)
+    except KeyError as e:
+        raise JobConfigError(f"dataset: {e.args[0] if e.args else e}") from None
+    if not isinstance(cfg.dataset_options, dict):
+        raise JobConfigError(f"dataset_options must be a dict of loader options, got {cfg.dataset_options!r}")
+    try:
+        data_mod.check_options(cfg.dataset, data_mod.DATASETS.get(cfg.dataset), dict(cfg.dataset_options))
+    except data_mod.DatasetError as e:
+        raise JobConfigError(f"dataset_options: {e}") from None
+    unknown = [m for m in cfg.models if m not in HEADS.names()]
+    if unknown:
+        raise JobConfigError(f"models: unknown head(s) {unknown}; available: {', '.join(HEADS.names())}")
+    seeds = cfg.seeds if isinstance(cfg.seeds, (list, tuple)) else [cfg.seeds]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise JobConfigError(f"seeds must be an integer or a list of integers, e.g. [0, 1, 2]; got {cfg.seeds!r}")
+    try:
+        for s in seeds:
+            TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=s, device=cfg.device)
+        EmbedConfig(batch_size=cfg.embed_batch_size, device=cfg.device)
+    except (TypeError, ValueError) as e:
+        raise JobConfigError(str(e)) from None
+    if not (cfg.device in ("auto", "cpu", "mps") or str(cfg.device).startswith("cuda")):
+        raise JobConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {cfg.device!r}")
+    if str(cfg.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise JobConfigError(f"device={cfg.device!r}, but this machine has no CUDA GPU: use 'auto' or 'cpu'")
+    if cfg.report:
+        try:
+            merge_config(ReportConfig, None, dict(cfg.report_options), "report_options")
+        except (TypeError, ValueError) as e:
+            raise JobConfigError(str(e)) from None
+    specs = {"text": cfg.text_extractor, "image": cfg.image_extractor}
+    unknown_keys = [k for k in cfg.extractor_options if k not in specs.values() and k not in specs]
+    if unknown_keys:
+        raise JobConfigError(f"extractor_options: keys {unknown_keys} are not the extractors {list(specs.values())}; "
+                             "key the options by the extractor spec as written")
+    for modality, spec in specs.items():
+        opts = dict(cfg.extractor_options.get(spec, {}))
+        if not isinstance(opts, dict):
+            raise JobConfigError(f"extractor_options[{spec!r}] must be a dict, got {opts!r}")
+        try:
+            create_for(spec, modality, **opts)  # builds the extractor object; the model loads later
+        except (KeyError, TypeError, ValueError) as e:
+            raise JobConfigError(f"{modality} extractor {spec!r} with options {opts}: {e}") from None
+
+
 def run_embedding_experiment(config: Optional[MainJobConfig] = None, **options: Any) -> pd.DataFrame:
     """The main job: load, embed (cached), train every head, save JSON + CSV + PNG (and the report), return the table.
 
-    ``config`` / ``options``: :class:`MainJobConfig` fields.
+    ``config`` / ``options``: :class:`MainJobConfig` fields. Every setting, and whether the dataset can be
+    trained on (splits, two classes), is checked before extraction starts.
     """
     return main_job(merge_config(MainJobConfig, config, options, "run_embedding_experiment")).table
 
@@ -55,6 +121,7 @@ def run_embedding_experiment(config: Optional[MainJobConfig] = None, **options: 
 def main_job(config: Optional[MainJobConfig] = None, **options: Any) -> MainJob:
     """:func:`run_embedding_experiment` returning the rows and the :class:`~utils.experiment.report.Report` too."""
     cfg = merge_config(MainJobConfig, config, options, "main_job")
+    check_job(cfg)
     ds = load_dataset(cfg.dataset, cfg.data_dir, **dict(cfg.dataset_options))
     emb = extract_embeddings(
         ds, {"text": cfg.text_extractor, "image": cfg.image_extractor}, cfg.extractor_options,

@@ -108,12 +108,12 @@ def run_guided(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 @RUN_KINDS.register("bert_clip", defaults={
-    "bert_path": "bert-base-uncased", "clip_path": "openai/clip-vit-base-patch32", "lora_path": None,
+    "bert_path": "bert-base-uncased", "clip_path": "openai/clip-vit-base-patch32", "lora_path": None, "lora_alpha": None,
     "epochs": 5, "batch_size": 16, "lr": 2e-5, "patience": 2, "class_weights": "balanced", "loss": "auto",
     "focal_gamma": 2.0, "focal_alpha": None, "max_length": 128})
 def run_bert_clip(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     keys = ("epochs", "batch_size", "lr", "patience", "class_weights", "loss", "focal_gamma", "focal_alpha",
-            "max_length", "device")
+            "max_length", "lora_alpha", "device")
     rows = []
     for s in cfg["seeds"]:
         with tempfile.TemporaryDirectory() as tmp:

@@ -84,23 +84,37 @@ def extract_embeddings(
     normalize: bool = False,
     on_error: str = "raise",
     show_progress: bool = True,
+    for_training: bool = True,
 ) -> Embeddings:
     """Embed each modality (``{"text": spec, "image": spec}``) into the store, or reuse it; return aligned vectors.
 
     ``options`` maps an extractor spec to its options (``{"timm:convnext_atto": {"pretrained": False}}``).
     Families with several towers (``clip``, ``clap``) get the modality from the key of ``extractors``.
+    ``for_training`` (default): first check that heads can be trained on ``ds`` (every split has rows, the
+    training rows hold two classes or more), so a hopeless run stops before extraction. Every extractor
+    is built (and its options checked) before the first one runs. A store found damaged while its
+    vectors are read is repaired (damaged shards recomputed) and read again.
     """
+    from ..data import check_trainable
     from ..extractors import create_for
+    from ..store import StoreIntegrityError
 
+    if for_training:
+        check_trainable(ds)
     mods, specs = list(extractors), [extractors[m] for m in extractors]
     by_spec = extractor_options(specs, options, mods)
     cfg = EmbedConfig(root=None if embeddings_dir is None else str(embeddings_dir), batch_size=batch_size,
                       device=device, normalize=normalize, on_error=on_error, show_progress=show_progress)
+    built = {modality: create_for(spec, modality, **dict(by_spec.get(spec, {}))) for modality, spec in extractors.items()}
     vectors, described, stores, reused = {}, {}, {}, {}
-    for modality, spec in extractors.items():
-        ext = create_for(spec, modality, **dict(by_spec.get(spec, {})))
+    for modality, ext in built.items():
         store = embed(ds, modality, ext, cfg)
-        vectors[modality] = store.aligned(ds.df["id"], missing="nan")
+        try:
+            vectors[modality] = store.aligned(ds.df["id"], missing="nan")
+        except StoreIntegrityError as e:
+            log.warning("%s", e)
+            store = embed(ds, modality, ext, cfg, verify="full")
+            vectors[modality] = store.aligned(ds.df["id"], missing="nan")
         described[modality] = store.manifest().get("description", ext.describe())
         stores[modality] = str(store.folder)
         reused[modality] = bool(getattr(store, "reused", False))
@@ -149,6 +163,11 @@ def train_heads(
     reads = {name: head_modalities(name, embeddings.modalities) for name in models}
     used = [m for m in embeddings.modalities if any(m in r for r in reads.values())]
     usable = usable_rows(stack(embeddings.vectors, used)) if used else np.ones(len(ds), bool)
+    if not usable.all():
+        lost = ds.df.loc[~usable, "split"].value_counts().to_dict()
+        log.warning("%s: %d row(s) have no vector in some modality (unreadable input or NaN in the store) and are left "
+                    "out of training and scoring, per split %s; first ids %s (rows_without_vectors in each result)",
+                    ds.spec.key, int((~usable).sum()), lost, ds.df.loc[~usable, "id"].head(5).tolist())
     parts = split_rows(ds.df["split"].to_numpy(), usable)
     require_rows(ds, parts)
     y = ds.labels()

@@ -80,11 +80,11 @@ class Extractor(ABC):
         return f"{self.family}:{self.model_id}"
 
     def config(self) -> Dict[str, Any]:
-        """Everything that changes the vectors: the manifest records it and the store compares it."""
-        cfg = {"id": self.id, "modality": self.modality, "options": _jsonable(self.options)}
-        if "precision" in self.options:
-            cfg["precision_resolved"] = self.resolved_precision()
-        return cfg
+        """The extractor's identity, compared by the store before reusing vectors: its id and the options the
+        user set. The precision they resolve to on this machine (bf16 on a GPU, fp32 on a laptop) is recorded
+        with each shard and shown (``store.precision``), but is not part of the identity: a store made on a
+        GPU is reused on a laptop."""
+        return {"id": self.id, "modality": self.modality, "options": _jsonable(self.options)}
 
     def resolved_precision(self, device: Optional[str] = None) -> str:
         """The precision ``options["precision"]`` means on ``device`` (default: the loaded or auto device)."""

@@ -57,8 +57,8 @@ def resolve_gguf(model_id: str) -> Path:
     )
 
 
-def gguf_pooling(path: Path) -> Optional[int]:
-    """The pooling type recorded in a GGUF file's metadata (``<arch>.pooling_type``), or None."""
+def gguf_metadata(path: Path, key: str) -> Optional[int]:
+    """An integer ``<arch>.<key>`` from a GGUF file's metadata (``pooling_type``, ``context_length``), or None."""
     try:
         from gguf import GGUFReader
 
@@ -67,11 +67,16 @@ def gguf_pooling(path: Path) -> Optional[int]:
         if arch_field is None:
             return None
         arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
-        field = reader.fields.get(f"{arch}.pooling_type")
+        field = reader.fields.get(f"{arch}.{key}")
         return int(field.parts[field.data[0]][0]) if field is not None else None
     except Exception as e:  # noqa: BLE001 -- gguf missing or an unreadable header: fall back
-        log.debug("could not read pooling type from %s: %s", path, e)
+        log.debug("could not read %s from %s: %s", key, path, e)
         return None
+
+
+def gguf_pooling(path: Path) -> Optional[int]:
+    """The pooling type recorded in a GGUF file's metadata (``<arch>.pooling_type``), or None."""
+    return gguf_metadata(path, "pooling_type")
 
 
 @FAMILIES.register("llamacpp", modality="text")
@@ -87,6 +92,7 @@ class LlamaCppExtractor(Extractor):
         self.n_threads, self.n_gpu_layers, self.seed = n_threads, int(n_gpu_layers), seed  # speed only
         self._llm = None
         self.pooling_type: Optional[int] = None
+        self.n_ctx = int(n_ctx)  # the window used: n_ctx, capped at the model's training context
 
     def _load(self, dev) -> None:
         """Load the GGUF file (the device does not apply: ``n_gpu_layers`` offloads layers in a GPU build)."""
@@ -106,6 +112,10 @@ class LlamaCppExtractor(Extractor):
         else:
             ptype = table[pooling]
         n_ctx = self.options["n_ctx"]
+        trained = gguf_metadata(path, "context_length")
+        if trained and trained < n_ctx:  # an encoder such as BERT (512): longer windows would only mislead
+            n_ctx = trained
+        self.n_ctx = n_ctx
         kw: dict = {}
         if self.n_threads:
             kw["n_threads"] = int(self.n_threads)
@@ -122,7 +132,7 @@ class LlamaCppExtractor(Extractor):
     def _fit(self, row: int, text: str) -> str:
         """Truncate ``text`` to the context window (tokens), warning when it was cut."""
         llm = self._llm
-        limit = self.options["n_ctx"]
+        limit = self.n_ctx
         toks = llm.tokenize(text.encode("utf-8"), add_bos=True)
         if len(toks) <= limit:
             return text

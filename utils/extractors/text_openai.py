@@ -11,15 +11,22 @@
   The ``batch_size`` of ``encode`` does not apply: requests are as large as the limits allow.
 - ``dimensions`` (text-embedding-3 models) shortens the vectors server-side.
 - 429 and 5xx (and dropped connections) are retried with exponential backoff (``retry-after`` honoured);
-  401/403 stop at once with a clear message; other 4xx are reported as they are.
+  401/403 stop at once with a clear message; other 4xx are reported with the server's message.
+- Every answer is checked: one vector per input, all of one width, and that width is the one asked for
+  (``dimensions``), the model's known size, or the width of earlier answers; anything else is an error.
+- Secrets never leave: a ``base_url`` with ``user:password@`` or a key in its query string is stored,
+  shown and logged redacted (the real one is used for requests only), and every error text is scrubbed
+  of the API key, bearer tokens and URL credentials before it is raised or logged (never chained).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -59,6 +66,35 @@ class _Tokens:
         return text.encode("utf-8")[: limit * self.BYTES_PER_TOKEN].decode("utf-8", errors="ignore")
 
 
+SECRET_PARAMS = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth|credential)", re.I)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user name, password and secret-looking query values replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if SECRET_PARAMS.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` without the given ``secrets``, bearer tokens, ``sk-...`` keys or URL credentials."""
+    for secret in sorted((x for x in secrets if x and len(x) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = re.sub(r"(?i)(bearer\s+)[^\s\"',;}]+", r"\1***", text)
+    text = re.sub(r"\bsk-[A-Za-z0-9_\-]{6,}", "sk-***", text)
+    text = re.sub(r"(?i)(api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}&]+", r"\1***", text)
+    return re.sub(r"(https?://)[^/\s@]+@", r"\1***@", text)
+
+
 def pack_requests(counts: List[int], max_inputs: int = MAX_INPUTS, max_tokens: int = MAX_REQUEST_TOKENS) -> List[List[int]]:
     """Greedy, order-keeping groups of input indices with <= max_inputs items and <= max_tokens tokens."""
     groups: List[List[int]] = []
@@ -94,10 +130,13 @@ class OpenAIExtractor(Extractor):
         max_input_tokens: int = MAX_INPUT_TOKENS,
     ):
         options: dict = {}
-        if dimensions:
+        if dimensions is not None:
+            if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+                raise ValueError(f"openai: dimensions must be a positive integer, got {dimensions!r}")
             options["dimensions"] = int(dimensions)
+        self._base_url = str(base_url) if base_url else None  # the real one (may hold credentials): requests only
         if base_url:
-            options["base_url"] = str(base_url)
+            options["base_url"] = redact_url(str(base_url))  # what the manifest, the slug and repr see
         super().__init__(model_id, **options)
         # transport settings: they do not change the vectors, so they are not part of the identity
         self.max_retries, self.backoff, self.timeout = int(max_retries), float(backoff), float(timeout)
@@ -107,6 +146,8 @@ class OpenAIExtractor(Extractor):
         self.max_input_tokens = int(max_input_tokens)
         self._client = None
         self.dim = int(dimensions) if dimensions else KNOWN_DIMS.get(model_id)
+        self._seen_dim: Optional[int] = None  # width of the first answer (models of unknown size)
+        self._secrets: List[str] = []
         self.requests_made = 0
 
     def _load(self, dev) -> None:
@@ -123,15 +164,20 @@ class OpenAIExtractor(Extractor):
         from ..config import get_setting
 
         key = get_setting("OPENAI_API_KEY")
+        self._secrets = [x for x in (key, self._base_url) if x]
+        if self._base_url:
+            parts = urlsplit(self._base_url)
+            self._secrets += [x for x in (parts.password, parts.username) if x]
+            self._secrets += [v for k, v in parse_qsl(parts.query) if SECRET_PARAMS.search(k)]
         if not key:
-            if not self.options.get("base_url"):
+            if not self._base_url:
                 raise ExtractorError(
                     "openai: no API key. Set OPENAI_API_KEY in the environment or in a .env file at the project "
                     "root (never in a notebook cell), or pass base_url=... for a compatible server without keys."
                 )
             key = "unused"  # compatible servers often ignore the key; the client insists on one
         # retries are ours (so 401 is never retried and backoff is visible in the logs)
-        self._client = OpenAI(api_key=key, base_url=self.options.get("base_url"), max_retries=0, timeout=self.timeout)
+        self._client = OpenAI(api_key=key, base_url=self._base_url, max_retries=0, timeout=self.timeout)
         return self._client
 
     def _request(self, batch: List[str]) -> np.ndarray:
@@ -143,36 +189,67 @@ class OpenAIExtractor(Extractor):
             kw["dimensions"] = self.options["dimensions"]
         if self.encoding_format:
             kw["encoding_format"] = self.encoding_format
+        failure: Optional[str] = None
         for attempt in range(self.max_retries + 1):
             try:
                 self.requests_made += 1
                 resp = client.embeddings.create(**kw)
-                data = sorted(resp.data, key=lambda d: d.index)
-                if len(data) != len(batch):
-                    raise ExtractorError(f"openai: asked for {len(batch)} embeddings, got {len(data)}")
-                return np.asarray([d.embedding for d in data], dtype=np.float32)
+                return self._check_answer(resp, len(batch))
             except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-                raise ExtractorError(
-                    f"openai: the server refused the API key (HTTP {e.status_code}); not retrying. Check "
-                    "OPENAI_API_KEY in the environment or .env (and base_url, if you set one)."
-                ) from None
+                failure = (f"openai: the server refused the API key (HTTP {e.status_code}); not retrying. Check "
+                           "OPENAI_API_KEY in the environment or .env (and base_url, if you set one).")
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as e:
                 status = getattr(e, "status_code", None)
                 if attempt == self.max_retries:
-                    raise ExtractorError(
-                        f"openai: giving up after {attempt + 1} attempts (last: HTTP {status or 'connection error'}). "
-                        "Wait and run again: finished shards are kept."
-                    ) from e
-                wait = self.backoff * (2**attempt) * (1 + 0.1 * random.random())
-                retry_after = _retry_after(e)
-                if retry_after is not None:
-                    wait = max(wait, retry_after) if retry_after > 0 else retry_after
-                log.warning("openai: HTTP %s, retrying in %.2f s (attempt %d of %d)", status or "connection error",
-                            wait, attempt + 1, self.max_retries)
-                time.sleep(min(wait, 120.0))
+                    failure = (f"openai: giving up after {attempt + 1} attempts (last: HTTP {status or 'connection error'}"
+                               f": {self._scrub(getattr(e, 'message', str(e)))}). Wait and run again: finished shards "
+                               "are kept.")
+                else:
+                    wait = self.backoff * (2**attempt) * (1 + 0.1 * random.random())
+                    retry_after = _retry_after(e)
+                    if retry_after is not None:
+                        wait = max(wait, retry_after) if retry_after > 0 else retry_after
+                    log.warning("openai: HTTP %s, retrying in %.2f s (attempt %d of %d)", status or "connection error",
+                                wait, attempt + 1, self.max_retries)
+                    time.sleep(min(wait, 120.0))
+                    continue
             except openai.APIStatusError as e:  # other 4xx: the request itself is wrong
-                raise ExtractorError(f"openai: HTTP {e.status_code} for model {self.model_id!r}: {e.message}") from None
-        raise AssertionError("unreachable")
+                failure = f"openai: HTTP {e.status_code} for model {self.model_id!r}: {self._scrub(e.message)}"
+            except openai.OpenAIError as e:  # anything else the client raises
+                failure = f"openai: {type(e).__name__}: {self._scrub(str(e))}"
+            break
+        # raised here, outside the except blocks, so the client's exception (whose text may echo the key) is not
+        # attached as __context__ for a traceback or an error tracker to print
+        raise ExtractorError(failure or "openai: no answer")
+
+    def _scrub(self, text: Any) -> str:
+        return redact(str(text), getattr(self, "_secrets", []))
+
+    def _check_answer(self, resp: Any, n: int) -> np.ndarray:
+        """``[n, D]`` float32 from a response, after checking count, widths and values."""
+        data = sorted(getattr(resp, "data", None) or [], key=lambda d: d.index)
+        if len(data) != n or [d.index for d in data] != list(range(n)):
+            raise ExtractorError(f"openai: asked for {n} embeddings, the server answered {len(data)} "
+                                 f"(indexes {[d.index for d in data][:10]}); not using a partial answer")
+        widths = sorted({len(d.embedding) if isinstance(d.embedding, (list, tuple)) else -1 for d in data})
+        if widths == [-1] or -1 in widths:
+            raise ExtractorError("openai: the server answered embeddings that are not lists of numbers")
+        if len(widths) > 1:
+            raise ExtractorError(f"openai: the server answered vectors of different widths {widths[:5]} in one "
+                                 f"request for model {self.model_id!r}; a vector store needs one width")
+        width = widths[0]
+        want = self.options.get("dimensions") or KNOWN_DIMS.get(self.model_id) or self._seen_dim
+        if want and width != want:
+            why = ("dimensions=" + str(want)) if self.options.get("dimensions") else (
+                f"the size of {self.model_id}" if KNOWN_DIMS.get(self.model_id) else "earlier answers")
+            raise ExtractorError(f"openai: the server answered {width}-d vectors where {want}-d were expected "
+                                 f"({why}); check the model name, dimensions and base_url")
+        try:
+            out = np.asarray([d.embedding for d in data], dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise ExtractorError(f"openai: the server answered values that are not numbers ({e})") from None
+        self._seen_dim = width
+        return out
 
     def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
         self.load("cpu")

@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -213,17 +213,117 @@ class ClipImageEncoder(nn.Module):
         return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
 
 
-def load_clip_image_encoder(clip_path: os.PathLike, lora_path: Optional[os.PathLike] = None) -> ClipImageEncoder:
-    """CLIP from a local (fine-tuned) folder; with ``lora_path`` a peft LoRA adapter is applied and merged."""
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def load_clip_image_encoder(clip_path: os.PathLike, lora_path: Optional[os.PathLike] = None,
+                            lora_alpha: Optional[float] = None) -> ClipImageEncoder:
+    """CLIP from a hub id or local (fine-tuned) folder, optionally adapted with LoRA (merged into the weights).
+
+    ``lora_path``: a peft adapter folder, or a ``.pt`` state dict (``clip_lora_best.pt``: LoRA weights, or a
+    whole fine-tuned CLIP state dict; a training checkpoint holding ``model_state_dict`` works too).
+    ``clip_path`` may itself be such a ``.pt`` file; the base model is then :data:`DEFAULT_CLIP_MODEL`.
+    ``lora_alpha``: the LoRA scale numerator, when the ``.pt`` does not record it (see :func:`apply_state_dict`).
+    """
     from transformers import CLIPModel
 
+    weights = None
+    if str(clip_path).endswith(CHECKPOINT_SUFFIXES) and Path(clip_path).is_file():
+        clip_path, weights = DEFAULT_CLIP_MODEL, clip_path
     clip = CLIPModel.from_pretrained(str(clip_path))
-    if lora_path is not None:
-        from peft import PeftModel
+    for extra in (weights, lora_path):
+        if extra is None:
+            continue
+        if Path(extra).is_dir():
+            from peft import PeftModel
 
-        clip = PeftModel.from_pretrained(clip, str(lora_path)).merge_and_unload()
-        clip.requires_grad_(True)  # peft loads adapters for inference (frozen base); the merged encoder fine-tunes
+            clip = PeftModel.from_pretrained(clip, str(extra)).merge_and_unload()
+        else:
+            clip = apply_state_dict(clip, extra, lora_alpha)
+    clip.requires_grad_(True)  # peft loads adapters for inference (frozen base); the merged encoder fine-tunes
     return ClipImageEncoder(clip)
+
+
+def read_state_dict(path: os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """A ``.pt`` state dict (``weights_only=True``) and the training config stored beside it, if any
+    (``{"model_state_dict": ..., "config": {...}}`` checkpoints, or an ``adapter_config.json`` in the folder)."""
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    config: Dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for key in ("model_state_dict", "state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: not a state dict of tensors (got {type(obj).__name__})")
+    side = Path(path).with_name("adapter_config.json")
+    if side.is_file():
+        config = {**json.loads(side.read_text()), **config}
+    return {k.removeprefix("module."): v for k, v in obj.items()}, config
+
+
+def apply_state_dict(clip: nn.Module, path: os.PathLike, lora_alpha: Optional[float] = None) -> nn.Module:
+    """Load ``path`` into ``clip``: LoRA weights (``...q_proj.lora_A.weight`` / ``lora_B``) are rebuilt as a peft
+    adapter (rank from their shapes, target modules from their names) and merged; other weights are loaded by
+    name. Key prefixes such as ``base_model.model.`` or ``clip.`` are matched to CLIP's own names.
+
+    The LoRA scale is ``lora_alpha / r``: taken from ``lora_alpha``, else the checkpoint's stored config
+    (``lora_alpha`` or ``alpha``), else an ``adapter_config.json`` beside the file; a file that records none
+    is refused with the value to pass (a wrong scale would give silently wrong features).
+    """
+    state, config = read_state_dict(path)
+    names = set(clip.state_dict())
+
+    def clip_name(key: str) -> Optional[str]:
+        parts = key.replace(".default.", ".").replace(".base_layer.", ".").split(".")
+        for i in range(len(parts)):
+            cand = ".".join(parts[i:])
+            if cand in names or "vision_model." + cand in names:
+                return cand if cand in names else "vision_model." + cand
+        return None
+
+    lora = {k: v for k, v in state.items() if ".lora_A." in k or ".lora_B." in k}
+    plain = {clip_name(k): v for k, v in state.items() if k not in lora}
+    unknown = [k for k, n in zip([k for k in state if k not in lora], plain) if n is None]
+    plain.pop(None, None)
+    if plain:
+        missing = clip.load_state_dict(plain, strict=False)
+        log.info("%s: %d CLIP weights loaded by name (%d CLIP weights not in the file)", path, len(plain),
+                 len(missing.missing_keys))
+    if lora:
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        modules, ranks, adapters = set(), set(), {}
+        for k, v in lora.items():
+            module, _, rest = k.replace(".default.", ".").partition(".lora_")
+            target = clip_name(module + ".weight")
+            if target is None:
+                raise ValueError(f"{path}: LoRA weight {k!r} names no CLIP module")
+            modules.add(module.rsplit(".", 1)[-1])
+            if rest.startswith("A."):
+                ranks.add(int(v.shape[0]))
+            adapters["base_model.model." + target[: -len(".weight")] + ".lora_" + rest] = v
+        alpha = lora_alpha if lora_alpha is not None else config.get("lora_alpha", config.get("alpha"))
+        if alpha is None:
+            raise ValueError(
+                f"{path}: LoRA weights of rank {sorted(ranks)} but no lora_alpha recorded with them; pass "
+                "lora_alpha=<the value used in training> (peft's default is 8; scale = lora_alpha / r)")
+        if len(ranks) != 1:
+            raise ValueError(f"{path}: LoRA layers of different ranks {sorted(ranks)} are not supported")
+        peft_model = get_peft_model(clip, LoraConfig(r=ranks.pop(), lora_alpha=float(alpha), target_modules=sorted(modules)))
+        result = set_peft_model_state_dict(peft_model, adapters)
+        left = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+        if left:
+            raise ValueError(f"{path}: LoRA weights not loaded: {left[:5]}")
+        clip = peft_model.merge_and_unload()
+        log.info("%s: LoRA (r=%d, alpha=%s, modules %s) merged into CLIP", path, peft_model.peft_config["default"].r,
+                 alpha, sorted(modules))
+    if not plain and not lora:
+        raise ValueError(f"{path}: none of its {len(state)} weights match a CLIP weight (first: {list(state)[:3]})")
+    if unknown:
+        log.warning("%s: %d weight(s) match no CLIP weight and were ignored (first: %s)", path, len(unknown), unknown[:3])
+    return clip
 
 
 def add_lora(clip_model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0.0,
@@ -251,11 +351,13 @@ class BertClipClassifier(nn.Module):
 
 
 def load_bert_clip(bert_path: os.PathLike, clip_path: os.PathLike, n_out: int, lora_path: Optional[os.PathLike] = None,
-                   head_config: HeadConfig = HeadConfig()) -> BertClipClassifier:
-    """:class:`BertClipClassifier` from locally saved (fine-tuned) BERT and CLIP folders (+ optional LoRA adapter)."""
+                   head_config: HeadConfig = HeadConfig(), lora_alpha: Optional[float] = None) -> BertClipClassifier:
+    """:class:`BertClipClassifier` from a (fine-tuned) BERT folder and CLIP (+ optional LoRA: a peft folder or a
+    ``.pt`` state dict such as ``clip_lora_best.pt``; see :func:`load_clip_image_encoder`)."""
     from transformers import AutoModel
 
-    return BertClipClassifier(AutoModel.from_pretrained(str(bert_path)), load_clip_image_encoder(clip_path, lora_path), n_out, head_config)
+    return BertClipClassifier(AutoModel.from_pretrained(str(bert_path)), load_clip_image_encoder(clip_path, lora_path, lora_alpha),
+                              n_out, head_config)
 
 
 __getattr__ = moved(__name__, {

@@ -35,7 +35,7 @@ if "google.colab" in sys.modules:
     REPO_URL = os.environ.get("MMFUSION_REPO_URL", "{url}")  # your fork: set MMFUSION_REPO_URL
     CLONE = os.environ.get("MMFUSION_CLONE", os.path.join(DRIVE, "MyDrive", "mmfusion", "code"))  # a clone on Drive
     run = lambda cmd: print("$", *cmd) if os.environ.get("MMFUSION_COLAB_DRY_RUN") else subprocess.run(cmd, check=True)
-    if importlib.util.find_spec("utils.experiment") is None:
+    if importlib.util.find_spec("utils") is None or importlib.util.find_spec("utils.experiment") is None:
         if not os.path.isfile(os.path.join(CLONE, "requirements.txt")):
             if "YOUR-ORG" in REPO_URL:
                 raise RuntimeError(f"No clone of the repository at {{CLONE}} and no repository URL: set MMFUSION_REPO_URL "

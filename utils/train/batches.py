@@ -76,14 +76,20 @@ class RecordsDataset(torch.utils.data.Dataset):
         self.ids, self.texts, self.paths, self.targets = list(ids), list(texts), list(paths), targets
 
     @classmethod
-    def from_dataset(cls, ds: Any, rows: Sequence[int], targets: torch.Tensor) -> "RecordsDataset":
-        """Rows ``rows`` of a :class:`~utils.data.schema.MultimodalDataset` (linear time in the rows)."""
+    def from_dataset(cls, ds: Any, rows: Sequence[int], targets: torch.Tensor,
+                     texts: Optional[Sequence[str]] = None, images: Optional[Sequence[Optional[str]]] = None,
+                     ) -> "RecordsDataset":
+        """Rows ``rows`` of a :class:`~utils.data.schema.MultimodalDataset` (linear time in the rows).
+
+        ``texts`` / ``images``: the table's ``ds.items("text")`` / ``ds.items("image")`` when the caller has them
+        already (several splits of one table read them once)."""
         rows = np.asarray(rows, dtype=np.int64)
         ids = ds.df["id"].to_numpy()[rows]
-        all_texts = ds.items("text") if "text" in ds.df.columns else None
-        images = ds.items("image")
-        texts = [all_texts[i] for i in rows] if all_texts is not None else [""] * len(rows)
-        return cls(ids, texts, [images[i] for i in rows], targets)
+        if texts is None:
+            texts = ds.items("text") if "text" in ds.df.columns else [""] * len(ds.df)
+        if images is None:
+            images = ds.items("image")
+        return cls(ids, [texts[i] for i in rows], [images[i] for i in rows], targets)
 
     def __len__(self) -> int:
         return len(self.ids)

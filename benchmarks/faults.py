@@ -1,0 +1,976 @@
+"""Reliability probe: try to make the store lie or jam, and feed the framework bad inputs; report what happened.
+
+Run: ``python benchmarks/faults.py`` (about a minute on 2 CPU cores; CI runs it through tests/test_faults.py).
+
+Each case ends in one of:
+
+- ``identical``: the job finished (after a resume where it was killed) and its vectors are bit-identical to an
+  uninterrupted run (or, for inputs, equal to what the correct decoding gives);
+- ``repaired``: damage was found and fixed by itself (damaged shards recomputed), vectors identical;
+- ``refused``: a clear error naming the file, row or option (and nothing wrong was written);
+- ``WRONG``: finished without complaint but the result is wrong (the goal is zero);
+- ``UNCLEAR``: an error that does not say what is wrong (a raw numpy / JSON / Python error).
+
+It prints one line per case (``case: outcome (detail)``) and totals as ``name: value`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from utils.extractors.base import Extractor  # noqa: E402
+
+GOOD = ("identical", "repaired", "refused")
+DIM = 16
+
+
+# ---------------------------------------------------------------------------------------- fixtures
+class Det(Extractor):
+    """A deterministic text extractor: each text's vector comes from a hash of it (so any mix-up shows)."""
+
+    family, modality = "det", "text"
+
+    def __init__(self, model_id: str = "m", **options: Any):
+        super().__init__(model_id, **options)
+        self.calls, self.sleep = 0, 0.0
+
+    def _encode(self, items, batch_size, device, show_progress, on_error):
+        self.calls += 1
+        if self.sleep:
+            time.sleep(self.sleep)
+        return np.stack([vector_of(t) for t in items])
+
+
+def vector_of(text: str) -> np.ndarray:
+    seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+
+
+class Bytes(Extractor):
+    """A deterministic "image" extractor that reads each file's bytes (a replaced file gives another vector)."""
+
+    family, modality = "bytes", "image"
+
+    def _encode(self, items, batch_size, device, show_progress, on_error):
+        return np.stack([vector_of(Path(p).read_bytes().hex()) for p in items])
+
+
+def text_dataset(n: int, name: str = "probe"):
+    from utils.data import DatasetSpec, MultimodalDataset
+
+    splits = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
+    df = pd.DataFrame({"id": [f"r{i:05d}" for i in range(n)], "text": [f"text number {i} " * (1 + i % 4) for i in range(n)],
+                       "label": ["ab"[i % 2] for i in range(n)], "split": [splits[i % 10] for i in range(n)]})
+    return MultimodalDataset(df, DatasetSpec(name=name, task="binary", classes=["a", "b"], modalities=["text"]))
+
+
+def reference(ds) -> np.ndarray:
+    return np.stack([vector_of(t) for t in ds.items("text")])
+
+
+def leftovers(folder: Path) -> List[str]:
+    """Files a finished store must not keep: shards, temporary files, lock files."""
+    out = []
+    if (folder / "shards").exists():
+        out.append("shards/")
+    out += [p.name for p in folder.rglob("*.tmp")]
+    out += [f"locks/{p.name}" for p in (folder / "locks").glob("*.lock")] if (folder / "locks").is_dir() else []
+    return out
+
+
+# ------------------------------------------------------------------------------------------ child
+def child(argv: Sequence[str]) -> None:
+    """One extraction job in its own process; ``--kill STAGE --hit K`` sends SIGKILL to itself at that point."""
+    p = argparse.ArgumentParser()
+    p.add_argument("root")
+    p.add_argument("--n", type=int, default=60)
+    p.add_argument("--shard-size", type=int, default=10)
+    p.add_argument("--kill", default="")
+    p.add_argument("--hit", type=int, default=1)
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--enospc", default="")
+    a = p.parse_args(argv)
+    import utils.store
+    from utils.embed import embed
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    hits: Dict[str, int] = {}
+
+    def hook(stage: str) -> None:
+        hits[stage] = hits.get(stage, 0) + 1
+        if stage == a.kill and hits[stage] == a.hit:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if stage == a.enospc:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    utils.store.FAULT_HOOK = hook
+    if a.enospc == "shard-write":  # the disk fills while the third shard's vectors are written
+        import utils.store.files as files
+
+        real = files.HashingWriter.write
+        seen = {"n": 0}
+
+        def write(self, data):
+            seen["n"] += 1
+            if seen["n"] == 3 * 2 * 3:  # about the third shard
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(self, data)
+
+        files.HashingWriter.write = write
+    ds = text_dataset(a.n)
+    ext = Det()
+    ext.sleep = a.sleep
+    store = embed(ds, "text", ext, root=a.root, shard_size=a.shard_size, show_progress=False)
+    print(json.dumps({"complete": store.is_complete(), "calls": ext.calls}))
+
+
+def run_child(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, __file__, "child", str(root), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def popen_child(root: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, __file__, "child", str(root), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def store_folder(root: Path) -> Path:
+    return root / "probe" / "text" / "det_m"
+
+
+def check_store(root: Path, n: int = 60) -> Tuple[str, str]:
+    from utils.store import EmbeddingStore
+
+    ds = text_dataset(n)
+    folder = store_folder(root)
+    store = EmbeddingStore(folder)
+    if not store.is_complete():
+        return "WRONG", "the store is not complete after the rerun"
+    got = store.aligned(ds.df["id"], verify="full")
+    if not np.array_equal(got, reference(ds)):
+        return "WRONG", "vectors differ from an uninterrupted run"
+    left = leftovers(folder)
+    if left:
+        return "WRONG", f"the finished store keeps {left}"
+    return "identical", ""
+
+
+# ------------------------------------------------------------------------------------------ cases
+class Probe:
+    def __init__(self, work: Path, verbose: bool = False):
+        self.work, self.verbose = work, verbose
+        self.rows: List[Tuple[str, str, str]] = []
+
+    def case(self, name: str, fn: Callable[[], Tuple[str, str]]) -> None:
+        t0 = time.perf_counter()
+        try:
+            outcome, detail = fn()
+        except Exception as e:  # noqa: BLE001 -- an exception nobody expected is itself a finding
+            outcome, detail = "UNCLEAR", f"{type(e).__name__}: {str(e)[:300]}"
+            if self.verbose:
+                traceback.print_exc()
+        detail = " ".join(detail.split())
+        self.rows.append((name, outcome, detail))
+        print(f"{name}: {outcome}" + (f" ({detail[:160]})" if detail else "") + f" [{time.perf_counter() - t0:.1f} s]",
+              flush=True)
+
+    def folder(self, name: str) -> Path:
+        p = self.work / name
+        shutil.rmtree(p, ignore_errors=True)
+        p.mkdir(parents=True)
+        return p
+
+
+class Warnings(logging.Handler):
+    """Collects the package's warnings during a case (what the user was told)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: List[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage().splitlines()[-1].strip("- "))
+
+    def __enter__(self):
+        logger = logging.getLogger("utils")
+        self.level = logger.level
+        logger.setLevel(logging.WARNING)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logger = logging.getLogger("utils")
+        logger.removeHandler(self)
+        logger.setLevel(self.level)
+
+    def first(self) -> str:
+        return self.lines[0] if self.lines else ""
+
+
+def refused(fn: Callable[[], Any], errors: Tuple[type, ...], needles: Sequence[str], forbidden: Sequence[str] = ()
+            ) -> Tuple[str, str]:
+    """Run ``fn``: a clear refusal is an error of ``errors`` whose text holds every needle (and no forbidden text)."""
+    try:
+        fn()
+    except SystemExit as e:
+        text = str(e.code)
+        ok = all(n.lower() in text.lower() for n in needles) and not any(f in text for f in forbidden)
+        return ("refused", text[:200]) if ok else ("UNCLEAR", text[:200])
+    except errors as e:
+        text = str(e)
+        ok = all(n.lower() in text.lower() for n in needles) and not any(f in text + repr(e) for f in forbidden)
+        return ("refused", text[:200]) if ok else ("UNCLEAR", f"{type(e).__name__}: {text[:200]}")
+    except Exception as e:  # noqa: BLE001
+        return "UNCLEAR", f"{type(e).__name__}: {str(e)[:200]}"
+    return "WRONG", "accepted without an error"
+
+
+# --------------------------------------------------------------------------------- store: kills
+KILL_POINTS = [  # (stage, which hit) inside embed(): 6 shards of 10 rows
+    ("shard.ids", 3), ("shard.meta", 2), ("shard.done", 4), ("merge.locked", 1), ("merge.block", 3),
+    ("merge.written", 1), ("merge.vectors_in_place", 1), ("merge.ids_in_place", 1), ("merge.manifest", 1),
+    ("merge.removing", 1),
+]
+
+
+def kill_cases(p: Probe) -> None:
+    for stage, hit in KILL_POINTS:
+        def run(stage=stage, hit=hit):
+            root = p.folder(f"kill-{stage}")
+            first = run_child(root, "--kill", stage, "--hit", str(hit))
+            if first.returncode != -signal.SIGKILL:
+                return "UNCLEAR", f"the kill point was not reached (exit {first.returncode}): {first.stderr[-300:]}"
+            t0 = time.perf_counter()
+            again = run_child(root, timeout=60)
+            if again.returncode != 0:
+                return "UNCLEAR", f"the rerun failed: {again.stderr.strip().splitlines()[-1:]}"
+            outcome, detail = check_store(root)
+            return outcome, detail or f"resumed in {time.perf_counter() - t0:.1f} s"
+        p.case(f"kill -9 at {stage} (hit {hit})", run)
+
+    def external_kill():
+        root = p.folder("kill-external")
+        proc = popen_child(root, "--sleep", "0.3")
+        shards = store_folder(root) / "shards"
+        deadline = time.time() + 30
+        while time.time() < deadline and len(list(shards.glob("*[0-9].npy"))) < 2:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        again = run_child(root, timeout=60)
+        if again.returncode != 0:
+            return "UNCLEAR", again.stderr[-300:]
+        return check_store(root)
+    p.case("kill -9 from outside during extraction", external_kill)
+
+
+def concurrent_cases(p: Probe) -> None:
+    def two_jobs():
+        root = p.folder("two-jobs")
+        procs = [popen_child(root, "--sleep", "0.25") for _ in range(2)]
+        outs = [pr.communicate(timeout=120) for pr in procs]
+        if any(pr.returncode != 0 for pr in procs):
+            return "UNCLEAR", " | ".join(o[1].strip().splitlines()[-1] if o[1].strip() else "" for o in outs)
+        calls = [json.loads(o[0].strip().splitlines()[-1])["calls"] for o in outs]
+        outcome, detail = check_store(root)
+        if outcome != "identical":
+            return outcome, detail
+        if sum(calls) != 6:
+            return "WRONG", f"the two jobs computed {calls} shards (6 exist): work was duplicated"
+        return "identical", f"shards computed per job {calls}, none twice"
+    p.case("two jobs on one store at once", two_jobs)
+
+    def three_jobs_one_killed():
+        root = p.folder("three-jobs")
+        procs = [popen_child(root, "--sleep", "0.25") for _ in range(3)]
+        time.sleep(1.2)
+        procs[0].send_signal(signal.SIGKILL)
+        outs = [pr.communicate(timeout=120) for pr in procs[1:]]
+        procs[0].wait()
+        if any(pr.returncode != 0 for pr in procs[1:]):
+            return "UNCLEAR", " | ".join(o[1][-200:] for o in outs)
+        return check_store(root)
+    p.case("three jobs, one killed while holding a shard", three_jobs_one_killed)
+
+
+# -------------------------------------------------------------------------------- store: damage
+def damage_cases(p: Probe) -> None:
+    from utils import experiment as ex
+    from utils.extractors import FAMILIES, register_family
+
+    if "det" not in FAMILIES.names():
+        FAMILIES.register("det", modality="text")(Det)
+        register_family("det", Det.__module__)
+    n = 2000
+    ds = text_dataset(n)
+    ref = reference(ds)
+    pristine = p.folder("pristine")
+    ex.extract_embeddings(ds, {"text": "det:m"}, embeddings_dir=pristine, show_progress=False)
+    src = store_folder(pristine)
+
+    def flow(root: Path) -> np.ndarray:  # what a notebook does: extract (or reuse), then read every row
+        return ex.extract_embeddings(ds, {"text": "det:m"}, embeddings_dir=root, show_progress=False).vectors["text"]
+
+    def damaged(name: str, damage: Callable[[Path], None], expect_refusal: Optional[Sequence[str]] = None):
+        def run():
+            root = p.folder(f"damage-{name}")
+            shutil.copytree(pristine, root, dirs_exist_ok=True)
+            damage(store_folder(root))
+            if expect_refusal is not None:
+                from utils.store import StoreIntegrityError, StoreMismatchError
+
+                return refused(lambda: flow(root), (StoreIntegrityError, StoreMismatchError), expect_refusal)
+            with Warnings() as told:
+                got = flow(root)
+            if not np.array_equal(got, ref):
+                return "WRONG", "vectors differ from the undamaged store"
+            return "repaired", told.first().replace(str(root), "…")
+        p.case(f"finished store: {name}", run)
+
+    def rows(folder: Path, fn: Callable[[np.ndarray], None]) -> None:
+        mm = np.load(folder / "vectors.npy", mmap_mode="r+")
+        fn(mm)
+        mm.flush()
+        del mm
+
+    def truncate(path: Path, keep: float = 0.6) -> None:
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * keep)])
+
+    damaged("100 rows set to zero", lambda f: rows(f, lambda m: m.__setitem__(slice(500, 600), 0.0)))
+    damaged("one row set to NaN", lambda f: rows(f, lambda m: m.__setitem__(1234, np.nan)))
+    damaged("1,000 rows reversed", lambda f: rows(f, lambda m: m.__setitem__(slice(300, 1300), np.array(m[300:1300][::-1]))))
+    damaged("vectors.npy truncated", lambda f: truncate(f / "vectors.npy"))
+    damaged("vectors.npy header garbled", lambda f: (f / "vectors.npy").write_bytes(b"\0" * 16 + (f / "vectors.npy").read_bytes()[16:]))
+    damaged("vectors.npy deleted", lambda f: (f / "vectors.npy").unlink())
+    damaged("ids.npy truncated", lambda f: truncate(f / "ids.npy"))
+    damaged("ids.npy rows swapped", lambda f: np.save(f / "ids.npy", np.load(f / "ids.npy")[::-1]))
+    damaged("manifest.json broken", lambda f: truncate(f / "manifest.json", 0.5),
+            expect_refusal=["manifest.json", "overwrite=True"])
+    damaged("manifest.json deleted", lambda f: (f / "manifest.json").unlink(), expect_refusal=["manifest.json", "overwrite=True"])
+
+    # an unfinished store: shards 0..5 of 10 on disk, then one of them damaged
+    partial = p.folder("partial")
+    from utils.embed import embed
+
+    class Stop(Det):
+        def _encode(self, items, **kw):
+            if self.calls >= 6:
+                raise KeyboardInterrupt("simulated crash")
+            return super()._encode(items, **kw)
+
+    try:
+        embed(ds, "text", Stop(), root=partial, shard_size=200, show_progress=False)
+    except KeyboardInterrupt:
+        pass
+
+    def shard_damage(name: str, damage: Callable[[Path], None]):
+        def run():
+            root = p.folder(f"shard-{name}")
+            shutil.copytree(partial, root, dirs_exist_ok=True)
+            damage(store_folder(root) / "shards")
+            with Warnings() as told:
+                got = embed(ds, "text", Det(), root=root, shard_size=200, show_progress=False).aligned(ds.df["id"])
+            if not np.array_equal(got, ref):
+                return "WRONG", "vectors differ from an undamaged run"
+            return "repaired", told.first().replace(str(root), "…")
+        p.case(f"unfinished store: {name}", run)
+
+    shard_damage("a shard overwritten with zeros", lambda d: np.save(d / "000002.npy", np.zeros((200, DIM), np.float32)))
+    shard_damage("a shard truncated", lambda d: truncate(d / "000001.npy"))
+    shard_damage("a shard with the wrong row count", lambda d: np.save(d / "000003.npy", np.zeros((150, DIM), np.float32)))
+    shard_damage("a shard with the wrong width", lambda d: np.save(d / "000004.npy", np.zeros((200, DIM + 2), np.float32)))
+    shard_damage("a shard's ids truncated", lambda d: truncate(d / "000000.ids.npy"))
+    shard_damage("a broken failed.json", lambda d: (d / "000005.failed.json").write_text("{not json"))
+    shard_damage("a shard's checksum record deleted", lambda d: (d / "000002.meta.json").unlink())
+    shard_damage("a NaN row written into a shard", lambda d: _nan_into(d / "000001.npy"))
+
+
+def _nan_into(path: Path) -> None:
+    a = np.load(path)
+    a[7] = np.nan
+    np.save(path, a)
+
+
+# --------------------------------------------------------------------------------- store: disk full
+def space_cases(p: Probe) -> None:
+    from utils.embed import embed
+    from utils.store import StoreSpaceError
+
+    ds = text_dataset(60)
+
+    for stage in ("merge.block", "shard-write"):
+        def injected(stage=stage):
+            root = p.folder(f"enospc-{stage}")
+            out = run_child(root, "--enospc", stage)
+            text = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ""
+            clear = out.returncode == 1 and "no space left on" in text and "free" in text and "MB" in text
+            folder = store_folder(root)
+            left = [p.name for p in folder.rglob("*.tmp")] + (
+                [x.name for x in (folder / "locks").glob("*.lock")] if (folder / "locks").is_dir() else [])
+            if not clear:
+                return "UNCLEAR", text[-200:] or f"exit {out.returncode}"
+            if left:
+                return "WRONG", f"left behind {left}"
+            again = run_child(root)
+            if again.returncode != 0:
+                return "UNCLEAR", again.stderr[-200:]
+            outcome, detail = check_store(root)
+            return ("refused" if outcome == "identical" else outcome), (text[:150] + "; then resumed identically"
+                                                                       if outcome == "identical" else detail)
+        p.case(f"disk full (ENOSPC injected at {stage})", injected)
+
+    def precheck():
+        import utils.store.files as files
+
+        root = p.folder("space-precheck")
+        real = files.free_bytes
+        files.free_bytes = lambda path: 1000  # bytes
+        try:
+            return refused(lambda: embed(ds, "text", Det(), root=root, shard_size=10, show_progress=False),
+                           (StoreSpaceError,), ["no space left on", "free", "MB"])
+        finally:
+            files.free_bytes = real
+    p.case("too little free space (checked before writing)", precheck)
+
+    def tmpfs():
+        mnt = p.folder("tmpfs")
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)],
+                                               capture_output=True).returncode != 0:
+            return "refused", "skipped: no permission to mount a tmpfs here (the injected cases cover ENOSPC)"
+        try:
+            big = text_dataset(6000)
+            outcome = refused(lambda: embed(big, "text", Det(), root=mnt, shard_size=500, show_progress=False),
+                              (StoreSpaceError,), ["no space left on", "tmpfs", "free", "MB"])
+            if outcome[0] != "refused":
+                return outcome
+            folder = mnt / "probe" / "text" / "det_m"
+            if list(folder.rglob("*.tmp")) or (folder / "locks").is_dir() and list((folder / "locks").glob("*.lock")):
+                return "WRONG", "temporary or lock files left on the full disk"
+            subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
+            got = embed(big, "text", Det(), root=mnt, shard_size=500, show_progress=False).aligned(big.df["id"])
+            if not np.array_equal(got, reference(big)):
+                return "WRONG", "vectors differ after freeing space and resuming"
+            return "refused", outcome[1][:120] + "; resumed identically once space was freed"
+        finally:
+            subprocess.run(["umount", str(mnt)], capture_output=True)
+    p.case("disk full (a 400 KB tmpfs)", tmpfs)
+
+
+# ------------------------------------------------------------------------------------- fingerprint
+def fingerprint_cases(p: Probe) -> None:
+    from PIL import Image
+
+    from utils.data import DatasetSpec, MultimodalDataset
+    from utils.embed import embed
+    from utils.store import StoreMismatchError
+
+    def image_ds(root: Path):
+        df = pd.DataFrame({"id": [f"i{k}" for k in range(6)], "image_path": [f"img/{k}.png" for k in range(6)],
+                           "label": ["a", "b"] * 3, "split": ["train", "train", "val", "val", "test", "test"]})
+        return MultimodalDataset(df, DatasetSpec("imgs", "binary", ["a", "b"], root=str(root), modalities=["image"]))
+
+    def make(root: Path) -> None:
+        (root / "img").mkdir(parents=True)
+        for k in range(6):
+            Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)).save(root / f"img/{k}.png")
+
+    def replaced(keep_time: bool, mode: str):
+        def run():
+            data, emb = p.folder(f"fp-data-{keep_time}-{mode}"), p.folder(f"fp-emb-{keep_time}-{mode}")
+            make(data)
+            embed(image_ds(data), "image", Bytes("b"), root=emb, show_progress=False, fingerprint=mode)
+            victim = data / "img/3.png"
+            st = victim.stat()
+            other = (data / "img/4.png").read_bytes()
+            new = (other + b"\0" * len(victim.read_bytes()))[: st.st_size]
+            time.sleep(0.01)
+            victim.write_bytes(new)  # same name, same size, other content
+            if keep_time:
+                os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+            return refused(lambda: embed(image_ds(data), "image", Bytes("b"), root=emb, show_progress=False,
+                                         fingerprint=mode), (StoreMismatchError,), ["fingerprint", "overwrite=True"])
+        return run
+    p.case("same-size image replaced in place (fingerprint by stat)", replaced(False, "stat"))
+    p.case("same-size image replaced, time set back (fingerprint by content)", replaced(True, "content"))
+
+    def copied():
+        data, emb = p.folder("fp-copy-data"), p.folder("fp-copy-emb")
+        make(data)
+        first = embed(image_ds(data), "image", Bytes("b"), root=emb, show_progress=False, fingerprint="content")
+        ref = first.aligned(["i0", "i5"])
+        copy = p.work / "fp-copy-elsewhere"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(data, copy, copy_function=shutil.copyfile)  # new modification times
+        for f in (copy / "img").iterdir():
+            os.utime(f, (1e9, 1e9))
+        again = embed(image_ds(copy), "image", Bytes("b"), root=emb, show_progress=False, fingerprint="content")
+        if not again.reused or not np.array_equal(again.aligned(["i0", "i5"]), ref):
+            return "WRONG", "the copy was not recognised as the same inputs"
+        return "identical", "reused after copying with new file times"
+    p.case("dataset copied elsewhere (fingerprint by content)", copied)
+
+
+# ---------------------------------------------------------------------------------- bad images
+def image_cases(p: Probe) -> None:
+    from PIL import Image
+
+    from utils import extractors
+    from utils.extractors.base import MediaError
+
+    folder = p.folder("images")
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    grad8 = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(grad8).convert("RGB").save(folder / "grad8.png")
+    ext = extractors.create("timm:test_vit", pretrained=False)
+    enc = lambda paths: ext.encode([str(x) for x in paths], show_progress=False)  # noqa: E731
+    base = enc([folder / "rgb.png", folder / "grad8.png"])
+
+    def cos(a, b):
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    def same(path: Path, want: np.ndarray, tol: float = 0.0, label: str = "") -> Tuple[str, str]:
+        got = enc([path])[0]
+        if tol == 0.0 and np.array_equal(got, want):
+            return "identical", label
+        c = cos(got, want)
+        if tol and c >= 1 - tol:
+            return "identical", f"cosine {c:.4f} with the correct decoding{'; ' + label if label else ''}"
+        return "WRONG", f"cosine {c:.4f} with the correct decoding"
+
+    def renamed():
+        shutil.copyfile(folder / "rgb.png", folder / "renamed.jpg")
+        return same(folder / "renamed.jpg", base[0], label="PNG bytes named .jpg")
+    p.case("image: PNG renamed .jpg", renamed)
+
+    def rgba_opaque():
+        Image.fromarray(rgb).convert("RGBA").save(folder / "rgba.png")
+        return same(folder / "rgba.png", base[0])
+    p.case("image: RGBA (opaque)", rgba_opaque)
+
+    def rgba_transparent():
+        a = np.dstack([rgb, np.where(np.arange(64) < 32, 0, 255)[None, :].repeat(48, 0).astype(np.uint8)])
+        Image.fromarray(a, "RGBA").save(folder / "rgba_t.png")
+        white = rgb.copy()
+        white[:, :32] = 255
+        Image.fromarray(white).save(folder / "rgba_t_ref.png")
+        return same(folder / "rgba_t.png", enc([folder / "rgba_t_ref.png"])[0], label="transparent half composited on white")
+    p.case("image: RGBA (half transparent)", rgba_transparent)
+
+    def grey():
+        Image.fromarray(grad8).save(folder / "grey.png")  # mode L
+        return same(folder / "grey.png", base[1])
+    p.case("image: L (8-bit grey)", grey)
+
+    def palette():
+        im = Image.fromarray(rgb).quantize(64)
+        im.save(folder / "p.png")
+        return same(folder / "p.png", enc_pil(ext, im.convert("RGB"), folder / "p_ref.png"))
+    p.case("image: P (palette)", palette)
+
+    def cmyk():
+        Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.tif")
+        return same(folder / "cmyk.tif", base[0], tol=1e-3)
+    p.case("image: CMYK (TIFF)", cmyk)
+
+    def sixteen():
+        g16 = (np.tile(np.linspace(0, 65535, 64), (48, 1))).astype(np.uint16)
+        Image.fromarray(g16).save(folder / "g16.png")
+        white = enc_pil(ext, Image.new("RGB", (64, 48), (255, 255, 255)), folder / "white.png")
+        got = enc([folder / "g16.png"])[0]
+        if cos(got, white) > 0.999 and cos(got, base[1]) < 0.999:
+            return "WRONG", "the 16-bit gradient looks like a white image"
+        return same(folder / "g16.png", base[1], tol=1e-3, label=f"cosine {cos(got, white):.3f} with a white image")
+    p.case("image: 16-bit grey (I;16 gradient)", sixteen)
+
+    def twelve():
+        g12 = (np.tile(np.linspace(0, 4095, 64), (48, 1))).astype(np.uint16)
+        Image.fromarray(g12).save(folder / "g12.png")
+        return same(folder / "g12.png", base[1], tol=1e-3, label="12-bit values in a 16-bit file")
+    p.case("image: 12-bit grey stored in 16 bits", twelve)
+
+    def floats():
+        Image.fromarray(np.tile(np.linspace(0, 1, 64), (48, 1)).astype(np.float32)).save(folder / "f.tif")
+        return same(folder / "f.tif", base[1], tol=1e-3)
+    p.case("image: float32 grey in [0, 1] (TIFF)", floats)
+
+    def unreadable(name: str, make: Callable[[Path], None]):
+        def run():
+            path = folder / name
+            make(path)
+            items = [str(folder / "rgb.png"), str(path)]
+            outcome = refused(lambda: ext.encode(items, show_progress=False), (MediaError,), ["row 1", name])
+            out = ext.encode(items, show_progress=False, on_error="skip")
+            if list(ext.last_failures) != [1] or not np.isnan(out[1]).all():
+                return "WRONG", "on_error='skip' did not record the row as failed"
+            return outcome
+        p.case(f"image: {name}", run)
+
+    unreadable("truncated.png", lambda q: q.write_bytes((folder / "rgb.png").read_bytes()[:300]))
+    unreadable("truncated.jpg", lambda q: (Image.fromarray(rgb).save(q.with_suffix(".full.jpg")),
+                                          q.write_bytes(q.with_suffix(".full.jpg").read_bytes()[:400])))
+    unreadable("zero-byte.png", lambda q: q.write_bytes(b""))
+    unreadable("bomb.png", _write_bomb_png)
+
+    def big():
+        Image.fromarray(np.tile(rgb, (60, 60, 1))).save(folder / "big.jpg", quality=80)  # 3840 x 2880
+        got = enc([folder / "big.jpg"])[0]
+        return ("identical", "12-megapixel JPEG embedded") if np.isfinite(got).all() else ("WRONG", "NaN vector")
+    p.case("image: 12-megapixel JPEG", big)
+
+
+def enc_pil(ext, im, path: Path) -> np.ndarray:
+    im.save(path)
+    return ext.encode([str(path)], show_progress=False)[0]
+
+
+def _write_bomb_png(path: Path) -> None:
+    """A tiny PNG whose header claims 20,000 x 20,000 pixels (Pillow refuses it before decoding)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 8
+    data[ihdr : ihdr + 8] = struct.pack(">II", 20000, 20000)
+    crc = zlib.crc32(bytes(data[12 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+# ------------------------------------------------------------------------------------- bad tables
+def table_cases(p: Probe) -> None:
+    from utils import data
+    from utils import experiment as ex
+    from utils.data import DatasetError
+
+    def write(name: str, text: str, encoding: str = "utf-8") -> Path:
+        folder = p.folder(f"table-{name}")
+        (folder / "records.csv").write_bytes(text.encode(encoding))
+        return folder
+
+    base = "id,text,label,split\n" + "".join(f"r{i},text {i},{'ab'[i % 2]},{['train', 'train', 'val', 'test'][i % 4]}\n"
+                                            for i in range(40))
+
+    def load(folder: Path, **kw):
+        return data.load("table", root=folder, text_column="text", image_column=None, split_column="split",
+                         id_column="id", **kw)
+
+    def latin1():
+        folder = write("latin1", base + "r99,caf\u00e9 cr\u00e8me,a,train\n", "latin-1")
+        try:
+            ds = load(folder)
+        except DatasetError as e:
+            return refused(lambda: (_ for _ in ()).throw(e), (DatasetError,), ["records.csv"])
+        got = ds.df.loc[ds.df["id"] == "r99", "text"].tolist()
+        return ("identical", "decoded as latin-1") if got == ["caf\u00e9 cr\u00e8me"] else ("WRONG", f"read as {got!r}")
+    p.case("table: latin-1 CSV", latin1)
+
+    def texts():
+        folder = write("texts", "id,text,label,split\nr0,,a,train\nr1,hello,b,train\nr2,\"" + "word " * 20000
+                       + "\",a,val\nr3,  ,b,test\n")
+        ds = load(folder)
+        from utils import extractors
+
+        ext = extractors.create("minilm-offline")
+        got = ext.encode(ds.items("text"), show_progress=False)
+        want = ext.encode(["", "hello", "word " * 20000, "  "], show_progress=False)
+        if not np.isfinite(got).all():
+            return "WRONG", "NaN vectors"
+        return ("identical", "empty, NaN and 100,000-character texts embedded") if np.allclose(got, want, atol=1e-5) \
+            else ("WRONG", "texts changed on the way")
+    p.case("table: empty, missing and 100,000-character texts", texts)
+
+    def skipped(folder: Path, bad_id: str, needles: Sequence[str], **kw) -> Tuple[str, str]:
+        """A malformed line is left out and reported with its line number (strict=True raises instead)."""
+        ds = load(folder, **kw)
+        rep = ds.spec.extra.get("load_report")
+        where = rep.where("skipped") if rep is not None else []
+        text = "; ".join(f"{r}: {n}" for r, n in rep.counts("skipped").items()) if rep is not None else ""
+        if (ds.df["text"] == "again").any() or bad_id in set(ds.df["id"]) and bad_id != "r3":
+            return "WRONG", "the malformed line was loaded"
+        if not where or "records.csv:42" not in where or not all(n.lower() in text.lower() for n in needles):
+            return "UNCLEAR", f"skipped without saying where or why: {where} {text}"
+        strict = refused(lambda: load(folder, strict=True, **kw), (DatasetError,), ["records.csv:42"])
+        if strict[0] != "refused":
+            return strict
+        return "refused", f"line 42 skipped and reported ({text}); strict=True raises"
+
+    p.case("table: NaN label", lambda: skipped(write("nanlabel", base + "r99,x,,train\n"), "r99", ["label"]))
+    p.case("table: unknown label", lambda: skipped(write("unknown", base + "r99,x,zzz,train\n"), "r99", ["label"],
+                                                   classes=["a", "b"]))
+    p.case("table: duplicate ids", lambda: skipped(write("dup", base + "r3,again,a,train\n"), "r3", ["one id"]))
+
+    def escaping(value: str):
+        def run():
+            folder = p.folder(f"escape-{abs(hash(value))}")
+            (folder / "records.csv").write_text("id,text,image,label,split\n" + "".join(
+                f"r{i},t,{value if i == 5 else 'img/x.png'},{'ab'[i % 2]},{['train', 'val', 'test'][i % 3]}\n"
+                for i in range(12)))
+            (folder / "img").mkdir()
+            (folder / "img/x.png").write_bytes((p.work / "images/rgb.png").read_bytes())
+            return refused(lambda: data.load("table", root=folder, split_column="split", id_column="id"),
+                           (DatasetError,), ["row 5", "outside the dataset root", "allow_absolute_paths"])
+        return run
+    p.case("table: image path /etc/passwd", escaping("/etc/passwd"))
+    p.case("table: image path ../../../../somewhere/x.png", escaping("../../../../somewhere/x.png"))
+
+    one_class = "id,text,label,split\n" + "".join(f"r{i},text {i},a,{['train', 'val', 'test'][i % 3]}\n" for i in range(30))
+
+    def one_class_case():
+        folder = write("oneclass", one_class)
+        emb = p.folder("oneclass-emb")
+        ds = load(folder)
+        outcome = refused(lambda: ex.extract_embeddings(ds, {"text": "det:m"}, embeddings_dir=emb, show_progress=False),
+                          (DatasetError,), ["class", "training rows"])
+        if any(emb.rglob("*.npy")):
+            return "WRONG", "extraction ran before the refusal"
+        return outcome
+    p.case("table: every row one class", one_class_case)
+
+    no_val = "id,text,label,split\n" + "".join(f"r{i},text {i},{'ab'[i % 2]},{['train', 'test'][i % 2 * 0 + (i % 3 == 0)]}\n"
+                                                for i in range(30))
+    p.case("table: no validation split, carve_val=False",
+           lambda: refused(lambda: load(write("noval", no_val), carve_val=False), (DatasetError,), ["validation"]))
+
+    def no_val_carved():
+        ds = load(write("noval2", no_val))
+        n_val = int((ds.df["split"] == "val").sum())
+        return ("identical", f"{n_val} training rows carved as validation") if n_val else ("WRONG", "no val rows")
+    p.case("table: no validation split, default", no_val_carved)
+
+
+# ------------------------------------------------------------------------------------ parameters
+def parameter_cases(p: Probe) -> None:
+    from utils.__main__ import main
+
+    def cli(args: List[str], needles: Sequence[str]):
+        def run():
+            err = io.StringIO()
+            t0 = time.perf_counter()
+            old = sys.stderr
+            sys.stderr = err
+            try:
+                try:
+                    code = main(args + ["--data-dir", str(p.work / "cli-data"), "--embeddings-dir",
+                                        str(p.work / "cli-emb"), "--results-dir", str(p.work / "cli-res")])
+                except SystemExit as e:
+                    code, text = 2, str(e.code)
+                else:
+                    text = err.getvalue()
+            finally:
+                sys.stderr = old
+            took = time.perf_counter() - t0
+            if code == 0:
+                return "WRONG", "accepted"
+            ok = all(n.lower() in text.lower() for n in needles) and "Traceback" not in text
+            if (p.work / "cli-emb").exists() and any((p.work / "cli-emb").rglob("*.npy")):
+                return "WRONG", "extraction ran before the refusal"
+            return ("refused" if ok else "UNCLEAR"), f"{text.strip()[:150]} ({took:.1f} s)"
+        return run
+
+    p.case("cli: --epochs -1", cli(["--epochs", "-1"], ["--epochs", ">= 1"]))
+    p.case("cli: --batch-size 1", cli(["--batch-size", "1"], ["--batch-size", ">= 2"]))
+    p.case("cli: --seeds a,b", cli(["--seeds", "a,b"], ["--seeds", "integers"]))
+    p.case("cli: bad JSON options", cli(["--dataset-options", "{n: 3}"], ["--dataset-options", "JSON"]))
+    p.case("cli: unknown loader option", cli(["--dataset-options", '{"nn": 30}'], ["nn", "did you mean", "accepts"]))
+    p.case("cli: unknown extractor option", cli(["--image-options", '{"precision": "int8"}'], ["precision", "fp32"]))
+    p.case("cli: unknown dataset", cli(["--dataset", "nosuch"], ["nosuch", "synthetic"]))
+
+
+# ----------------------------------------------------------------------------------------- OpenAI
+def openai_cases(p: Probe) -> None:
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from utils import extractors
+    from utils.extractors.base import ExtractorError
+
+    key = "sk-probe-SECRET-abc123"
+    state: Dict[str, Any] = {"mode": "ok"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            mode = state["mode"]
+            if mode in ("echo400", "echo500"):
+                payload = json.dumps({"error": {"message": f"bad request; headers were Authorization: "
+                                                           f"{self.headers.get('authorization')}", "type": "x"}}).encode()
+                self.send_response(400 if mode == "echo400" else 500)
+                self.send_header("retry-after", "0")
+            else:
+                widths = {"ok": [8] * len(body["input"]), "narrow": [8] * len(body["input"]),
+                          "ragged": [8 if i % 2 else 5 for i in range(len(body["input"]))]}[mode]
+                data = [{"object": "embedding", "index": i,
+                         "embedding": base64.b64encode(np.ones(w, "<f4").tobytes()).decode()
+                         if body.get("encoding_format") == "base64" else [1.0] * w} for i, w in enumerate(widths)]
+                payload = json.dumps({"object": "list", "data": data, "model": body["model"],
+                                      "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+                self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    os.environ["OPENAI_API_KEY"] = key
+    try:
+        def run(mode: str, needles: Sequence[str], **kw):
+            def case():
+                state["mode"] = mode
+                ext = extractors.create(kw.pop("spec", "openai:text-embedding-3-small"), base_url=url, backoff=0.0,
+                                        max_retries=1, **kw)
+                logs = io.StringIO()
+                handler = logging.StreamHandler(logs)
+                logging.getLogger("utils").addHandler(handler)
+                try:
+                    outcome = refused(lambda: ext.encode(["a", "b", "c"], show_progress=False), (ExtractorError,),
+                                      needles, forbidden=[key])
+                finally:
+                    logging.getLogger("utils").removeHandler(handler)
+                if key in logs.getvalue():
+                    return "WRONG", "the API key appears in the log"
+                return outcome
+            return case
+
+        p.case("openai: 8-d answer when dimensions=256", run("narrow", ["8-d", "256"], dimensions=256))
+        p.case("openai: 8-d answer for a 1536-d model", run("narrow", ["8-d", "1536"]))
+        p.case("openai: answers of mixed widths", run("ragged", ["different widths"], spec="openai:my-model"))
+        p.case("openai: error body echoing the Authorization header (400)", run("echo400", ["HTTP 400"]))
+        p.case("openai: error body echoing the Authorization header (500)", run("echo500", ["giving up"]))
+
+        def credentials():
+            state["mode"] = "ok"
+            secret_url = url.replace("http://", "http://alice:hunter2pass@") + "?api-key=qk-999"
+            ext = extractors.create("openai:my-model", base_url=secret_url)
+            shown = json.dumps(ext.config()) + repr(ext) + ext.slug + ext.describe()
+            leaks = [s for s in ("hunter2pass", "qk-999", "alice") if s in shown]
+            return ("WRONG", f"{leaks} visible in manifest/repr") if leaks else ("identical", "credentials redacted")
+        p.case("openai: base_url with user:password@ and a key in the query", credentials)
+    finally:
+        server.shutdown()
+        os.environ.pop("OPENAI_API_KEY", None)
+
+
+# ---------------------------------------------------------------------------------------- archives
+def archive_cases(p: Probe) -> None:
+    import tarfile
+    import zipfile
+
+    from utils.data import download as dl
+
+    def tar(name: str, links: List[Tuple[str, str]]):
+        def run():
+            folder = p.folder(f"tar-{name}")
+            path = folder / "a.tar"
+            with tarfile.open(path, "w") as t:
+                for member, target in links:
+                    info = tarfile.TarInfo(member)
+                    info.type, info.linkname = tarfile.SYMTYPE, target
+                    t.addfile(info)
+            outcome = refused(lambda: dl.extract(path, folder / "out"), (dl.DownloadError,), ["unsafe archive member"])
+            if (folder / "out").exists() and any((folder / "out").iterdir()):
+                return "WRONG", f"wrote {[x.name for x in (folder / 'out').iterdir()]}"
+            return outcome
+        return run
+    p.case("archive: tar link chain sub -> ., esc -> sub/..", tar("chain", [("sub", "."), ("esc", "sub/..")]))
+    p.case("archive: tar link to a link defined later", tar("later", [("a", "b/.."), ("b", "x/y/../..")]))
+
+    def bomb():
+        folder = p.folder("zip-bomb")
+        with zipfile.ZipFile(folder / "b.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("big.bin", b"\0" * (300 << 20))
+        outcome = refused(lambda: dl.extract(folder / "b.zip", folder / "out"), (dl.DownloadError,),
+                          ["would expand to", "max_bytes"])
+        if (folder / "out").exists() and any((folder / "out").iterdir()):
+            return "WRONG", "wrote files"
+        return outcome
+    p.case("archive: 300 KB zip expanding to 300 MB", bomb)
+
+
+# ------------------------------------------------------------------------------------------ main
+GROUPS = {"kills": kill_cases, "concurrent": concurrent_cases, "damage": damage_cases, "space": space_cases,
+          "fingerprint": fingerprint_cases, "images": image_cases, "tables": table_cases,
+          "parameters": parameter_cases, "openai": openai_cases, "archives": archive_cases}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", choices=sorted(GROUPS), help="run these groups only")
+    ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="faults-"))
+    os.environ["MMFUSION_EMBEDDINGS_DIR"] = str(work / "embeddings")
+    probe = Probe(work, a.verbose)
+    t0 = time.perf_counter()
+    try:
+        order = ["kills", "concurrent", "damage", "space", "fingerprint", "images", "tables", "parameters", "openai",
+                 "archives"]
+        for name in order:
+            if a.only and name not in a.only:
+                continue
+            if name == "tables" and "damage" not in (a.only or order):
+                from utils.extractors import FAMILIES, register_family
+
+                if "det" not in FAMILIES.names():
+                    FAMILIES.register("det", modality="text")(Det)
+                    register_family("det", Det.__module__)
+            GROUPS[name](probe)
+    finally:
+        if not a.work:
+            shutil.rmtree(work, ignore_errors=True)
+    counts = {k: sum(1 for r in probe.rows if r[1] == k) for k in ("identical", "repaired", "refused", "WRONG", "UNCLEAR")}
+    print()
+    print(f"cases_tried: {len(probe.rows)}")
+    print(f"identical_after_resume_or_correct: {counts['identical']}")
+    print(f"repaired: {counts['repaired']}")
+    print(f"refused_with_clear_error: {counts['refused']}")
+    print(f"silently_wrong: {counts['WRONG']}")
+    print(f"unclear_errors: {counts['UNCLEAR']}")
+    print(f"seconds: {time.perf_counter() - t0:.1f}")
+    return 0 if counts["WRONG"] == 0 and counts["UNCLEAR"] == 0 else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "child":
+        child(sys.argv[2:])
+    else:
+        sys.exit(main())
