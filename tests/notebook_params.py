@@ -22,6 +22,8 @@ def embed_model(ctx) -> Params:
         "EPOCHS": 3,
         "EMBED_BATCH_SIZE": 16,
         "RESULTS_JSON": str(ctx["results_json"]),
+        "RESULTS_DIR": str(ctx["tmp"] / "results"),
+        "N_BOOTSTRAP": 200,  # the report runs in full; fewer resamples keep CI fast
     }
     p.update(dataset_ci(dataset, ctx))
     return p
@@ -155,6 +157,11 @@ RULES: Dict[str, Callable[[Dict[str, Any]], Params]] = {
     "Alignment/alignment_*.ipynb": alignment,
     "Alignment/unified_space.ipynb": unified_space,
     "Alignment/retrieval.ipynb": retrieval,
+}
+
+# which notebooks save a report (pattern -> its JSON, relative to RESULTS_DIR) and the tables it must hold
+EXPECTED_REPORTS: Dict[str, str] = {
+    "notebooks/embed_model_*.ipynb": "{name}_report.json",
 }
 
 # which result-row models each notebook must produce (pattern -> model names); default: at least one row

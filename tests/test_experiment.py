@@ -38,6 +38,11 @@ def test_cli_runs_reuses_embeddings_and_prints_the_table(tmp_path, tiny_bert, ca
     out = capsys.readouterr().out
     for name in ("early_fusion", "late_fusion", "text_only", "image_only", "macro_f1", "n_params"):
         assert name in out
+    # the report is printed and saved beside the results
+    for heading in ("Paired differences", "Calibration", "Missing modality", "Shapley values"):
+        assert heading in out
+    assert (tmp_path / "embed_model_synthetic_report.json").is_file()
+    assert (tmp_path / "embed_model_synthetic_shapley.png").is_file()
     with caplog.at_level(logging.INFO, logger="utils"):
         assert main(args) == 0
     reused = [r.message for r in caplog.records if "reusing cached" in r.message]

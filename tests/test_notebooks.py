@@ -74,6 +74,11 @@ def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
         expected = _rule(notebook_params.EXPECTED_MODELS, rel)
         if expected:
             assert {r["model"] for r in rows} >= set(expected)
+    report = _rule(notebook_params.EXPECTED_REPORTS, rel)
+    if report:
+        saved = json.loads((Path(params["RESULTS_DIR"]) / report.format(name=ctx["name"])).read_text())
+        assert saved["intervals"] and saved["calibration"] and saved["paired"]
+        assert all(r["macro_f1_ci_low"] <= r["macro_f1_ci_high"] for r in saved["intervals"] if r["macro_f1_ci_low"] is not None)
 
 
 @pytest.mark.parametrize("rel", NOTEBOOKS)

@@ -2,8 +2,9 @@
 
 Extracts (and caches) text and image embeddings with two real pretrained models shipped on PyPI
 (all-MiniLM-L6-v2 for text, an ImageNet EfficientNet-Lite0 for images), trains early fusion, late fusion,
-text-only and image-only heads, prints the results table and writes JSON, CSV and a PNG bar plot to the
-results folder. Run ``python -m utils --help`` for the options (hub models are one flag away).
+text-only and image-only heads, prints the results table and the report (bootstrap intervals, paired
+differences, calibration, subgroups, missing modalities, Shapley values over modalities) and writes JSON,
+CSV and PNG figures to the results folder. Run ``python -m utils --help`` for the options (hub models are one flag away).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--embeddings-dir", default=None)
     p.add_argument("--results-dir", default=None)
+    p.add_argument("--no-report", action="store_true", help="skip the report (intervals, calibration, subgroups, ...)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the report's intervals")
     return p
 
 
@@ -65,13 +68,16 @@ def main(argv=None) -> int:
     seeds = seeds_option(a.seeds)
     if a.epochs < 1:
         raise SystemExit(f"--epochs must be >= 1, got {a.epochs}")
+    if a.bootstrap < 1:
+        raise SystemExit(f"--bootstrap must be >= 1 (1000 or more for reported intervals), got {a.bootstrap}")
     if a.batch_size < 2:
         raise SystemExit(f"--batch-size must be >= 2 (BatchNorm needs 2 rows per batch), got {a.batch_size}")
     if a.embed_batch_size < 1:
         raise SystemExit(f"--embed-batch-size must be >= 1, got {a.embed_batch_size}")
 
     from .config import results_dir
-    from .experiment import MainJobConfig, format_table, run_embedding_experiment, setup_logging
+    from .experiment import MainJobConfig, format_table, setup_logging
+    from .experiment.main import main_job
 
     setup_logging("INFO")
     t0 = time.perf_counter()
@@ -84,7 +90,7 @@ def main(argv=None) -> int:
         dataset=a.dataset, dataset_options=dataset_options, text_extractor=a.text, image_extractor=a.image,
         extractor_options=options, epochs=a.epochs, batch_size=a.batch_size, seeds=seeds if len(seeds) > 1 else seeds[0],
         data_dir=a.data_dir, embeddings_dir=a.embeddings_dir, out_dir=a.results_dir, device=a.device,
-        embed_batch_size=a.embed_batch_size,
+        embed_batch_size=a.embed_batch_size, report=not a.no_report, report_options={"n_resamples": a.bootstrap},
     )
     from .data import DatasetError
     from .experiment.main import JobConfigError
@@ -92,15 +98,21 @@ def main(argv=None) -> int:
     from .store import StoreBusyError, StoreIntegrityError, StoreMismatchError, StoreSpaceError
 
     try:
-        table = run_embedding_experiment(cfg)
+        job = main_job(cfg)
     except (JobConfigError, DatasetError, ExtractorError, StoreMismatchError, StoreIntegrityError, StoreBusyError,
             StoreSpaceError) as e:  # the user's to fix, and the message says how: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     print()
-    print(format_table(table))
+    print(format_table(job.table))
+    if job.report is not None:
+        print()
+        print(job.report.to_text())
     out = results_dir(a.results_dir)
-    print(f"\nsaved: {out}/embed_model_{a.dataset}.json, .csv and .png  ({time.perf_counter() - t0:.0f} s)")
+    saved = f"{out}/embed_model_{a.dataset}.json, .csv and .png"
+    if job.report is not None:
+        saved += f"; report: {out}/embed_model_{a.dataset}_report.json, .txt and figures"
+    print(f"\nsaved: {saved}  ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

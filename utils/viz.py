@@ -33,6 +33,14 @@ def save_figure(fig, path: Optional[str | Path], dpi: int = 130) -> None:
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
 
 
+def detach(fig):
+    """Close ``fig`` in pyplot (no automatic display, no memory held by pyplot) and return it: a detached figure
+    still saves, and a notebook still shows it with ``display(fig)``."""
+    if fig is not None:
+        _pyplot().close(fig)
+    return fig
+
+
 def metric_bars(
     table: pd.DataFrame, metrics: Sequence[str], path: Optional[str | Path] = None, title: str = "", model_col: str = "model"
 ):
@@ -44,11 +52,12 @@ def metric_bars(
     fig, ax = plt.subplots(figsize=(1.6 + 1.9 * len(metrics), 4))
     sns.barplot(data=long, x="metric", y="value", hue=model_col, ax=ax, errorbar=None)
     stds = [f"{m}_std" for m in metrics]
+    bars = list(ax.containers)  # one BarContainer per model (error bars added below are containers too)
     if all(s in table.columns for s in stds):
-        for container, (_, row) in zip(ax.containers, table.iterrows()):
+        for container, (_, row) in zip(bars, table.iterrows()):
             xs = [bar.get_x() + bar.get_width() / 2 for bar in container]
             ax.errorbar(xs, [row[m] for m in metrics], yerr=[row[s] for s in stds], fmt="none", ecolor="black", capsize=3)
-    for container in ax.containers:
+    for container in bars:
         ax.bar_label(container, fmt="%.2f", fontsize=7, padding=1)
     ax.set_ylim(0, 1.08)
     ax.set_xlabel("")
@@ -258,4 +267,132 @@ def comparison_plot(df: pd.DataFrame, path=None):
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)
+    return fig
+
+
+# ---------------------------------------------------------------- the report: calibration, subgroups, modalities
+
+
+def grouped_bars(ax, table: pd.DataFrame, x: str, hue: str, value: str, low: Optional[str] = None,
+                 high: Optional[str] = None, horizontal: bool = False, fmt: str = "%.2f"):
+    """Bars of ``value`` per ``x`` (groups) and ``hue`` (one colour each), with ``[low, high]`` error bars."""
+    import numpy as np
+
+    xs = list(dict.fromkeys(table[x]))
+    hues = list(dict.fromkeys(table[hue]))
+    width = 0.8 / max(len(hues), 1)
+    colours = _pyplot().get_cmap("tab10")
+    for k, h in enumerate(hues):
+        part = table[table[hue] == h].set_index(x).reindex(xs)
+        pos = np.arange(len(xs)) - 0.4 + width * (k + 0.5)
+        vals = part[value].to_numpy(dtype=float)
+        err = None
+        if low and high:
+            lo, hi = part[low].to_numpy(dtype=float), part[high].to_numpy(dtype=float)
+            err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])
+            err = np.where(np.isfinite(err), err, 0)
+        bar = ax.barh if horizontal else ax.bar
+        kw = {"xerr": err} if horizontal else {"yerr": err}
+        bars = bar(pos, np.nan_to_num(vals), width * 0.95, label=str(h), color=colours(k % 10), capsize=2,
+                   error_kw={"elinewidth": 0.8}, **kw)
+        ax.bar_label(bars, labels=[fmt % v if np.isfinite(v) else "" for v in vals], fontsize=6, padding=2)
+    (ax.set_yticks if horizontal else ax.set_xticks)(np.arange(len(xs)))
+    (ax.set_yticklabels if horizontal else ax.set_xticklabels)([str(v) for v in xs], fontsize=8)
+    return xs
+
+
+def reliability_diagram(bins: pd.DataFrame, path=None, title: str = "", model_col: str = "model"):
+    """Reliability diagram: observed accuracy against confidence per bin, one line per model, one panel per
+    ``stage`` (e.g. before / after temperature scaling). ``bins``: columns ``model, stage, confidence,
+    accuracy, count`` and optionally ``ece`` (shown in the legend); the marker area follows the bin's count."""
+    import numpy as np
+
+    plt = _pyplot()
+    stages = list(dict.fromkeys(bins["stage"])) if "stage" in bins.columns else [""]
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.3 * len(stages), 4.2), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        part = bins[bins["stage"] == stage] if stage else bins
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfect calibration")
+        for model, b in part.groupby(model_col, sort=False):
+            b = b[b["count"] > 0]
+            label = str(model) + (f" (ECE {b['ece'].iloc[0]:.3f})" if "ece" in b.columns and len(b) else "")
+            size = 8 + 60 * np.sqrt(b["count"] / max(part["count"].max(), 1))
+            line, = ax.plot(b["confidence"], b["accuracy"], lw=1.2, label=label)
+            ax.scatter(b["confidence"], b["accuracy"], s=size, color=line.get_color(), alpha=0.7, zorder=3)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (mean predicted probability in the bin)",
+               ylabel="observed frequency", title=str(stage))
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def subgroup_plot(table: pd.DataFrame, metric: str = "macro_f1", path=None, title: str = ""):
+    """One panel per grouping ``column``: ``metric`` per group (bars per model, 95% intervals). Groups that were
+    too small to score (``scored`` False) stay on the axis, labelled with their size."""
+    plt = _pyplot()
+    columns = list(dict.fromkeys(table["column"])) if "column" in table.columns else [""]
+    heights = [table[table["column"] == c]["group"].nunique() if c else table["group"].nunique() for c in columns]
+    fig, axes = plt.subplots(len(columns), 1, figsize=(7.5, sum(0.32 * h * max(1, table["model"].nunique() / 2) + 1.1 for h in heights)),
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
+    for ax, col in zip(axes[:, 0], columns):
+        part = table[table["column"] == col] if col else table
+        groups = grouped_bars(ax, part, "group", "model", metric, f"{metric}_ci_low", f"{metric}_ci_high", horizontal=True)
+        labels = []
+        for i, g in enumerate(groups):
+            rows = part[part["group"] == g]
+            n = int(rows["n"].iloc[0])
+            labels.append(f"{g} (n={n})")
+            if not rows["scored"].any():
+                ax.text(0.01, i, "too few rows to score", va="center", fontsize=7, color="grey")
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.12)
+        ax.set_xlabel(f"test {metric} (95% bootstrap interval)", fontsize=8)
+        ax.set_title(str(col), fontsize=9)
+        if ax is axes[0, 0]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def missing_modality_plot(table: pd.DataFrame, metric: str = "macro_f1", path=None, title: str = ""):
+    """Drop in ``metric`` when a modality is removed at test time: one panel per ``stand_in``, bars per model
+    and removed ``modality``, with the paired 95% interval of the drop (columns ``<metric>_drop``,
+    ``<metric>_drop_ci_low``, ``<metric>_drop_ci_high``)."""
+    plt = _pyplot()
+    stand_ins = list(dict.fromkeys(table["stand_in"]))
+    fig, axes = plt.subplots(1, len(stand_ins), figsize=(1.2 + 3.4 * len(stand_ins), 3.8), squeeze=False, sharey=True)
+    for ax, kind in zip(axes[0], stand_ins):
+        part = table[table["stand_in"] == kind].rename(columns={"modality": "removed"})
+        grouped_bars(ax, part, "model", "removed", f"{metric}_drop", f"{metric}_drop_ci_low", f"{metric}_drop_ci_high")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title("removed modality replaced by " + ("its training mean" if kind == "mean" else str(kind)), fontsize=9)
+        ax.set_ylabel(f"drop in test {metric} (95% interval)")
+        ax.legend(title="removed", fontsize=7, title_fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def shapley_plot(table: pd.DataFrame, path=None, title: str = "", value_name: str = "macro-F1"):
+    """Shapley value of each modality (bars per model, 95% intervals): columns ``model, modality, shapley,
+    ci_low, ci_high``; the values of a model sum to its gain over the empty (prior) predictor."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.5 + 1.4 * table["modality"].nunique() * max(1, table["model"].nunique() / 2), 3.8))
+    grouped_bars(ax, table, "modality", "model", "shapley", "ci_low", "ci_high")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel(f"Shapley value (test {value_name})")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title or "what each modality adds (sums to the gain over the prior predictor)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
     return fig

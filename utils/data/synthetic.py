@@ -13,6 +13,10 @@ default). Shapes, sizes, positions, textures and the colour words in the text ar
 
 Generated deterministically from ``seed`` into ``<root>/n<n>_seed<seed>/`` (PNG files plus
 ``records.csv`` and ``meta.json``) the first time, then read back.
+
+Two metadata columns describe how each image was drawn: ``shape`` (circle, square, triangle, diamond) and
+``background`` (noise, stripes, checks). They carry no label information; whether a head does as well on
+each is what the subgroup report (``spec.extra["subgroups"]``) measures.
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ TEMPLATES = [
 ]
 TEXT_TEMPLATE_DOC = "one of 5 sentence templates filled with size, object word, material, place and a random colour word"
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records.csv gained the shape and background columns (same images and texts)
+BACKGROUNDS = ["noise", "stripes", "checks"]
+SUBGROUPS = ["shape", "background"]
 
 
 @register("synthetic", task="multiclass", access="built in (generated locally)")
@@ -90,7 +96,7 @@ def load_synthetic(
         text_template=TEXT_TEMPLATE_DOC,
         variant=f"n{n}-seed{seed}" + ("" if image_size == 64 else f"-px{image_size}"),
         description="Built-in synthetic data: colour family from the image x material from the text.",
-        extra=attach({"params": params}, report),
+        extra=attach({"params": params, "subgroups": list(SUBGROUPS)}, report),
     )
     return MultimodalDataset(df, spec)
 
@@ -125,13 +131,14 @@ def _generate(folder: Path, params: Dict[str, Any]) -> None:
         warm = c in (0, 1)
         heavy = c in (0, 2)
         rid = f"syn{i:06d}"
-        img = _draw_image(rng, warm, size)
+        img, shape, background = _draw_image(rng, warm, size)
         Image.fromarray(img).save(tmp / "images" / f"{rid}.png", optimize=False, compress_level=1)
         text = _write_text(rng, heavy) if rng.random() >= params["missing_text"] else None
         label = CLASSES[c]
         if rng.random() < params["label_noise"]:
             label = CLASSES[int(rng.integers(len(CLASSES)))]
-        rows.append({"id": rid, "text": text, "image_path": f"images/{rid}.png", "label": label})
+        rows.append({"id": rid, "text": text, "image_path": f"images/{rid}.png", "label": label, "shape": shape,
+                     "background": background})
     df = pd.DataFrame(rows)
     df["split"] = assign_splits(df["label"].tolist(), tuple(params["fractions"]), seed=seed)
     df.to_csv(tmp / "records.csv", index=False)
@@ -149,7 +156,8 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array(rgb) * 255
 
 
-def _draw_image(rng: np.random.Generator, warm: bool, size: int) -> np.ndarray:
+def _draw_image(rng: np.random.Generator, warm: bool, size: int):
+    """``(image [size, size, 3] uint8, shape name, background name)``."""
     from PIL import Image, ImageDraw
 
     # background: grey texture (noise, stripes or checks) -- carries no label information
@@ -184,7 +192,7 @@ def _draw_image(rng: np.random.Generator, warm: bool, size: int) -> np.ndarray:
     else:
         draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=colour)
     out = np.asarray(img).astype(np.float32) + rng.normal(0, 6, (size, size, 3))
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return np.clip(out, 0, 255).astype(np.uint8), shape, BACKGROUNDS[int(kind)]
 
 
 def _write_text(rng: np.random.Generator, heavy: bool) -> str:

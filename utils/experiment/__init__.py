@@ -6,6 +6,8 @@ study, the generate-embeddings step, runs and grids. ``from utils import experim
 - :mod:`utils.experiment.baselines`  logreg, guided selection, BERT + ViT end to end, BERT + CLIP (Trainer)
 - :mod:`utils.experiment.alignment`  gap tables, post-hoc alignment against the ``none`` control, lambda sweeps
 - :mod:`utils.experiment.generate`   fill the store for a list of extractors
+- :mod:`utils.experiment.heads`      fit_head (one head on cached embeddings) and what train_heads keeps for the report
+- :mod:`utils.experiment.report`     report(): intervals, calibration, subgroups, missing modalities, Shapley values
 - :mod:`utils.experiment.runs`       run kinds (a registry), seeds, the parquet results table, grids, paper table
 - :mod:`utils.experiment.main`       the main job
 """
@@ -18,7 +20,9 @@ from .alignment import (
 from .baselines import (
     BertClipConfig, FullTrainConfig, image_guide_features, train_bert_clip, train_full_models, train_guided, train_logreg,
 )
-from .main import MainJobConfig, run_embedding_experiment
+from .heads import HeadOutputs, TrainedHeads, fit_head
+from .main import MainJob, MainJobConfig, main_job, run_embedding_experiment
+from .report import Report, ReportConfig, report
 from .rows import RESULT_COLUMNS, result_row
 from .runs import (
     RUN_KINDS, append_runs, load_runs, paper_table, plot_comparison, run, run_grid, run_seeds, summarize,
@@ -30,10 +34,11 @@ from .steps import (
 
 __all__ = [
     "AlignmentConfig", "BertClipConfig", "DEFAULT_HEADS", "EmbedConfig", "Embeddings", "FullTrainConfig",
-    "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "align_embeddings", "alignment_table", "append_runs",
-    "compare_alignments", "content_report", "extract_embeddings", "format_table", "gap_table", "image_guide_features", "lambda_sweep",
-    "load_dataset", "load_runs", "paper_table", "plot_comparison", "plot_results", "result_row", "results_table",
-    "run", "run_embedding_experiment", "run_grid", "run_seeds", "save_alignment_results", "save_results",
-    "setup_logging", "summarize", "train_bert_clip", "train_full_models", "train_guided", "train_heads",
-    "train_logreg",
+    "HeadOutputs", "MainJob", "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "Report", "ReportConfig", "TrainedHeads",
+    "align_embeddings", "alignment_table", "append_runs", "compare_alignments", "content_report",
+    "extract_embeddings", "fit_head", "format_table", "gap_table", "image_guide_features", "lambda_sweep",
+    "load_dataset", "load_runs", "main_job", "paper_table", "plot_comparison", "plot_results", "report", "result_row",
+    "results_table", "run", "run_embedding_experiment", "run_grid", "run_seeds", "save_alignment_results",
+    "save_results", "setup_logging", "summarize", "train_bert_clip", "train_full_models", "train_guided",
+    "train_heads", "train_logreg",
 ]

@@ -73,6 +73,7 @@ def train_logreg(
             train_s=train_s, inference_s=inference_s, n_params=logreg_n_params(clf),
             n_rows={s: len(parts[s]) for s in parts}, rows_without_vectors=int((~usable).sum()),
             train_config={"C": C, "max_iter": max_iter, "class_weight": class_weight}, standardize=standardize,
+            y_true=y[parts["test"]], proba=proba,
         ))
     return rows
 
@@ -140,7 +141,7 @@ def train_guided(
         m = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
         rows.append(result_row("guided", ds.spec, seed, m, modalities=["text", "image"], fit=res, inference_s=inference_s,
                                n_params=n_params(res.model), n_rows={s: len(parts[s]) for s in parts},
-                               train_config=config_dict(cfg)))
+                               train_config=config_dict(cfg), y_true=y[parts["test"]], proba=proba))
     return rows
 
 
@@ -227,7 +228,7 @@ def train_full_models(
             n_params=n_params(res.model), n_rows={s: len(parts[s]) for s in parts},
             train_config={**asdict(config), "model": spec, "loop": config_dict(tcfg)},
             epoch_seconds=res.epoch_seconds, n_params_total=n_params(res.model, trainable_only=False),
-            peak_memory_mb=peak_memory_mb(dev),
+            peak_memory_mb=peak_memory_mb(dev), y_true=y[parts["test"]], proba=proba,
         )
         if checkpoint_dir:
             save_checkpoint(res.model, Path(checkpoint_dir) / f"{name}_seed{seed}",
@@ -329,7 +330,8 @@ def train_bert_clip(
     pred = trainer.predict(data["test"])
     inference_s = time.perf_counter() - t0
     logits = torch.as_tensor(pred.predictions)
-    m = classification_metrics(y[parts["test"]], probabilities(logits, ds.spec.task).numpy(), ds.spec.task, ds.spec.classes)
+    proba = probabilities(logits, ds.spec.task).numpy()
+    m = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
     history = [h for h in trainer.state.log_history if "eval_loss" in h]
     best = min(history, key=lambda h: h["eval_loss"]) if history else {}
     row = result_row(
@@ -337,7 +339,7 @@ def train_bert_clip(
         extractors={"text": str(bert_path), "image": str(clip_path) + (f" + LoRA {lora_path}" if lora_path else "")},
         train_s=out.metrics["train_runtime"], inference_s=inference_s, n_params=n_params(trainer.model),
         n_rows={s: len(parts[s]) for s in parts}, train_config={**asdict(cfg), "class_weights": str(cfg.class_weights)},
-        peak_memory_mb=peak_memory_mb(dev),
+        peak_memory_mb=peak_memory_mb(dev), y_true=y[parts["test"]], proba=proba,
         **{f"val_{k}": best.get(f"eval_{k}") for k in ("accuracy", "macro_f1", "weighted_f1", "roc_auc")},
     )
     row.update(train_s_per_epoch=out.metrics["train_runtime"] / max(epochs_run, 1), epochs_run=epochs_run,

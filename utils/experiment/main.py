@@ -1,4 +1,5 @@
-"""The main job (``python -m utils``): load a dataset, embed it (cached), train every head, save and plot."""
+"""The main job (``python -m utils``): load a dataset, embed it (cached), train every head, save and plot, and
+report intervals, calibration, subgroups, missing modalities and modality contributions beside the results."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Dict, List, Optional
 import pandas as pd
 
 from ..config import merge_config, results_dir
+from .report import Report, ReportConfig, report
 from .steps import DEFAULT_HEADS, extract_embeddings, load_dataset, plot_results, results_table, save_results, train_heads
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,15 @@ class MainJobConfig:
     out_dir: Optional[str] = None  # None: MMFUSION_RESULTS_DIR, .env or ./results
     embed_batch_size: int = 32  # extraction batch size
     device: str = "auto"  # "auto": CUDA, then MPS, then CPU
+    report: bool = True  # the report (utils.experiment.report) saved beside the results
+    report_options: Dict[str, Any] = field(default_factory=dict)  # ReportConfig fields, e.g. {"n_resamples": 2000}
+
+
+@dataclass
+class MainJob:
+    table: pd.DataFrame  # the headline table (results_table of the rows)
+    rows: List[Dict[str, Any]]  # one result row per (model, seed)
+    report: Optional[Report] = None  # None when MainJobConfig.report is False
 
 
 class JobConfigError(ValueError):
@@ -78,6 +89,11 @@ def check_job(cfg: MainJobConfig) -> None:
 
         if not torch.cuda.is_available():
             raise JobConfigError(f"device={cfg.device!r}, but this machine has no CUDA GPU: use 'auto' or 'cpu'")
+    if cfg.report:
+        try:
+            merge_config(ReportConfig, None, dict(cfg.report_options), "report_options")
+        except (TypeError, ValueError) as e:
+            raise JobConfigError(str(e)) from None
     specs = {"text": cfg.text_extractor, "image": cfg.image_extractor}
     unknown_keys = [k for k in cfg.extractor_options if k not in specs.values() and k not in specs]
     if unknown_keys:
@@ -94,12 +110,17 @@ def check_job(cfg: MainJobConfig) -> None:
 
 
 def run_embedding_experiment(config: Optional[MainJobConfig] = None, **options: Any) -> pd.DataFrame:
-    """The main job: load, embed (cached), train every head, save JSON + CSV + PNG, return the table.
+    """The main job: load, embed (cached), train every head, save JSON + CSV + PNG (and the report), return the table.
 
     ``config`` / ``options``: :class:`MainJobConfig` fields. Every setting, and whether the dataset can be
     trained on (splits, two classes), is checked before extraction starts.
     """
-    cfg = merge_config(MainJobConfig, config, options, "run_embedding_experiment")
+    return main_job(merge_config(MainJobConfig, config, options, "run_embedding_experiment")).table
+
+
+def main_job(config: Optional[MainJobConfig] = None, **options: Any) -> MainJob:
+    """:func:`run_embedding_experiment` returning the rows and the :class:`~utils.experiment.report.Report` too."""
+    cfg = merge_config(MainJobConfig, config, options, "main_job")
     check_job(cfg)
     ds = load_dataset(cfg.dataset, cfg.data_dir, **dict(cfg.dataset_options))
     emb = extract_embeddings(
@@ -112,4 +133,5 @@ def run_embedding_experiment(config: Optional[MainJobConfig] = None, **options: 
     save_results(rows, out / f"{name}.json")
     table = results_table(rows)
     plot_results(table, out / f"{name}.png", title=f"{ds.spec.key}: text {emb.extractors['text']} | image {emb.extractors['image']}")
-    return table
+    rep = report(rows, out, name, **dict(cfg.report_options)) if cfg.report else None
+    return MainJob(table, rows, rep)

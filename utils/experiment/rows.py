@@ -4,6 +4,11 @@ A row is a flat dict that JSON, CSV and the parquet runs table all take: identit
 dataset, task, seed, modalities, extractors), the test metrics, timing and size, the rows it was trained
 and scored on, the training curve and config, and library versions. Tools read at least ``model``,
 ``accuracy``, ``macro_f1``, ``roc_auc``, ``train_s_per_epoch``, ``inference_s``, ``n_params``.
+
+Given the test labels and probabilities (``y_true``, ``proba``), a row also carries 95% stratified
+bootstrap intervals (``macro_f1_ci_low``, ``macro_f1_ci_high``, ``roc_auc_ci_low``, ``roc_auc_ci_high``;
+1,000 resamples, seed 0, so rows scored on the same test rows share their resamples) and the calibration
+scores ``ece`` and ``brier`` (see :mod:`utils.evaluation`).
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from ..config import library_versions
+from ..evaluation import N_RESAMPLES, bootstrap_intervals, brier, ece
 
 # the headline columns of every results table, in order
 RESULT_COLUMNS = ["model", "accuracy", "macro_f1", "weighted_f1", "roc_auc", "train_s_per_epoch", "inference_s", "n_params"]
 METRIC_FIELDS = ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "per_class_f1", "confusion_matrix")
 OPTIONAL_METRIC_FIELDS = ("n_classes_scored", "roc_auc_classes")
+CI_FIELDS = ("macro_f1_ci_low", "macro_f1_ci_high", "roc_auc_ci_low", "roc_auc_ci_high")
+CI_METHOD = f"95% stratified bootstrap, {N_RESAMPLES} resamples, percentile, seed 0"
 
 
 def result_row(
@@ -33,6 +41,8 @@ def result_row(
     n_params: int = 0,
     n_rows: Optional[Mapping[str, int]] = None,
     train_config: Any = None,
+    y_true: Any = None,
+    proba: Any = None,
     **extra: Any,
 ) -> Dict[str, Any]:
     """The result row of one trained model (``spec``: the dataset's :class:`~utils.data.schema.DatasetSpec`).
@@ -40,7 +50,9 @@ def result_row(
     ``metrics``: :func:`utils.metrics.classification_metrics` on the test rows. ``fit``: a
     :class:`~utils.train.loop.FitResult` (epochs, best epoch, curve, seconds); models trained without the
     loop (logistic regression, the HF Trainer) pass ``train_s`` and ``extra`` fields instead. ``n_rows``:
-    ``{"train": n, "val": n, "test": n}``. ``extra`` fields are added as they are.
+    ``{"train": n, "val": n, "test": n}``. ``y_true`` / ``proba``: the test labels and probabilities the
+    metrics came from; with them the row gets the bootstrap intervals (``CI_FIELDS``), ``ece`` and ``brier``.
+    ``extra`` fields are added as they are.
     """
     row: Dict[str, Any] = {
         "model": model,
@@ -63,6 +75,9 @@ def result_row(
     else:
         seconds = float(train_s or 0.0)
         row.update(train_s_per_epoch=seconds, train_s=seconds, epochs_run=1, best_epoch=1, history=[])
+    if y_true is not None and proba is not None:
+        row.update(bootstrap_intervals(y_true, proba, spec.task), ci_method=CI_METHOD,
+                   ece=ece(y_true, proba, spec.task), brier=brier(y_true, proba, spec.task))
     if n_rows is not None:
         row.update({f"n_{s}": int(n) for s, n in n_rows.items()})
     if train_config is not None:

@@ -11,9 +11,8 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -22,9 +21,10 @@ from .. import data as data_mod
 from ..config import PathLike
 from ..data.schema import MultimodalDataset
 from ..embed import EmbedConfig, Embeddings, embed
-from ..features import Standardizer, stack, split_rows, usable_rows
+from ..features import stack, split_rows, usable_rows
 from ..io import write_rows
 from ..metrics import classification_metrics
+from .heads import HeadRecipe, TrainedHeads, fit_head
 from .rows import RESULT_COLUMNS, result_row
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,10 @@ def train_heads(
     head_config: Optional[Any] = None,
     device: str = "auto",
     show_progress: bool = True,
+    modality_dropout: Optional[float] = None,
+    keep_outputs: bool = True,
     **train_options: Any,
-) -> List[Dict[str, Any]]:
+) -> TrainedHeads:
     """Train each head in ``models`` for each seed; return one result row per (model, seed).
 
     Features are (optionally) standardised with statistics of the training split only. Selection and
@@ -141,17 +143,23 @@ def train_heads(
     of the comparison trains and is scored on the same rows: those with a vector in every modality any
     of the heads reads (``rows_without_vectors`` counts the others).
     ``train_options`` go to :class:`~utils.train.TrainConfig` (lr, patience, monitor, class_weights, ...).
+    ``modality_dropout``: the chance that a training row of a fusion head loses one modality (None: the
+    value in ``head_config``, 0 by default). The rows come back as a :class:`TrainedHeads` list that also
+    keeps what :func:`utils.experiment.report` needs (``keep_outputs``: test and validation outputs).
     """
-    import torch
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
-    from ..models.fusion import HeadConfig, build_head, head_modalities
+    from ..models.fusion import HeadConfig, head_modalities
     from ..runtime import n_params
-    from ..train import TrainConfig, config_dict, fit, predict_proba
+    from ..train import TrainConfig, config_dict
 
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     configs = {s: TrainConfig(epochs=epochs, batch_size=batch_size, seed=s, device=device, **train_options) for s in seeds}
     head_config = head_config or HeadConfig()
+    if modality_dropout is not None:
+        head_config = replace(head_config, modality_dropout=float(modality_dropout))
     reads = {name: head_modalities(name, embeddings.modalities) for name in models}
     used = [m for m in embeddings.modalities if any(m in r for r in reads.values())]
     usable = usable_rows(stack(embeddings.vectors, used)) if used else np.ones(len(ds), bool)
@@ -163,29 +171,23 @@ def train_heads(
     parts = split_rows(ds.df["split"].to_numpy(), usable)
     require_rows(ds, parts)
     y = ds.labels()
-    rows: List[Dict[str, Any]] = []
+    recipe = HeadRecipe(ds, embeddings.vectors, parts, y, configs, head_config, standardize)
+    rows = TrainedHeads(recipe=recipe)
     for name, seed in tqdm([(m, s) for m in models for s in seeds], desc="train heads", disable=not show_progress):
         mods = reads[name]
-        X = stack(embeddings.vectors, mods)
-        Xtr, Xva, Xte = X[parts["train"]], X[parts["val"]], X[parts["test"]]
-        if standardize:
-            scaler = Standardizer.fit(Xtr)
-            Xtr, Xva, Xte = scaler(Xtr), scaler(Xva), scaler(Xte)
         cfg = configs[seed]
-        torch.manual_seed(seed)
-        model = build_head(name, {m: embeddings.vectors[m].shape[1] for m in mods}, ds.spec.num_outputs, head_config)
-        res = fit(model, Xtr, y[parts["train"]], Xva, y[parts["val"]], ds.spec.task, ds.spec.classes, cfg)
-        t0 = time.perf_counter()
-        proba = predict_proba(res.model, Xte, ds.spec.task)
-        inference_s = time.perf_counter() - t0
+        fitted = fit_head(name, mods, recipe, seed, keep_outputs)
+        res, proba = fitted.fit, fitted.proba
         metrics = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
         row = result_row(
             name, ds.spec, seed, metrics, modalities=mods, extractors={m: embeddings.extractors[m] for m in mods},
-            fit=res, inference_s=inference_s, n_params=n_params(res.model),
+            fit=res, inference_s=fitted.inference_s, n_params=n_params(res.model),
             n_rows={s: len(parts[s]) for s in parts}, train_config=config_dict(cfg),
-            rows_without_vectors=int((~usable).sum()), standardize=standardize,
+            rows_without_vectors=int((~usable).sum()), standardize=standardize, y_true=y[parts["test"]], proba=proba,
+            modality_dropout=head_config.modality_dropout if len(mods) > 1 else 0.0,
         )
         rows.append(row)
+        rows.outputs.append(fitted.outputs)
         log.info("%-13s seed %d: test macro-F1 %.3f, acc %.3f, AUC %.3f (best epoch %d/%d)",
                  name, seed, row["macro_f1"], row["accuracy"], row["roc_auc"], row["best_epoch"], row["epochs_run"])
     return rows

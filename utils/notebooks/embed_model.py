@@ -22,6 +22,11 @@ COMMENTS = {
     "FOCAL_GAMMA": "focal loss focusing parameter",
     "FOCAL_ALPHA": "focal loss alpha: None, a number (binary) or one per class",
     "EMBED_BATCH_SIZE": "extraction batch size",
+    "MODALITY_DROPOUT": "training only: chance that a row of a fusion head loses one modality (robustness; 0 is off)",
+    "REPORT": "the report: bootstrap intervals, calibration, subgroups, missing modalities, Shapley values",
+    "N_BOOTSTRAP": "bootstrap resamples of every interval (1000 or more for reported figures)",
+    "SUBGROUPS": "grouping columns of the table (None: the dataset's own list, ds.spec.extra['subgroups'])",
+    "SHAPLEY": "Shapley values over modalities (trains each fusion head on every subset of modalities)",
     "RESULTS_JSON": "None: RESULTS_DIR/embed_model_<DATASET>.json",
 }
 
@@ -48,6 +53,11 @@ def parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
         "FOCAL_GAMMA": 2.0,
         "FOCAL_ALPHA": None,
         "EMBED_BATCH_SIZE": 32,
+        "MODALITY_DROPOUT": 0.0,
+        "REPORT": True,
+        "N_BOOTSTRAP": 1000,
+        "SUBGROUPS": None,
+        "SHAPLEY": True,
         "SEED": 0,
         "N_SEEDS": 1,
         "DEVICE": "auto",
@@ -73,6 +83,7 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         code(COLAB_CELL),
         code(
             "from pathlib import Path\n\n"
+            "from IPython.display import display\n\n"
             "from utils import experiment as ex\n"
             "from utils.config import results_dir\n\n"
             "ex.setup_logging()"
@@ -94,13 +105,59 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         code(
             "rows = ex.train_heads(ds, emb, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE,\n"
             "                      seeds=list(range(SEED, SEED + N_SEEDS)), device=DEVICE, class_weights=CLASS_WEIGHTS,\n"
-            "                      loss=LOSS, focal_gamma=FOCAL_GAMMA, focal_alpha=FOCAL_ALPHA)"
+            "                      loss=LOSS, focal_gamma=FOCAL_GAMMA, focal_alpha=FOCAL_ALPHA, modality_dropout=MODALITY_DROPOUT)"
         ),
         md("## Results (test split)"),
         code("table = ex.results_table(rows)\ntable"),
         code(
             "out_dir = results_dir(RESULTS_DIR)\n"
             "fig = ex.plot_results(table, out_dir / f\"embed_model_{DATASET}.png\", title=f\"{ds.spec.key}: \" + \" | \".join(emb.extractors.values()))"
+        ),
+        md(
+            "## Report: how sure, how calibrated, for whom, without a modality, and what each modality adds\n"
+            "One call (`ex.report`) on the trained heads; it saves `embed_model_<DATASET>_report.json`, `.txt` and the "
+            "figures beside the results. Every interval is a 95% stratified bootstrap over the test rows "
+            "(`N_BOOTSTRAP` resamples, seeded), shared by all models, so differences between models are paired."
+        ),
+        code(
+            "rep = ex.report(rows, out_dir, f\"embed_model_{DATASET}\", n_resamples=N_BOOTSTRAP, subgroups=SUBGROUPS,\n"
+            "                shapley=SHAPLEY) if REPORT else None\n"
+            "rep.intervals if rep else None"
+        ),
+        md("### Paired differences\nModel A minus model B on the same test rows and resamples: a difference whose "
+           "interval excludes 0 is a claim the test split supports."),
+        code("rep.paired if rep else None"),
+        md("### Calibration\nExpected calibration error and Brier score, before and after temperature scaling "
+           "(one temperature per head, fitted on the validation split only)."),
+        code(
+            "if rep:\n"
+            "    display(rep.calibration)\n"
+            "    display(rep.figures.get(\"reliability\"))"
+        ),
+        md("### Subgroups\nMetrics per value of each grouping column the dataset carries, and the worst-group gap "
+           "with its interval. Groups too small to score are listed, not hidden."),
+        code(
+            "if rep and not rep.subgroups.empty:\n"
+            "    display(rep.subgroup_gaps)\n"
+            "    display(rep.figures.get(\"subgroups\"))\n"
+            "elif rep:\n"
+            "    print(\"\\n\".join(rep.notes))"
+        ),
+        md("### A modality missing at test time\nEvery fusion head scored with each modality replaced by its training "
+           "mean, or by zeros: the drop and its paired interval. Train with `MODALITY_DROPOUT` > 0 for heads that "
+           "need it less."),
+        code(
+            "if rep and not rep.missing.empty:\n"
+            "    display(rep.missing)\n"
+            "    display(rep.figures.get(\"missing\"))"
+        ),
+        md("### What each modality adds\nShapley values of test macro-F1 over modalities: each fusion head trained on "
+           "every subset of its modalities; the empty set is the prior predictor. The values sum to the head's gain "
+           "over it."),
+        code(
+            "if rep and not rep.shapley.empty:\n"
+            "    display(rep.shapley)\n"
+            "    display(rep.figures.get(\"shapley\"))"
         ),
         md("## Save\nOne row per trained model and seed, with its config, curves and library versions."),
         code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"embed_model_{DATASET}.json\")"),

@@ -115,14 +115,20 @@ def fit_batches(
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, X: Any, task: str, device: str = "auto", batch_size: int = 8192) -> np.ndarray:
-    """Probabilities for ``X [N, D]`` from a head: ``[N]`` (binary) or ``[N, C]``."""
+def predict_logits(model: nn.Module, X: Any, device: str = "auto", batch_size: int = 8192) -> torch.Tensor:
+    """Logits ``[N, n_out]`` (fp32, on the CPU) for ``X [N, D]`` from a head, in eval mode."""
     dev = next(model.parameters()).device if device == "auto" else resolve_device(device)
     Xt = as_tensor(X, dev)
     if len(Xt) == 0:
-        return np.zeros((0,) if task == "binary" else (0, model_outputs(model)), dtype=np.float32)
+        return torch.zeros((0, model_outputs(model)))
     logits, _ = predict(model, TensorBatches({"x": Xt}, torch.zeros(len(Xt)), batch_size), dev)
-    return probabilities(logits, task).float().numpy()
+    return logits
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, X: Any, task: str, device: str = "auto", batch_size: int = 8192) -> np.ndarray:
+    """Probabilities for ``X [N, D]`` from a head: ``[N]`` (binary) or ``[N, C]``."""
+    return probabilities(predict_logits(model, X, device, batch_size), task).float().numpy()
 
 
 def predict_batches_proba(model: nn.Module, batches: Iterable[Batch], task: str) -> np.ndarray:

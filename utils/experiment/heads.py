@@ -1,0 +1,126 @@
+"""Train one head on cached embeddings, and keep what the report needs from it.
+
+:func:`fit_head` is the one place a fusion head is standardised, built, trained and scored; ``train_heads``
+calls it for each (model, seed) and the report calls it again for the Shapley subsets, so both train on the
+same rows in the same way.
+
+What is kept per trained head (:class:`HeadOutputs`) is small: test probabilities and logits, validation
+logits (temperature scaling is fitted on them), and the test probabilities with each modality replaced by a
+stand-in (missing-modality evaluation), computed right after training so the model itself is not kept.
+:class:`TrainedHeads` is the list of result rows ``train_heads`` returns (saved as JSON as it is) carrying
+those outputs and a :class:`HeadRecipe` (references to the dataset, vectors and configs, no copies).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..features import SPLITS, Standardizer, stack
+
+STAND_INS = ("mean", "zeros")  # what replaces a removed modality: its training mean, or zero vectors
+
+
+@dataclass
+class HeadOutputs:
+    """What the report needs from one trained head (arrays on the test / validation rows of its recipe)."""
+
+    modalities: List[str]
+    test_proba: np.ndarray  # [n_test] (binary) or [n_test, C], what the result row was scored on
+    test_logits: np.ndarray  # [n_test, n_out]
+    val_logits: np.ndarray  # [n_val, n_out]
+    missing: Dict[str, Dict[str, np.ndarray]] = field(default_factory=dict)  # modality -> stand-in -> test proba
+
+
+@dataclass
+class HeadRecipe:
+    """How the heads of a comparison were trained: enough to train one more on the same rows."""
+
+    ds: Any  # the MultimodalDataset (a reference)
+    vectors: Mapping[str, np.ndarray]  # modality -> [N, D] aligned to ds rows (a reference)
+    parts: Dict[str, np.ndarray]  # split -> row indices into ds (the rows every head trains / is scored on)
+    y: np.ndarray  # encoded labels of every ds row
+    configs: Dict[int, Any]  # seed -> TrainConfig
+    head_config: Any  # HeadConfig
+    standardize: bool = True
+
+
+@dataclass
+class FittedHead:
+    fit: Any  # FitResult (holds the model)
+    proba: np.ndarray  # test probabilities
+    inference_s: float
+    outputs: Optional[HeadOutputs] = None
+
+
+class TrainedHeads(list):
+    """Result rows (a plain list of dicts for JSON, tables and plots) plus ``outputs`` (one
+    :class:`HeadOutputs` per row, or None) and the ``recipe`` they were trained with."""
+
+    def __init__(self, rows: Sequence[Dict[str, Any]] = (), outputs: Sequence[Optional[HeadOutputs]] = (),
+                 recipe: Optional[HeadRecipe] = None):
+        super().__init__(rows)
+        self.outputs: List[Optional[HeadOutputs]] = list(outputs) or [None] * len(self)
+        self.recipe = recipe
+
+
+def fit_head(name: str, modalities: Sequence[str], recipe: HeadRecipe, seed: int, keep_outputs: bool = True) -> FittedHead:
+    """Train head ``name`` on ``modalities`` with the recipe's rows and the config of ``seed``; score the test rows."""
+    import torch
+
+    from ..models.fusion import build_head
+    from ..models.losses import probabilities
+    from ..train import fit, predict_logits
+
+    mods = list(modalities)
+    X = stack(recipe.vectors, mods)
+    Xtr, Xva, Xte = (X[recipe.parts[s]] for s in SPLITS)
+    scaler = Standardizer.fit(Xtr) if recipe.standardize else None
+    if scaler is not None:
+        Xtr, Xva, Xte = scaler(Xtr), scaler(Xva), scaler(Xte)
+    spec = recipe.ds.spec
+    dims = {m: int(recipe.vectors[m].shape[1]) for m in mods}
+    torch.manual_seed(seed)
+    model = build_head(name, dims, spec.num_outputs, recipe.head_config)
+    y = recipe.y
+    res = fit(model, Xtr, y[recipe.parts["train"]], Xva, y[recipe.parts["val"]], spec.task, spec.classes, recipe.configs[seed])
+    t0 = time.perf_counter()
+    test_logits = predict_logits(res.model, Xte)
+    proba = probabilities(test_logits, spec.task).float().numpy()
+    inference_s = time.perf_counter() - t0
+    outputs = None
+    if keep_outputs:
+        outputs = HeadOutputs(mods, proba, test_logits.numpy(), predict_logits(res.model, Xva).numpy())
+        if len(mods) > 1:
+            outputs.missing = missing_modality_proba(res.model, Xte, dims, X[recipe.parts["train"]], scaler, spec.task)
+    return FittedHead(res, proba, inference_s, outputs)
+
+
+def missing_modality_proba(model: Any, X_test: np.ndarray, dims: Mapping[str, int], X_train_raw: np.ndarray,
+                           scaler: Optional[Standardizer], task: str) -> Dict[str, Dict[str, np.ndarray]]:
+    """Test probabilities with each modality replaced by each stand-in (:data:`STAND_INS`).
+
+    ``X_test`` is what the model reads (standardised when ``scaler``); the stand-ins are built in the raw
+    embedding space (the modality's training mean, or zeros) and then standardised like the real vectors.
+    """
+    from ..models.losses import probabilities
+    from ..train import predict_logits
+
+    raw_mean = np.asarray(X_train_raw, dtype=np.float64).mean(axis=0, keepdims=True).astype(np.float32)
+    fills = {"mean": raw_mean, "zeros": np.zeros_like(raw_mean)}
+    if scaler is not None:
+        fills = {k: scaler(v) for k, v in fills.items()}
+    out: Dict[str, Dict[str, np.ndarray]] = {}
+    start = 0
+    for m, d in dims.items():
+        cols = slice(start, start + d)
+        start += d
+        out[m] = {}
+        for kind in STAND_INS:
+            Xm = np.array(X_test, dtype=np.float32, copy=True)
+            Xm[:, cols] = fills[kind][:, cols]
+            out[m][kind] = probabilities(predict_logits(model, Xm), task).float().numpy()
+    return out
