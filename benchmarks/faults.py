@@ -330,7 +330,7 @@ def damage_cases(p: Probe) -> None:
     ref = reference(ds)
     pristine = p.folder("pristine")
     ex.extract_embeddings(ds, {"text": "det:m"}, embeddings_dir=pristine, show_progress=False)
-    src = store_folder(pristine)
+    store_folder(pristine)
 
     def flow(root: Path) -> np.ndarray:  # what a notebook does: extract (or reuse), then read every row
         return ex.extract_embeddings(ds, {"text": "det:m"}, embeddings_dir=root, show_progress=False).vectors["text"]
@@ -690,7 +690,11 @@ def table_cases(p: Probe) -> None:
         try:
             ds = load(folder)
         except DatasetError as e:
-            return refused(lambda: (_ for _ in ()).throw(e), (DatasetError,), ["records.csv"])
+            error = e
+
+            def again() -> None:
+                raise error
+            return refused(again, (DatasetError,), ["records.csv"])
         got = ds.df.loc[ds.df["id"] == "r99", "text"].tolist()
         return ("identical", "decoded as latin-1") if got == ["caf\u00e9 cr\u00e8me"] else ("WRONG", f"read as {got!r}")
     p.case("table: latin-1 CSV", latin1)
