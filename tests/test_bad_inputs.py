@@ -344,3 +344,23 @@ def test_archives_have_a_size_limit_with_a_clear_way_past_it(tmp_path):
         dl.extract(tmp_path / "b.zip", tmp_path / "out", max_bytes=1 << 20)
     assert not any((tmp_path / "out").iterdir())
     assert len(dl.extract(tmp_path / "b.zip", tmp_path / "out", max_bytes=3 << 20)) == 1
+
+
+def test_end_to_end_batches_decode_16_bit_images_as_the_extractors_do(tmp_path, tiny_bert, tiny_vit_folder):
+    """The end-to-end baselines read images through the same decoding as extraction (was convert("RGB"):
+    a 16-bit gradient turned white)."""
+    from PIL import Image
+
+    from utils.imaging import load_rgb
+    from utils.models.full import load_preprocessing
+    from utils.train import MultimodalCollator
+
+    grad = (np.linspace(0, 65535, 32 * 32).reshape(32, 32)).astype(np.uint16)
+    path = tmp_path / "g16.png"
+    Image.fromarray(grad).save(path)
+    tok, proc = load_preprocessing(str(tiny_bert), str(tiny_vit_folder))
+    batch = MultimodalCollator(tok, proc, 8)([{"id": "r0", "text": "x", "image_path": str(path), "labels": 0}])
+    want = proc(images=[load_rgb(path)], return_tensors="pt")["pixel_values"]
+    white = proc(images=[Image.new("RGB", (32, 32), "white")], return_tensors="pt")["pixel_values"]
+    assert np.allclose(batch["pixel_values"].numpy(), want.numpy())
+    assert not np.allclose(batch["pixel_values"].numpy(), white.numpy(), atol=0.1)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .quirks import LoadReport, report_of
+from ..imaging import load_rgb
 from .schema import SPLITS, MultimodalDataset, as_list
 
 
@@ -99,7 +100,6 @@ def example_figure(ds: MultimodalDataset, n: int = 3, seed: int = 0, width: int 
     if matplotlib.get_backend().lower() not in ("agg",) and "inline" not in matplotlib.get_backend().lower():
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(ds), size=min(n, len(ds)), replace=False)
@@ -109,8 +109,7 @@ def example_figure(ds: MultimodalDataset, n: int = 3, seed: int = 0, width: int 
     for ax, r in zip(axes[0], rows):
         ax.axis("off")
         if images[r] is not None and Path(images[r]).is_file():
-            with Image.open(images[r]) as im:
-                ax.imshow(im.convert("RGB"))
+            ax.imshow(load_rgb(images[r]))
         label = ds.df["label"].iloc[r]
         label = ", ".join(as_list(label)) if ds.spec.task == "multilabel" else str(label)
         body = textwrap.fill(texts[r][:300], width) if texts[r] else "(no text)"

@@ -18,6 +18,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..imaging import load_rgb, to_rgb  # noqa: F401 -- to_rgb re-exported: the image families' decoding
 from ..runtime import autocast
 from .base import Extractor, ExtractorError, MediaError, progress
 
@@ -33,61 +34,6 @@ def looks_convolutional(model) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def to_rgb(im) -> "PIL.Image.Image":  # noqa: F821
-    """Any PIL image as 8-bit RGB, its values scaled properly (what every image family feeds its preprocessing).
-
-    - 16-bit and 32-bit integer grey (``I;16``, ``I``, common in medical imaging) are scaled by their bit
-      depth: the smallest of 8, 10, 12, 14, 16 (, 32) bits that holds the image's largest value, so a 12-bit
-      X-ray stored in 16 bits fills the 8-bit range the same way a full 16-bit image does. (``convert("RGB")``
-      clips them at 255: nearly white.) Negative values shift the range to start at 0.
-    - float images (``F``): values in [0, 1] are scaled by 255, others by their own range; NaN becomes 0.
-    - transparency (``RGBA``, ``LA``, ``PA``, palette with a transparent colour) is composited onto white,
-      rather than dropped (the colour under transparent pixels is arbitrary, often black).
-    - ``CMYK``, ``P``, ``L``, ``1``, ``YCbCr``, ``LAB``, ``HSV``: Pillow's conversion.
-    """
-    from PIL import Image
-
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        a = np.asarray(im).astype(np.float64)
-        if im.mode == "F":
-            a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-            lo, hi = float(a.min()), float(a.max())
-            if lo >= 0.0 and hi <= 1.0:
-                scaled = a * 255.0
-            else:
-                scaled = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        else:
-            lo = min(float(a.min()), 0.0)
-            top = float(a.max()) - lo
-            bits = next((b for b in (8, 10, 12, 14, 16, 32) if top <= 2**b - 1), 32)
-            scaled = (a - lo) / (2**bits - 1) * 255.0
-        grey = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
-        return grey.convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        white.alpha_composite(rgba)
-        return white.convert("RGB")
-    return im.convert("RGB") if im.mode != "RGB" else im
-
-
-def load_rgb(path: Any) -> "PIL.Image.Image":  # noqa: F821
-    """Open an image file as 8-bit RGB (see :func:`to_rgb`). Raises Pillow's errors for unreadable files;
-    a decompression-bomb refusal says how to allow a trusted huge image."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(im)
-    except Image.DecompressionBombError as e:
-        raise Image.DecompressionBombError(
-            f"{e} If the file is trusted, raise the limit: PIL.Image.MAX_IMAGE_PIXELS = <pixels> (None: no limit)."
-        ) from None
-
-
 # ------------------------------------------------------------------------------------------ images
 class ImageFiles:
     """A map-style dataset of image paths -> (tensor [3, H, W], index, error message or "")."""

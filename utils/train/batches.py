@@ -107,15 +107,14 @@ class MultimodalCollator:
         self.tokenizer, self.image_processor, self.max_length, self.pairs = tokenizer, image_processor, max_length, pairs
 
     def __call__(self, records: List[Mapping[str, Any]]):
-        from PIL import Image
+        from ..imaging import load_rgb
 
         images = []
         for r in records:
             if r["image_path"] is None:
                 raise ValueError(f"row {r['id']}: no image; drop such rows (utils.data.check_media(on_missing_image='drop'))")
             try:
-                with Image.open(r["image_path"]) as im:
-                    images.append(im.convert("RGB"))
+                images.append(load_rgb(r["image_path"]))  # 16-bit / float / transparent images as the extractors read them
             except OSError as e:
                 raise ValueError(f"row {r['id']}: cannot read image {r['image_path']}: {e}") from e
         batch = dict(self.tokenizer([r["text"] or "" for r in records], padding=True, truncation=True,
