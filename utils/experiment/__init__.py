@@ -21,7 +21,7 @@ from .baselines import (
     BertClipConfig, FullTrainConfig, image_guide_features, train_bert_clip, train_full_models, train_guided, train_logreg,
 )
 from .heads import HeadOutputs, TrainedHeads, fit_head
-from .main import MainJob, MainJobConfig, main_job, run_embedding_experiment
+from .main import JobConfigError, MainJob, MainJobConfig, check_job, main_job, run_embedding_experiment
 from .report import Report, ReportConfig, report
 from .rows import RESULT_COLUMNS, result_row
 from .runs import (
@@ -34,8 +34,8 @@ from .steps import (
 
 __all__ = [
     "AlignmentConfig", "BertClipConfig", "DEFAULT_HEADS", "EmbedConfig", "Embeddings", "FullTrainConfig",
-    "HeadOutputs", "MainJob", "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "Report", "ReportConfig", "TrainedHeads",
-    "align_embeddings", "alignment_table", "append_runs", "compare_alignments", "content_report",
+    "HeadOutputs", "JobConfigError", "MainJob", "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "Report", "ReportConfig", "TrainedHeads",
+    "align_embeddings", "alignment_table", "append_runs", "check_job", "compare_alignments", "content_report",
     "extract_embeddings", "fit_head", "format_table", "gap_table", "image_guide_features", "lambda_sweep",
     "load_dataset", "load_runs", "main_job", "paper_table", "plot_comparison", "plot_results", "report", "result_row",
     "results_table", "run", "run_embedding_experiment", "run_grid", "run_seeds", "save_alignment_results",

