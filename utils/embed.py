@@ -27,6 +27,8 @@ from .store import EmbeddingStore, store_for
 
 log = logging.getLogger(__name__)
 
+ENGINES = ("local", "ray")
+
 
 @dataclass
 class EmbedConfig:
@@ -40,6 +42,8 @@ class EmbedConfig:
     on_error: str = "raise"  # "raise" stops at an unreadable file; "skip" records it as failed and goes on
     overwrite: bool = False  # discard what the store folder held
     show_progress: bool = True  # a progress bar over rows
+    engine: str = "local"  # "local": this process; "ray": actors on a Ray cluster (utils.distributed), same store
+    ray: Any = None  # engine="ray": a utils.distributed.RayConfig or a dict of its fields (None: its defaults)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -50,6 +54,8 @@ class EmbedConfig:
             raise ValueError(f"shard must be in [0, num_shards), got shard={self.shard}, num_shards={self.num_shards}")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
 
 @dataclass
@@ -86,7 +92,8 @@ def embed(
 
     ``config`` (an :class:`EmbedConfig`) and keyword ``options`` (its field names: ``root``,
     ``batch_size``, ``device``, ``normalize``, ``shard_size``, ``shard``, ``num_shards``, ``on_error``,
-    ``overwrite``, ``show_progress``) set how. Returns the :class:`~utils.store.EmbeddingStore`;
+    ``overwrite``, ``show_progress``, ``engine``, ``ray``) set how; ``engine="ray"`` computes the missing
+    shards on a Ray cluster (:mod:`utils.distributed`) into the same store. Returns the :class:`~utils.store.EmbeddingStore`;
     ``store.aligned(dataset.df["id"])`` gives the vectors in table order.
     """
     cfg = merge_config(EmbedConfig, config, options, "embed")
@@ -130,9 +137,17 @@ def embed(
     from tqdm.auto import tqdm
 
     size = cfg.shard_size
-    bar = tqdm(total=sum(min(size, n - k * size) for k in todo), disable=not cfg.show_progress,
+    described, here = None, todo
+    if cfg.engine == "ray" and todo:  # the same shards, computed by actors on a Ray cluster
+        from .distributed import encode_shards
+
+        described = encode_shards(store, extractor, items, ids, todo, size, dict(
+            batch_size=cfg.batch_size, device=cfg.device, normalize=cfg.normalize, on_error=cfg.on_error),
+            cfg.ray, cfg.show_progress)
+        here = []
+    bar = tqdm(total=sum(min(size, n - k * size) for k in here), disable=not cfg.show_progress or not here,
                desc=f"{modality} -> {extractor.id}", unit="row")
-    for k in todo:
+    for k in here:
         lo, hi = k * size, min(n, (k + 1) * size)
         vectors = extractor.encode(items[lo:hi], batch_size=cfg.batch_size, device=cfg.device, normalize=cfg.normalize,
                                    show_progress=False, on_error=cfg.on_error)
@@ -145,8 +160,8 @@ def embed(
     store.reused = False  # type: ignore[attr-defined]
     if todo:  # the model is loaded now, so its description is complete (e.g. the resolved pooling)
         m = store.manifest()
-        if m.get("description") != extractor.describe():
-            m["description"] = extractor.describe()
+        if m.get("description") != (described or extractor.describe()):
+            m["description"] = described or extractor.describe()
             atomic_write_json(store.manifest_path, m)
     if all(store.has_shard(k) for k in range(n_shards)):
         store.finalize(n_shards)
