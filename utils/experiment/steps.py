@@ -84,18 +84,23 @@ def extract_embeddings(
     normalize: bool = False,
     on_error: str = "raise",
     show_progress: bool = True,
+    engine: str = "local",
+    ray: Optional[Any] = None,
 ) -> Embeddings:
     """Embed each modality (``{"text": spec, "image": spec}``) into the store, or reuse it; return aligned vectors.
 
     ``options`` maps an extractor spec to its options (``{"timm:convnext_atto": {"pretrained": False}}``).
     Families with several towers (``clip``, ``clap``) get the modality from the key of ``extractors``.
+    ``engine="ray"`` computes the vectors on Ray actors (``ray``: a :class:`~utils.distributed.RayConfig` or a
+    dict of its fields, e.g. ``{"address": "auto", "actors": 8, "num_gpus": 1}``); the store is the same.
     """
     from ..extractors import create_for
 
     mods, specs = list(extractors), [extractors[m] for m in extractors]
     by_spec = extractor_options(specs, options, mods)
     cfg = EmbedConfig(root=None if embeddings_dir is None else str(embeddings_dir), batch_size=batch_size,
-                      device=device, normalize=normalize, on_error=on_error, show_progress=show_progress)
+                      device=device, normalize=normalize, on_error=on_error, show_progress=show_progress,
+                      engine=engine, ray=ray)
     vectors, described, stores, reused = {}, {}, {}, {}
     for modality, spec in extractors.items():
         ext = create_for(spec, modality, **dict(by_spec.get(spec, {})))
