@@ -37,7 +37,7 @@ KINDS = ("auto", "exact", "ivf", "hnsw", "ivfpq")
 class IVFPQConfig:
     """Knobs of the IVF-PQ index (``kind="ivfpq"``): inverted lists over product-quantised codes."""
 
-    nlist: Optional[int] = None  # coarse lists (None: 4 sqrt(N), at most N / 39: FAISS' rule of thumb)
+    nlist: Optional[int] = None  # coarse lists (None: 2 sqrt(N) as for IVF, at most N / 39; FAISS suggests 4-16 sqrt(N))
     m: Optional[int] = None  # bytes per vector = sub-quantisers (None: D / 4, rounded to a divisor of D: 1/16 of float32)
     nbits: int = 8  # bits per sub-quantiser code (8: 256 centroids each)
     train_size: int = 200_000  # rows sampled for k-means and the PQ codebooks (at least 39 per list)
@@ -329,7 +329,7 @@ def build_ivfpq(vectors: Any, ids: Optional[Sequence], config: IVFPQConfig, npro
     ids = np.arange(n) if ids is None else np.asarray(ids)
     if len(ids) != n:
         raise ValueError(f"{len(ids)} ids for {n} vectors")
-    nlist = int(config.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)))
+    nlist = int(config.nlist or max(1, min(int(2 * math.sqrt(n)), n // 39)))
     m = pq_subquantizers(d, config.m)
     if n < 2**config.nbits:
         raise ValueError(f"IVF-PQ with nbits={config.nbits} needs at least {2 ** config.nbits} vectors, got {n}; "
