@@ -20,7 +20,7 @@ COMMENTS = {
     "SHARD": "this job's slice: SHARD of NUM_SHARDS (several jobs can fill one store)",
     "NUM_SHARDS": "",
     "ENGINE": "'local': this process; 'ray': actors on a Ray cluster (RAY_ADDRESS, or a local one), same store",
-    "RAY_OPTIONS": "ENGINE='ray': utils.distributed.RayConfig fields, e.g. {'address': 'auto', 'actors': 8, 'num_gpus': 1}",
+    "RAY_OPTIONS": "for the 'ray' engine: utils.distributed.RayConfig fields, e.g. {'address': 'auto', 'actors': 8, 'num_gpus': 1}",
     "EMBEDDINGS_DIR": "None: MMFUSION_EMBEDDINGS_DIR, .env or ./embeddings",
     "RESULTS_DIR": "None: MMFUSION_RESULTS_DIR, .env or ./results",
     "RESULTS_JSON": "None: RESULTS_DIR/generate_<modality>_embeddings_<DATASET>.json",
