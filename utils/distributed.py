@@ -83,7 +83,11 @@ def connect(config: RayConfig) -> Dict[str, float]:
     except ImportError as e:
         raise ImportError('engine="ray" needs Ray Data: pip install "ray[data]"') from e
 
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        if config.address:
+            log.info("Ray is already initialised in this process: using it (RayConfig.address=%r is not used)",
+                     config.address)
+    else:
         address = config.address or os.environ.get("RAY_ADDRESS") or None
         kw: Dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
         if config.runtime_env:
@@ -212,7 +216,7 @@ def encode_shards(
                             "item": pd.Series(list(items[lo:hi]), dtype=object)})
               for k, (lo, hi) in bounds.items()]
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = bool(config.show_ray_progress)
+    ray_bars, ctx.enable_progress_bars = ctx.enable_progress_bars, bool(config.show_ray_progress)
     decode_workers = max(0, int(config.num_cpus) - 1)
     results = ray.data.from_pandas(frames).map_batches(
         ShardEncoder,
@@ -253,6 +257,7 @@ def encode_shards(
                     bar.update(hi - lo)
     finally:
         bar.close()
+        ctx.enable_progress_bars = ray_bars
     if errors:
         first = min(errors)
         lo, hi = bounds[first]
