@@ -123,3 +123,16 @@ def test_predict_proba_streams_a_large_memmap(tmp_path):
     a = predict_proba(model, X, "multiclass", batch_size=256)
     b = predict_proba(model, mm, "multiclass", batch_size=256, memory_budget_mb=mm.nbytes / 8 / 2**20)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_plain_passes_keep_the_examples_order_whatever_the_rows(tmp_path):
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(400, 4)).astype(np.float32)
+    a = memmap(tmp_path, A)
+    rows = rng.permutation(400)[:300]  # examples point at rows in no particular disk order
+    s = StreamingBatches({"a": a}, torch.arange(300), 32, rows={"a": rows}, memory_budget_mb=50 * 16 * 4 / 2**20)
+    assert not s.fits
+    xs = torch.cat([xb["a"] for xb, _ in s])
+    ys = torch.cat([yb for _, yb in s])
+    assert torch.equal(ys, torch.arange(300))  # predictions come back in the examples' order
+    np.testing.assert_array_equal(xs.numpy(), A[rows])

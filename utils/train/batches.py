@@ -16,7 +16,7 @@ dropped in training only (DataLoader), because BatchNorm cannot train on one row
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -84,6 +84,8 @@ def nbytes(x: Any) -> int:
 def read_rows(array: Any, positions: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
     """``array[positions]`` as ``dtype``, read in ascending (disk) order and returned in the order asked."""
     positions = np.asarray(positions, dtype=np.int64)
+    if len(positions) < 2 or (np.diff(positions) >= 0).all():  # already in disk order: one copy
+        return np.asarray(array[positions], dtype=dtype)
     order = np.argsort(positions, kind="stable")
     out = np.empty((len(positions), *np.shape(array)[1:]), dtype=dtype)
     out[order] = np.asarray(array[positions[order]], dtype=dtype)
@@ -144,16 +146,22 @@ class StreamingBatches:
                              f"fewer than two batches of {batch_size}: raise memory_budget_mb")
         self.window_rows = min(window, m)
         chunk = max(1, self.window_rows // max(1, chunks_per_window))
-        order = np.argsort(self.rows[next(iter(self.inputs))], kind="stable")  # disk order of the first input
+        # shuffled passes read chunks of rows contiguous on disk (the first input's order); plain passes keep
+        # the examples' order, so predictions come back in it
+        order = np.argsort(self.rows[next(iter(self.inputs))], kind="stable") if shuffle else np.arange(m)
         self.chunks = [order[i : i + chunk] for i in range(0, m, chunk)]
         self.chunks_per_window = max(1, self.window_rows // chunk)
         self._cache: Optional[TensorBatches] = None
-        probe = self.load(np.arange(min(m, 2))) if m else {}
+        probe = self.load(np.arange(min(m, 2)))[1] if m else {}
         only = next(iter(probe.values())) if len(probe) == 1 else None
         self.n_features: Optional[int] = int(only.shape[1]) if only is not None and only.dim() == 2 else None
 
-    def load(self, examples: np.ndarray) -> Dict[str, torch.Tensor]:
-        """Inputs of ``examples`` (indices into the targets) as tensors: read in disk order, transformed."""
+    def load(self, examples: np.ndarray, disk_order: bool = False) -> Tuple[np.ndarray, Dict[str, torch.Tensor]]:
+        """``(examples, inputs)``: the inputs of ``examples`` (indices into the targets) read, transformed and
+        made tensors. ``disk_order``: the examples are first put in the first input's row order (one copy
+        fewer; a shuffled window is permuted afterwards anyway), and returned in that order."""
+        if disk_order:
+            examples = examples[np.argsort(self.rows[next(iter(self.inputs))][examples], kind="stable")]
         raw = {k: read_rows(arr, self.rows[k][examples]) for k, arr in self.inputs.items()}
         out = self.transform(raw) if self.transform is not None else raw
         tensors = {}
@@ -161,7 +169,7 @@ class StreamingBatches:
             t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
             t = t.to(self.dtype) if t.is_floating_point() else t
             tensors[k] = t.to(self.device, non_blocking=True) if self.device is not None else t
-        return tensors
+        return examples, tensors
 
     def windows(self) -> List[np.ndarray]:
         """This pass's windows: example indices, ``chunks_per_window`` chunks each (in a random order if shuffling)."""
@@ -181,7 +189,7 @@ class StreamingBatches:
         if self.fits:
             if self._cache is None:
                 targets = self.targets.to(self.device) if self.device is not None else self.targets
-                self._cache = TensorBatches(self.load(np.arange(self.n)), targets, self.batch_size, self.shuffle)
+                self._cache = TensorBatches(self.load(np.arange(self.n))[1], targets, self.batch_size, self.shuffle)
                 self._cache.gen = self.gen
             yield from self._cache
             return
@@ -189,11 +197,11 @@ class StreamingBatches:
 
         windows = self.windows()
         with ThreadPoolExecutor(max_workers=1) as pool:
-            ahead = pool.submit(self.load, windows[0]) if self.prefetch else None
-            for i, examples in enumerate(windows):
-                data = ahead.result() if self.prefetch else self.load(examples)
+            ahead = pool.submit(self.load, windows[0], self.shuffle) if self.prefetch else None
+            for i, window in enumerate(windows):
+                examples, data = ahead.result() if self.prefetch else self.load(window, self.shuffle)
                 if self.prefetch and i + 1 < len(windows):
-                    ahead = pool.submit(self.load, windows[i + 1])
+                    ahead = pool.submit(self.load, windows[i + 1], self.shuffle)
                 y = self.targets[torch.from_numpy(examples)]
                 y = y.to(self.device, non_blocking=True) if self.device is not None else y
                 perm = torch.randperm(len(examples), generator=self.gen) if self.shuffle else None
