@@ -14,7 +14,7 @@ is one whole ``embed`` call into an empty store: model loading (per actor for Ra
 shards and consolidating. rows/s are medians over ``--repeats`` runs at N (one fresh actor pool per run,
 so an old pool still shutting down may overlap a new one: memory is measured apart). Peak memory is the peak of the
 summed proportional set size (PSS: shared pages split between the processes that map them) of the
-process and every child -- Ray's own daemons and actors included -- sampled every 0.2 s. Each
+process and every child -- Ray's own daemons and actors included -- sampled every 0.1 s. Each
 configuration is run once at N and once at 4N to show that memory does not grow with N: rows stream
 through shards, and only the table of inputs (ids, texts or paths) is held whole.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -57,33 +58,49 @@ def make_dataset(n: int, seed: int = 0):
 
 
 class PeakMemory:
-    """Peak summed PSS (MB) of this process and all its children, sampled in a thread."""
+    """Peak summed PSS (MB) of this process and all its children, sampled in a thread every 0.1 s.
 
-    def __init__(self, interval: float = 0.2):
+    PSS is read from ``/proc/<pid>/smaps_rollup`` (cheap enough to sample a dozen Ray processes often)."""
+
+    def __init__(self, interval: float = 0.1):
         import psutil
 
-        self.me, self.interval, self.peak, self._stop = psutil.Process(), interval, 0.0, threading.Event()
-        self.at_peak: list = []  # "process=MB" at the peak
+        self.me, self.interval, self.peak, self.samples = psutil.Process(), interval, 0.0, 0
+        self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.at_peak: list = []  # "process=MB" at the peak
+
+    @staticmethod
+    def pss_kb(pid: int) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
 
     def sample(self) -> float:
         import psutil
 
-        total, parts = 0, []
-        for p in [self.me, *self.me.children(recursive=True)]:
-            try:
-                pss = p.memory_full_info().pss
-                total += pss
-                parts.append(f"{p.name()[:40]}={pss / 2**20:.0f}")
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        if total / 2**20 > self.peak:
-            self.at_peak = parts
-        return total / 2**20
+        parts, total = [], 0
+        try:
+            procs = [self.me, *self.me.children(recursive=True)]
+        except psutil.Error:
+            procs = [self.me]
+        for p in procs:
+            kb = self.pss_kb(p.pid)
+            total += kb
+            parts.append((p.pid, kb))
+        mb = total / 1024
+        self.samples += 1
+        if mb > self.peak:
+            self.peak, self.at_peak = mb, [f"{pid}={kb / 1024:.0f}" for pid, kb in parts]
+        return mb
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.sample())
+            self.sample()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakMemory":
@@ -93,7 +110,7 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self.thread.join()
-        self.peak = max(self.peak, self.sample())
+        self.sample()
 
 
 def child(a) -> None:
@@ -127,7 +144,8 @@ def child(a) -> None:
     print(json.dumps({"engine": a.child, "n": a.n, "seconds": times, "rows_per_s": a.n / statistics.median(times),
                       "peak_mb": mem.peak, "ray_start_s": ray_start, "store": str(store.folder),
                       "torch_threads": torch.get_num_threads(),
-                      "at_peak": mem.at_peak}))
+                      "at_peak": mem.at_peak, "samples": mem.samples,
+                      "self_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def run_child(engine: str, n: int, repeats: int, a, out: str) -> dict:
