@@ -19,8 +19,9 @@ The driver collects each shard's rows and writes the shard through the store's p
 - every map_batches call is one whole shard encoded by one ``extractor.encode`` call with the same
   ``batch_size``, so the vectors equal the single-process path's (exactly, on CPU);
 - an actor that dies (killed, out of memory, node lost) is restarted by Ray Data and its shard retried;
-  an error raised by the extractor (an unreadable file with ``on_error="raise"``) stops the job after the
-  shards already collected are written, and the next run resumes there.
+  an error raised by the extractor (an unreadable file with ``on_error="raise"``) fails only its shard:
+  the other shards are still computed and written, then :class:`ShardError` names the failed shard and
+  the original error, and the next run computes only what is missing.
 
 ``RAY_ADDRESS`` or ``RayConfig.address`` connects to a running cluster (``"auto"``: the one this machine
 belongs to; ``"ray://host:10001"``: Ray Client); otherwise a Ray already started in this process is used,
