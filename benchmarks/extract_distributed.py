@@ -1,6 +1,6 @@
 """Extraction on one process vs on Ray Data actors: rows/s, peak memory, and memory at N vs 4N records.
 
-    python benchmarks/extract_distributed.py [--n 512] [--repeats 3] [--extractor minilm-offline] [--shard-size 128]
+    python benchmarks/extract_distributed.py [--n 1024] [--repeats 3] [--extractor minilm-offline] [--shard-size 128]
 
 Same records (generated sentences of 3 to 40 words), same extractor (default: the real all-MiniLM-L6-v2
 shipped on PyPI), same store format, on this machine's cores:
@@ -136,11 +136,12 @@ def child(a) -> None:
             options = {"engine": "ray", "ray": RayConfig(actors=actors, num_cpus=cores / actors)}
         times, store = [], None
         for r in range(a.repeats):
-            root = Path(a.out) / f"{a.child}-{a.n}-{r}"
+            root = Path(a.out) / f"{a.child}-{a.n}-{os.getpid()}-{r}"  # a fresh store for every run
             t = time.perf_counter()
             store = embed(ds, "text", create(a.extractor), root=root, shard_size=a.shard_size, batch_size=32,
                           device="cpu", show_progress=False, **options)
             times.append(time.perf_counter() - t)
+            assert not store.reused, "the benchmark must extract, not reuse a store"
     print(json.dumps({"engine": a.child, "n": a.n, "seconds": times, "rows_per_s": a.n / statistics.median(times),
                       "peak_mb": mem.peak, "ray_start_s": ray_start, "store": str(store.folder),
                       "torch_threads": torch.get_num_threads(),
@@ -160,7 +161,7 @@ def run_child(engine: str, n: int, repeats: int, a, out: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--extractor", default="minilm-offline")
     ap.add_argument("--shard-size", type=int, default=128)
