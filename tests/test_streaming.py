@@ -44,7 +44,7 @@ def test_streamed_passes_cover_every_row_once_in_a_new_order(tmp_path):
     X, y = blobs(1000, d=8)
     X[:, 0] = np.arange(1000)  # row number in column 0
     mm = memmap(tmp_path, X)
-    budget = 1000 * 8 * 4 * 4 / 5 / 2**20  # windows of about 200 rows: the data does not fit
+    budget = 1000 * 8 * 4 * 2 / 5 / 2**20  # windows of about 200 rows: the data does not fit
     s = StreamingBatches({"x": mm}, torch.as_tensor(y), 32, shuffle=True, seed=0, memory_budget_mb=budget)
     assert not s.fits and 150 <= s.window_rows <= 250
     orders = []
@@ -71,7 +71,7 @@ def test_rows_select_and_align_several_inputs_and_the_transform_standardises(tmp
     np.testing.assert_allclose(scaler.mean, ref.mean, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(scaler.std, ref.std, rtol=1e-6)
     s = StreamingBatches({"a": a, "b": b}, torch.arange(150), 16, rows=rows, transform=StandardizeConcat(["a", "b"], scaler),
-                         memory_budget_mb=60 * 8 * 4 * 4 / 2**20)  # ~60 rows per window
+                         memory_budget_mb=60 * 8 * 4 * 2 / 2**20, prefetch=True)  # ~30 rows a window, read ahead
     assert not s.fits and s.n_features == 8
     got = {int(j): xb["x"][i].numpy() for xb, yb in s for i, j in enumerate(yb)}
     assert sorted(got) == list(range(150))
@@ -98,7 +98,7 @@ def test_streaming_fit_matches_the_in_memory_fit(tmp_path, one_thread):
         return res, float((predict_proba(res.model, mm[te], "multiclass").argmax(1) == y[te]).mean())
 
     in_memory = [run(X[tr], TrainConfig(**{**cfg.__dict__, "seed": s}), s) for s in (0, 1, 2)]
-    small = TrainConfig(**{**cfg.__dict__, "memory_budget_mb": X[tr].nbytes / 2 / 2**20})  # windows of 1/8 of the data
+    small = TrainConfig(**{**cfg.__dict__, "memory_budget_mb": X[tr].nbytes / 2 / 2**20})  # windows of 1/4 of the data
     streamed, acc = run(Xtr_disk, small, 0)
     accs = [a for _, a in in_memory]
     # the shuffle differs (windows of chunks), so the result may differ by what another seed changes

@@ -3,8 +3,8 @@
 - :class:`TensorBatches`: inputs held as tensors in memory (on the training device), one permutation per
   pass, batches sliced with ``index_select``: the fast path for cached embeddings and token features.
 - :class:`StreamingBatches`: inputs larger than a memory budget (memory-mapped store vectors) read in
-  shuffled windows of chunks, with the next window read while the model trains; on data that fits the
-  budget it batches exactly like :class:`TensorBatches`. :class:`StandardizeConcat` and
+  shuffled windows of chunks (optionally the next one read while the model trains); on data that fits
+  the budget it batches exactly like :class:`TensorBatches`. :class:`StandardizeConcat` and
   :func:`streaming_standardizer` standardise without loading the matrix.
 - :class:`RecordsDataset` + :class:`MultimodalCollator`: raw records (text, image file) tokenised and
   preprocessed per batch by each backbone's own tokenizer and image processor, for a ``DataLoader``
@@ -104,17 +104,18 @@ class StreamingBatches:
     ``memory_budget_mb`` bounds what this object holds: when every example fits (raw and transformed), they
     are read once and batched exactly like :class:`TensorBatches` (the same permutation for the same seed,
     so training gives the same result). Otherwise each pass reads windows of about
-    ``budget / (4 * bytes per row)`` rows (two windows in flight: the next is read in a background thread
-    while the model trains on this one; raw plus transformed), each made of ``chunks_per_window`` chunks of
-    rows that are contiguous on disk, chosen in a fresh random order per pass (``shuffle``) and shuffled
-    again within the window: a block shuffle, the usual approach for data on disk.
+    ``budget / (2 * bytes per row)`` rows (raw plus transformed), each made of ``chunks_per_window`` chunks
+    of rows that are contiguous on disk, chosen in a fresh random order per pass (``shuffle``) and shuffled
+    again within the window: a block shuffle, the usual approach for data on disk. ``prefetch=True`` reads
+    the next window in a background thread while the model trains (windows of half the size): it pays
+    with idle cores and a slow disk; on 2 cores reading from the page cache it cost time (measured).
     """
 
     def __init__(self, inputs: Mapping[str, Any], targets: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, rows: Optional[Mapping[str, Any]] = None,
                  transform: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, Any]]] = None,
                  dtype: torch.dtype = torch.float32, device: Any = None, chunks_per_window: int = 16,
-                 prefetch: bool = True):
+                 prefetch: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.inputs = dict(inputs)
