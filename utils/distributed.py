@@ -37,6 +37,8 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
+from .config import merge_config
+
 log = logging.getLogger(__name__)
 
 
@@ -62,18 +64,10 @@ class RayConfig:
 
 def ray_config(options: Any) -> RayConfig:
     """A :class:`RayConfig` from one, from a dict of its fields, or the defaults for ``None``."""
-    if options is None:
-        return RayConfig()
-    if isinstance(options, RayConfig):
-        return options
+    if options is None or isinstance(options, RayConfig):
+        return options or RayConfig()
     if isinstance(options, dict):
-        import dataclasses
-
-        valid = {f.name for f in dataclasses.fields(RayConfig)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise TypeError(f"ray options: unknown option(s) {unknown}; valid options: {', '.join(sorted(valid))}")
-        return RayConfig(**options)
+        return merge_config(RayConfig, None, options, "ray options")
     raise TypeError(f"ray options must be a RayConfig, a dict of its fields or None, got {type(options).__name__}")
 
 
