@@ -31,6 +31,7 @@ from .store.locks import describe_owner
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often a job waiting for another job's shards (or merge) looks again
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class EmbedConfig:
     verify: str = "auto"  # reuse check: "auto" headers and sizes (every byte when the store is read whole), "full" every byte now, "header"
     fingerprint: str = "stat"  # inputs' identity: "stat" (path, size, modification time) or "content" (a hash of each file)
     wait: bool = True  # wait for shards (and a merge) another live job is writing, then reuse them
+    engine: str = "local"  # "local": this process; "ray": actors on a Ray cluster (utils.distributed), same store
+    ray: Any = None  # engine="ray": a utils.distributed.RayConfig or a dict of its fields (None: its defaults)
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -62,6 +65,8 @@ class EmbedConfig:
             raise ValueError(f"verify must be 'auto', 'full' or 'header', got {self.verify!r}")
         if self.fingerprint not in FINGERPRINT_MODES:
             raise ValueError(f"fingerprint must be one of {FINGERPRINT_MODES}, got {self.fingerprint!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
 
 @dataclass
@@ -98,8 +103,10 @@ def embed(
 
     ``config`` (an :class:`EmbedConfig`) and keyword ``options`` (its field names: ``root``,
     ``batch_size``, ``device``, ``normalize``, ``shard_size``, ``shard``, ``num_shards``, ``on_error``,
-    ``overwrite``, ``show_progress``, ``verify``, ``fingerprint``, ``wait``) set how. Returns the
-    :class:`~utils.store.EmbeddingStore`; ``store.aligned(dataset.df["id"])`` gives the vectors in table order.
+    ``overwrite``, ``show_progress``, ``verify``, ``fingerprint``, ``wait``, ``engine``, ``ray``) set how.
+    Returns the :class:`~utils.store.EmbeddingStore`; ``store.aligned(dataset.df["id"])`` gives the vectors in
+    table order. ``engine="ray"`` computes the missing shards on a Ray cluster (:mod:`utils.distributed`) into
+    the same store, under the same per-shard claims.
 
     A finished store is checked and reused; a damaged one is repaired (its damaged shards recomputed, or
     the whole store when its index is damaged). Shards another live job is writing are waited for, not
@@ -140,7 +147,10 @@ def embed(
     done = [k for k in mine if store.shard_sound(k)]
     if 0 < len(done) < len(mine):
         log.info("resuming %s: %d of %d shard(s) already on disk", store.folder, len(done), len(mine))
-    job.fill([k for k in mine if k not in done])
+    todo = [k for k in mine if k not in done]
+    if cfg.engine == "ray" and todo:
+        job.fill_on_ray(todo)  # the shards nobody else is writing, on Ray actors; fill() below waits for the rest
+    job.fill(todo)
     store.reused = not job.rows_computed
     if store.is_complete():
         if job.rows_computed:
@@ -234,6 +244,36 @@ class _Job:
                 time.sleep(POLL_S)
         finally:
             bar.close()
+
+    def fill_on_ray(self, todo: List[int]) -> None:
+        """Claim every shard in ``todo`` that nobody else is writing and compute the claimed ones on Ray actors
+        (:func:`utils.distributed.encode_shards`); the claims are held until the shards are written."""
+        import contextlib
+
+        from .distributed import encode_shards
+
+        if self._items is None:
+            self._items = self.ds.items(self.modality)
+            self._ids = self.ds.df["id"].astype(str).tolist()
+        with contextlib.ExitStack() as held:
+            mine = []
+            for k in todo:
+                if self.store.shard_sound(k):
+                    continue
+                lock = self.store.claim(k)
+                if lock is None:
+                    continue
+                held.enter_context(lock)
+                if self.store.has_shard(k):
+                    self.store.remove_shard(k, self.store.check_shard(k) or "damaged")
+                mine.append(k)
+            if not mine:
+                return
+            options = dict(batch_size=self.cfg.batch_size, device=self.cfg.device, normalize=self.cfg.normalize,
+                           on_error=self.cfg.on_error)
+            encode_shards(self.store, self.ext, self._items, self._ids, mine, self.cfg.shard_size, options, self.cfg.ray,
+                          self.cfg.show_progress, info=self.info())
+            self.rows_computed += sum(min(self.cfg.shard_size, len(self.ds) - k * self.cfg.shard_size) for k in mine)
 
     def merge(self, n_shards: int) -> bool:
         """Merge the shards (recomputing any found damaged); True when the store is complete."""

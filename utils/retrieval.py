@@ -1,12 +1,15 @@
 """Cross-modal retrieval with FAISS: build, search, save/load with ids, and retrieval metrics.
 
-    index = build_index(image_vectors, ids=df.id)                 # exact below `exact_max`, IVF above
+    index = build_index(image_vectors, ids=df.id)                 # exact below `exact_max`, IVF above, IVF-PQ
+                                                                  # when the flat vectors would pass 4 GiB
     scores, hit_ids = index.search(text_vectors, k=10)
     index.save("results/index_image"); index = load_index("results/index_image")
     coll = Collection.build({"text": T, "image": I}, ids)          # any-to-any, one index per modality + one over all
     recall_at_k(query_ids, hit_ids, ks=(1, 5, 10))
 
-Vectors are L2-normalised and searched by inner product (cosine). Saved as ``index.faiss``
+Vectors are L2-normalised and searched by inner product (cosine). IVF-PQ (10M+ vectors) reads its input
+chunk by chunk (a memory-mapped store matrix is never loaded whole), keeps ``m`` bytes per vector, and can
+re-rank its candidates exactly from the memory-mapped vectors (``IVFPQConfig.rerank``). Saved as ``index.faiss``
 (``faiss.write_index``), ``ids.npy`` (``np.save``, no pickle), ``modalities.npy`` and ``meta.json``.
 """
 
@@ -26,7 +29,31 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 EXACT_MAX = 100_000  # collections up to this size get an exact (flat) index by default
-KINDS = ("auto", "exact", "ivf", "hnsw")
+FLAT_MAX_BYTES = 4 * 2**30  # above this many bytes of float32 vectors, "auto" compresses them (IVF-PQ)
+KINDS = ("auto", "exact", "ivf", "hnsw", "ivfpq")
+
+
+@dataclass
+class IVFPQConfig:
+    """Knobs of the IVF-PQ index (``kind="ivfpq"``): inverted lists over product-quantised codes."""
+
+    nlist: Optional[int] = None  # coarse lists (None: 2 sqrt(N) as for IVF, at most N / 39; FAISS suggests 4-16 sqrt(N))
+    m: Optional[int] = None  # bytes per vector = sub-quantisers (None: D / 4, rounded to a divisor of D: 1/16 of float32)
+    nbits: int = 8  # bits per sub-quantiser code (8: 256 centroids each)
+    train_size: int = 200_000  # rows sampled for k-means and the PQ codebooks (at least 39 per list)
+    chunk_rows: int = 200_000  # rows read, normalised and added at a time (memory: one chunk)
+    rerank: int = 0  # > 0: fetch rerank * k candidates, re-score them exactly from the original vectors
+    kmeans_iter: int = 10  # k-means iterations for the coarse lists
+
+
+def pq_subquantizers(d: int, m: Optional[int] = None) -> int:
+    """``m`` (bytes per code at 8 bits) for dimension ``d``: as asked, else the divisor of ``d`` nearest D / 4."""
+    if m is not None:
+        if d % m:
+            raise ValueError(f"IVF-PQ needs m to divide the dimension: {d} % {m} != 0")
+        return int(m)
+    want = max(1, d // 4)
+    return min((k for k in range(1, d + 1) if d % k == 0), key=lambda k: (abs(k - want), -k))
 
 
 def _faiss():
@@ -53,6 +80,7 @@ class Index:
     kind: str  # exact | ivf | hnsw
     params: Dict[str, Any] = field(default_factory=dict)
     modalities: Optional[np.ndarray] = None  # [N] modality of each row (for any-to-any collections)
+    source: Optional[Any] = None  # [N, D] original vectors (a memmap) that IVF-PQ re-ranks its candidates with
 
     def __len__(self) -> int:
         return int(self.faiss_index.ntotal)
@@ -71,7 +99,12 @@ class Index:
         q = normalize(queries)
         if q.shape[1] != self.faiss_index.d:
             raise ValueError(f"queries have dimension {q.shape[1]}, the index {self.faiss_index.d}")
-        return self.faiss_index.search(q, min(k, len(self)))
+        k = min(k, len(self))
+        factor = int(self.params.get("rerank") or 0)
+        if factor > 0 and self.source is not None:
+            _, cand = self.faiss_index.search(q, min(len(self), factor * k))
+            return rerank(q, cand, self.source, k)
+        return self.faiss_index.search(q, k)
 
     def save(self, folder: Union[str, Path]) -> Path:
         """Write ``index.faiss``, ``ids.npy``, ``modalities.npy`` (if any) and ``meta.json`` into ``folder``."""
@@ -83,6 +116,8 @@ class Index:
         if self.modalities is not None:
             np.save(folder / "modalities.npy", _plain(self.modalities), allow_pickle=False)
         meta = {"kind": self.kind, "params": self.params, "count": len(self), "dim": int(self.faiss_index.d)}
+        if isinstance(self.source, np.memmap) and self.source.filename:
+            meta["source"] = str(self.source.filename)  # re-opened (memory-mapped) by load_index
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
         return folder
 
@@ -117,15 +152,25 @@ def load_index(folder: Union[str, Path]) -> Index:
     mods = np.load(folder / "modalities.npy", allow_pickle=False) if (folder / "modalities.npy").is_file() else None
     if len(ids) != index.ntotal:
         raise ValueError(f"{folder}: ids.npy has {len(ids)} ids but the index holds {index.ntotal} vectors")
-    if meta["kind"] == "ivf":
+    if meta["kind"] in ("ivf", "ivfpq"):
         index.nprobe = int(meta["params"].get("nprobe", 1))
     elif meta["kind"] == "hnsw":
         index.hnsw.efSearch = int(meta["params"].get("ef_search", 64))
-    return Index(index, ids, meta["kind"], meta["params"], mods)
+    source = None
+    if meta.get("source") and Path(meta["source"]).is_file():
+        source = np.load(meta["source"], mmap_mode="r", allow_pickle=False)
+    elif meta.get("source"):
+        log.warning("%s: the vectors IVF-PQ re-ranks with (%s) are gone; searching without re-ranking", folder,
+                    meta["source"])
+    return Index(index, ids, meta["kind"], meta["params"], mods, source)
 
 
-def choose_kind(n: int, exact_max: int = EXACT_MAX) -> str:
-    """``exact`` for up to ``exact_max`` vectors, ``ivf`` above (fast to build on few cores; HNSW on request)."""
+def choose_kind(n: int, exact_max: int = EXACT_MAX, d: Optional[int] = None,
+                flat_max_bytes: int = FLAT_MAX_BYTES) -> str:
+    """``exact`` for up to ``exact_max`` vectors, ``ivf`` above (fast to build on few cores; HNSW on request),
+    ``ivfpq`` when the float32 vectors (``n * d * 4`` bytes) would pass ``flat_max_bytes``."""
+    if d is not None and n * d * 4 > flat_max_bytes:
+        return "ivfpq"
     return "exact" if n <= exact_max else "ivf"
 
 
@@ -144,6 +189,7 @@ def build_index(
     seed: int = 0,
     modalities: Optional[Sequence[str]] = None,
     show_progress: bool = False,
+    ivfpq: Optional[IVFPQConfig] = None,
 ) -> Index:
     """Index ``vectors [N, D]`` (normalised here) for inner-product search.
 
@@ -151,10 +197,15 @@ def build_index(
     (``kmeans_iter`` iterations) on ``max(train_size, 30 nlist)`` rows; when ``nprobe`` is not given it is calibrated: the smallest power of two whose
     recall@10 against exact search, on 200 indexed rows searched leave-one-out, reaches ``target_recall``.
     HNSW: ``hnsw_m`` links, ``ef_search`` calibrated the same way when not given.
+    IVF-PQ (``kind="ivfpq"``, or ``"auto"`` when the vectors pass :data:`FLAT_MAX_BYTES`): see
+    :func:`build_ivfpq` and :class:`IVFPQConfig`; ``vectors`` may be a memmap, read chunk by chunk.
     """
     faiss = _faiss()
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if np.ndim(vectors) == 2 and (kind == "ivfpq" or (kind == "auto" and choose_kind(
+            len(vectors), exact_max, np.shape(vectors)[1]) == "ivfpq")):
+        return build_ivfpq(vectors, ids, ivfpq or IVFPQConfig(), nprobe, target_recall, seed, modalities)
     x = normalize(vectors)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"expected a non-empty [N, D] matrix, got shape {x.shape}")
@@ -193,29 +244,32 @@ def build_index(
     return Index(index, ids, kind, params, None if modalities is None else np.asarray(modalities))
 
 
-def _calibrate(index, x: np.ndarray, knob: str, upper: int, target: float, seed: int, k: int = 10, n_queries: int = 200) -> int:
+def _calibrate(index, x: np.ndarray, knob: str, upper: int, target: float, seed: int, k: int = 10, n_queries: int = 200,
+               search=None, plateau: bool = False, normalized: bool = True) -> int:
     """Smallest power-of-two setting of ``knob`` whose recall@k against exact search reaches ``target``.
 
     Queries are indexed rows searched leave-one-out (their own row is dropped from both result lists),
     which behaves like fresh queries from the same distribution.
     """
-    faiss = _faiss()
     rng = np.random.default_rng(seed + 1)
-    rows = rng.choice(len(x), min(n_queries, len(x)), replace=False)
-    q = np.ascontiguousarray(x[rows])
-    _, truth = faiss.knn(q, x, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    rows = np.sort(rng.choice(len(x), min(n_queries, len(x)), replace=False))
+    q = normalize(np.asarray(x[rows]))
+    _, truth = exact_search_chunked(q, x, k + 1, normalized=normalized)
     truth = _drop_self(truth, rows, k)
     value = 1 if knob == "nprobe" else 16
+    best = -1.0
     while True:
         if knob == "nprobe":
             index.nprobe = value
         else:
             index.hnsw.efSearch = value
-        _, found = index.search(q, k + 1)
+        found = search(q, k + 1) if search is not None else index.search(q, k + 1)[1]
         r = knn_recall(truth, _drop_self(found, rows, k))
-        if r >= target or value >= upper:
+        # IVF-PQ: compression caps recall, so also stop once doubling gains less than half a point
+        if r >= target or value >= upper or (plateau and r - best < 0.005):
             log.info("calibrated %s = %d (leave-one-out recall@%d %.3f on %d queries)", knob, value, k, r, len(q))
             return value
+        best = r
         value *= 2
 
 
@@ -228,6 +282,84 @@ def knn_recall(truth: np.ndarray, found: np.ndarray) -> float:
     """Share of the true top-k rows ``truth [Q, k]`` that appear in ``found [Q, k']`` (ANN recall@k)."""
     hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found))
     return hits / truth.size
+
+
+def exact_search_chunked(queries: np.ndarray, vectors: Any, k: int = 10, chunk_rows: int = 200_000,
+                         normalized: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-``k`` over ``vectors [N, D]`` read ``chunk_rows`` at a time (a memmap is never
+    loaded whole): ``(scores, rows)`` ``[Q, k]``. Rows are normalised per chunk unless ``normalized``."""
+    faiss = _faiss()
+    q = normalize(queries)
+    best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+    best_r = np.full((len(q), k), -1, dtype=np.int64)
+    for lo in range(0, len(vectors), chunk_rows):
+        block = np.asarray(vectors[lo : lo + chunk_rows], dtype=np.float32)
+        block = np.ascontiguousarray(block) if normalized else normalize(block)
+        s, r = faiss.knn(q, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        s, r = np.concatenate([best_s, s], 1), np.concatenate([best_r, np.where(r >= 0, r + lo, -1)], 1)
+        top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        best_s, best_r = np.take_along_axis(s, top, 1), np.take_along_axis(r, top, 1)
+    return best_s, best_r
+
+
+def rerank(q: np.ndarray, candidates: np.ndarray, source: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact scores of each query's ``candidates [Q, C]`` (rows of ``source``, -1 = none), best ``k`` kept.
+
+    The candidate rows are read from ``source`` (a memmap) once, in ascending order."""
+    flat = np.unique(candidates[candidates >= 0])
+    vec = normalize(np.asarray(source[flat], dtype=np.float32)) if len(flat) else np.zeros((0, q.shape[1]), np.float32)
+    pos = np.searchsorted(flat, np.maximum(candidates, 0))
+    scores = np.einsum("qd,qcd->qc", q, vec[pos]) if len(flat) else np.zeros(candidates.shape, np.float32)
+    scores = np.where(candidates >= 0, scores, -np.inf).astype(np.float32)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, top, 1), np.take_along_axis(candidates, top, 1)
+
+
+def build_ivfpq(vectors: Any, ids: Optional[Sequence], config: IVFPQConfig, nprobe: Optional[int] = None,
+                target_recall: float = 0.95, seed: int = 0, modalities: Optional[Sequence[str]] = None) -> Index:
+    """An IVF-PQ index over ``vectors [N, D]`` (an array or a memmap, read ``config.chunk_rows`` at a time).
+
+    k-means lists and PQ codebooks are trained on ``config.train_size`` sampled rows; every vector is then
+    stored as ``m`` bytes. ``nprobe``, when not given, is calibrated like IVF's (leave-one-out recall@10
+    against exact search, which runs chunk by chunk), stopping at ``target_recall`` or where doubling it no
+    longer helps (compression caps the recall; ``config.rerank`` re-scores candidates exactly to lift it).
+    """
+    faiss = _faiss()
+    n, d = len(vectors), int(np.shape(vectors)[1])
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} vectors")
+    nlist = int(config.nlist or max(1, min(int(2 * math.sqrt(n)), n // 39)))
+    m = pq_subquantizers(d, config.m)
+    if n < 2**config.nbits:
+        raise ValueError(f"IVF-PQ with nbits={config.nbits} needs at least {2 ** config.nbits} vectors, got {n}; "
+                         "use kind='exact' or 'ivf' for small collections")
+    t0 = time.perf_counter()
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFPQ(quantizer, d, nlist, m, config.nbits, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, min(n, max(config.train_size, 39 * nlist)), replace=False))
+    train = normalize(np.asarray(vectors[sample], dtype=np.float32))
+    index.cp.seed = seed
+    index.cp.niter = config.kmeans_iter
+    index.cp.min_points_per_centroid = 5
+    index.train(train)
+    del train
+    for lo in range(0, n, config.chunk_rows):
+        index.add(normalize(np.asarray(vectors[lo : lo + config.chunk_rows], dtype=np.float32)))
+    params: Dict[str, Any] = {"nlist": nlist, "m": m, "nbits": config.nbits, "rerank": int(config.rerank),
+                              "code_bytes": m * config.nbits // 8}
+    out = Index(index, ids, "ivfpq", params, None if modalities is None else np.asarray(modalities),
+                vectors if config.rerank else None)
+    if nprobe:
+        index.nprobe = int(nprobe)
+    else:
+        index.nprobe = _calibrate(index, vectors, "nprobe", nlist, target_recall, seed,
+                                  search=lambda q, k: out.search_rows(q, k)[1], plateau=True, normalized=False)
+    params["nprobe"] = int(index.nprobe)
+    params["build_s"] = round(time.perf_counter() - t0, 3)
+    log.info("built ivfpq index over %d x %d vectors (%d bytes each) in %.1f s %s", n, d, m, params["build_s"], params)
+    return out
 
 
 def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,8 @@ def extract_embeddings(
     on_error: str = "raise",
     show_progress: bool = True,
     for_training: bool = True,
+    engine: str = "local",
+    ray: Optional[Any] = None,
 ) -> Embeddings:
     """Embed each modality (``{"text": spec, "image": spec}``) into the store, or reuse it; return aligned vectors.
 
@@ -94,6 +96,8 @@ def extract_embeddings(
     training rows hold two classes or more), so a hopeless run stops before extraction. Every extractor
     is built (and its options checked) before the first one runs. A store found damaged while its
     vectors are read is repaired (damaged shards recomputed) and read again.
+    ``engine="ray"`` computes the vectors on Ray actors (``ray``: a :class:`~utils.distributed.RayConfig` or a
+    dict of its fields, e.g. ``{"address": "auto", "actors": 8, "num_gpus": 1}``); the store is the same.
     """
     from ..data import check_trainable
     from ..extractors import create_for
@@ -104,7 +108,8 @@ def extract_embeddings(
     mods, specs = list(extractors), [extractors[m] for m in extractors]
     by_spec = extractor_options(specs, options, mods)
     cfg = EmbedConfig(root=None if embeddings_dir is None else str(embeddings_dir), batch_size=batch_size,
-                      device=device, normalize=normalize, on_error=on_error, show_progress=show_progress)
+                      device=device, normalize=normalize, on_error=on_error, show_progress=show_progress,
+                      engine=engine, ray=ray)
     built = {modality: create_for(spec, modality, **dict(by_spec.get(spec, {}))) for modality, spec in extractors.items()}
     vectors, described, stores, reused = {}, {}, {}, {}
     for modality, ext in built.items():

@@ -19,6 +19,8 @@ COMMENTS = {
     "ON_ERROR": "'raise' stops at an unreadable file; 'skip' records it as failed and goes on",
     "SHARD": "this job's slice: SHARD of NUM_SHARDS (several jobs can fill one store)",
     "NUM_SHARDS": "",
+    "ENGINE": "'local': this process; 'ray': actors on a Ray cluster (RAY_ADDRESS, or a local one), same store",
+    "RAY_OPTIONS": "for the 'ray' engine: utils.distributed.RayConfig fields, e.g. {'address': 'auto', 'actors': 8, 'num_gpus': 1}",
     "EMBEDDINGS_DIR": "None: MMFUSION_EMBEDDINGS_DIR, .env or ./embeddings",
     "RESULTS_DIR": "None: MMFUSION_RESULTS_DIR, .env or ./results",
     "RESULTS_JSON": "None: RESULTS_DIR/generate_<modality>_embeddings_<DATASET>.json",
@@ -31,7 +33,8 @@ def notebook_cells(modality: str) -> List[Dict[str, Any]]:
     params = {
         "DATASET": "synthetic", "DATA_DIR": None, "DATASET_OPTIONS": {}, "EXTRACTORS": default,
         "EXTRACTOR_OPTIONS": {}, "EMBED_BATCH_SIZE": 32, "DEVICE": "auto", "NORMALIZE": False, "ON_ERROR": "raise",
-        "SHARD": 0, "NUM_SHARDS": 1, "EMBEDDINGS_DIR": None, "RESULTS_DIR": None, "RESULTS_JSON": None,
+        "SHARD": 0, "NUM_SHARDS": 1, "ENGINE": "local", "RAY_OPTIONS": {}, "EMBEDDINGS_DIR": None,
+        "RESULTS_DIR": None, "RESULTS_JSON": None,
     }
     examples = {
         "text": "`['bge-base', 'minilm', 'openai-3-small', 'llamacpp:nomic-ai/nomic-embed-text-v1.5-GGUF/nomic-embed-text-v1.5.Q8_0.gguf']`"
@@ -43,7 +46,8 @@ def notebook_cells(modality: str) -> List[Dict[str, Any]]:
             f"# Generate {modality} embeddings\n\n"
             f"Extract the {modality} of a dataset with one or more frozen models into the embedding store "
             "(one folder per dataset, modality and extractor; shards written atomically, so a killed run resumes "
-            "and a finished one is reused). Extractors are aliases or `family:model_id`, for example "
+            "and a finished one is reused). `ENGINE='ray'` computes the shards on Ray actors (a cluster named by "
+            "`RAY_ADDRESS` or `RAY_OPTIONS['address']`, else a local Ray) into the same store. Extractors are aliases or `family:model_id`, for example "
             f"{examples}. Run headless with "
             f"`papermill generate_{modality}_embeddings.ipynb out.ipynb -p DATASET synthetic`."
         ),
@@ -57,7 +61,7 @@ def notebook_cells(modality: str) -> List[Dict[str, Any]]:
         code(
             f"rows = gen.generate(ds, {modality!r}, EXTRACTORS, EXTRACTOR_OPTIONS, batch_size=EMBED_BATCH_SIZE,\n"
             "                    device=DEVICE, embeddings_dir=EMBEDDINGS_DIR, normalize=NORMALIZE, on_error=ON_ERROR,\n"
-            "                    shard=SHARD, num_shards=NUM_SHARDS)\n"
+            "                    shard=SHARD, num_shards=NUM_SHARDS, engine=ENGINE, ray=RAY_OPTIONS)\n"
             "gen.summary(rows)"
         ),
         md("## A few vectors"),

@@ -2,6 +2,10 @@
 
 - :class:`TensorBatches`: inputs held as tensors in memory (on the training device), one permutation per
   pass, batches sliced with ``index_select``: the fast path for cached embeddings and token features.
+- :class:`StreamingBatches`: inputs larger than a memory budget (memory-mapped store vectors) read in
+  shuffled windows of chunks (optionally the next one read while the model trains); on data that fits
+  the budget it batches exactly like :class:`TensorBatches`. :class:`StandardizeConcat` and
+  :func:`streaming_standardizer` standardise without loading the matrix.
 - :class:`RecordsDataset` + :class:`MultimodalCollator`: raw records (text, image file) tokenised and
   preprocessed per batch by each backbone's own tokenizer and image processor, for a ``DataLoader``
   (the end-to-end baselines); :func:`record_loaders` builds the train / val / test loaders.
@@ -12,7 +16,7 @@ dropped in training only (DataLoader), because BatchNorm cannot train on one row
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -64,6 +68,186 @@ class TensorBatches:
         else:
             for lo, hi in self.bounds:
                 yield {k: v[lo:hi] for k, v in self.inputs.items()}, self.targets[lo:hi]
+
+
+# ---------------------------------------------------------------------------- larger than memory (streamed)
+DEFAULT_MEMORY_BUDGET_MB = 4096.0  # features up to this size are held in memory; larger ones are streamed
+
+
+def nbytes(x: Any) -> int:
+    """Bytes of an array-like (a memmap's file size, a tensor's storage)."""
+    if isinstance(x, torch.Tensor):
+        return x.element_size() * x.nelement()
+    return int(np.asarray(x[:0]).itemsize * int(np.prod(np.shape(x))))
+
+
+def read_rows(array: Any, positions: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """``array[positions]`` as ``dtype``, read in ascending (disk) order and returned in the order asked."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if len(positions) < 2 or (np.diff(positions) >= 0).all():  # already in disk order: one copy
+        return np.asarray(array[positions], dtype=dtype)
+    order = np.argsort(positions, kind="stable")
+    out = np.empty((len(positions), *np.shape(array)[1:]), dtype=dtype)
+    out[order] = np.asarray(array[positions[order]], dtype=dtype)
+    return out
+
+
+class StreamingBatches:
+    """Re-iterable batches over row arrays too large for memory (memory-mapped store vectors), read in windows.
+
+    ``inputs[k]``: array-like ``[N_k, D_k]`` (``np.memmap`` from :meth:`utils.store.EmbeddingStore.read`);
+    ``targets [M, ...]``: one per example, in memory; ``rows[k] [M]``: example ``j`` is row ``rows[k][j]`` of
+    ``inputs[k]`` (default: the arrays are row-aligned to the targets); ``transform(dict of float32 arrays
+    [m, D_k]) -> dict of arrays [m, ...]`` runs on each window (standardise, concatenate: see
+    :class:`StandardizeConcat`); batches are ``(transformed inputs, targets)`` as tensors.
+
+    ``memory_budget_mb`` bounds what this object holds: when every example fits (raw and transformed), they
+    are read once and batched exactly like :class:`TensorBatches` (the same permutation for the same seed,
+    so training gives the same result). Otherwise each pass reads windows of about
+    ``budget / (2 * bytes per row)`` rows (raw plus transformed), each made of ``chunks_per_window`` chunks
+    of rows that are contiguous on disk, chosen in a fresh random order per pass (``shuffle``) and shuffled
+    again within the window: a block shuffle, the usual approach for data on disk. ``prefetch=True`` reads
+    the next window in a background thread while the model trains (windows of half the size): it pays
+    with idle cores and a slow disk; on 2 cores reading from the page cache it cost time (measured).
+    """
+
+    def __init__(self, inputs: Mapping[str, Any], targets: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, rows: Optional[Mapping[str, Any]] = None,
+                 transform: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, Any]]] = None,
+                 dtype: torch.dtype = torch.float32, device: Any = None, chunks_per_window: int = 16,
+                 prefetch: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.inputs = dict(inputs)
+        if not self.inputs:
+            raise ValueError("StreamingBatches needs at least one input array")
+        self.targets = targets if isinstance(targets, torch.Tensor) else torch.as_tensor(np.asarray(targets))
+        self.targets = self.targets.cpu()
+        m = len(self.targets)
+        self.rows: Dict[str, np.ndarray] = {}
+        for k, arr in self.inputs.items():
+            r = np.arange(m) if rows is None or k not in rows else np.asarray(rows[k], dtype=np.int64)
+            if (rows is None or k not in rows) and len(arr) != m:
+                raise ValueError(f"input {k!r} has {len(arr)} rows for {m} targets; pass rows= to select them")
+            if len(r) != m:
+                raise ValueError(f"rows[{k!r}] has {len(r)} entries for {m} targets")
+            if m and (r.min() < 0 or r.max() >= len(arr)):
+                raise ValueError(f"rows[{k!r}] points outside input {k!r} ({len(arr)} rows)")
+            self.rows[k] = r
+        self.n, self.batch_size, self.shuffle = m, int(batch_size), shuffle
+        self.transform, self.dtype, self.device, self.prefetch = transform, dtype, device, prefetch
+        self.gen = torch.Generator().manual_seed(seed)
+        row_bytes = sum(4 * int(np.prod(np.shape(a)[1:])) for a in self.inputs.values())
+        budget = float(memory_budget_mb) * 2**20
+        self.fits = m * row_bytes * 2 <= budget  # raw + transformed
+        window = int(budget // (row_bytes * 2 * (2 if prefetch else 1)))
+        if not self.fits and (window < 1 or (shuffle and window < 2 * self.batch_size)):
+            # (without shuffling, batches are simply cut at window ends: any window of one row or more works)
+            raise ValueError(f"memory_budget_mb={memory_budget_mb} holds {window} rows of {row_bytes} bytes per window, "
+                             f"fewer than two batches of {batch_size}: raise memory_budget_mb")
+        self.window_rows = min(window, m)
+        chunk = max(1, self.window_rows // max(1, chunks_per_window))
+        # shuffled passes read chunks of rows contiguous on disk (the first input's order); plain passes keep
+        # the examples' order, so predictions come back in it
+        order = np.argsort(self.rows[next(iter(self.inputs))], kind="stable") if shuffle else np.arange(m)
+        self.chunks = [order[i : i + chunk] for i in range(0, m, chunk)]
+        self.chunks_per_window = max(1, self.window_rows // chunk)
+        self._cache: Optional[TensorBatches] = None
+        probe = self.load(np.arange(min(m, 2)))[1] if m else {}
+        only = next(iter(probe.values())) if len(probe) == 1 else None
+        self.n_features: Optional[int] = int(only.shape[1]) if only is not None and only.dim() == 2 else None
+
+    def load(self, examples: np.ndarray, disk_order: bool = False) -> Tuple[np.ndarray, Dict[str, torch.Tensor]]:
+        """``(examples, inputs)``: the inputs of ``examples`` (indices into the targets) read, transformed and
+        made tensors. ``disk_order``: the examples are first put in the first input's row order (one copy
+        fewer; a shuffled window is permuted afterwards anyway), and returned in that order."""
+        if disk_order:
+            examples = examples[np.argsort(self.rows[next(iter(self.inputs))][examples], kind="stable")]
+        raw = {k: read_rows(arr, self.rows[k][examples]) for k, arr in self.inputs.items()}
+        out = self.transform(raw) if self.transform is not None else raw
+        tensors = {}
+        for k, v in out.items():
+            t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
+            t = t.to(self.dtype) if t.is_floating_point() else t
+            tensors[k] = t.to(self.device, non_blocking=True) if self.device is not None else t
+        return examples, tensors
+
+    def windows(self) -> List[np.ndarray]:
+        """This pass's windows: example indices, ``chunks_per_window`` chunks each (in a random order if shuffling)."""
+        order = torch.randperm(len(self.chunks), generator=self.gen).tolist() if self.shuffle else range(len(self.chunks))
+        order = list(order)
+        c = self.chunks_per_window
+        return [np.concatenate([self.chunks[j] for j in order[i : i + c]]) for i in range(0, len(order), c)]
+
+    def __len__(self) -> int:
+        if self.fits:
+            return len(batch_bounds(self.n, self.batch_size))
+        c = self.chunks_per_window
+        sizes = [sum(len(x) for x in self.chunks[i : i + c]) for i in range(0, len(self.chunks), c)]
+        return sum(len(batch_bounds(s, self.batch_size)) for s in sizes)  # (the shuffled layout may differ by one)
+
+    def __iter__(self):
+        if self.fits:
+            if self._cache is None:
+                targets = self.targets.to(self.device) if self.device is not None else self.targets
+                self._cache = TensorBatches(self.load(np.arange(self.n))[1], targets, self.batch_size, self.shuffle)
+                self._cache.gen = self.gen
+            yield from self._cache
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        windows = self.windows()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = pool.submit(self.load, windows[0], self.shuffle) if self.prefetch else None
+            for i, window in enumerate(windows):
+                examples, data = ahead.result() if self.prefetch else self.load(window, self.shuffle)
+                if self.prefetch and i + 1 < len(windows):
+                    ahead = pool.submit(self.load, windows[i + 1], self.shuffle)
+                y = self.targets[torch.from_numpy(examples)]
+                y = y.to(self.device, non_blocking=True) if self.device is not None else y
+                perm = torch.randperm(len(examples), generator=self.gen) if self.shuffle else None
+                for lo, hi in batch_bounds(len(examples), self.batch_size):
+                    if perm is None:
+                        yield {k: v[lo:hi] for k, v in data.items()}, y[lo:hi]
+                    else:
+                        idx = perm[lo:hi].to(y.device)
+                        yield {k: v.index_select(0, idx) for k, v in data.items()}, y.index_select(0, idx)
+                del data
+
+
+class StandardizeConcat:
+    """A :class:`StreamingBatches` transform: inputs side by side in ``order`` -> ``{"x": [m, sum D]}``,
+    standardised with ``scaler`` (a :class:`utils.features.Standardizer` fitted on the training rows)."""
+
+    def __init__(self, order: Sequence[str], scaler: Any = None, key: str = "x"):
+        self.order, self.scaler, self.key = list(order), scaler, key
+
+    def __call__(self, raw: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        x = np.concatenate([raw[k] for k in self.order], axis=1) if len(self.order) > 1 else raw[self.order[0]]
+        return {self.key: self.scaler(x) if self.scaler is not None else x}
+
+
+def streaming_standardizer(inputs: Mapping[str, Any], order: Sequence[str], rows: Optional[Mapping[str, Any]] = None,
+                           chunk_rows: int = 65536, min_std: float = 1e-6):
+    """A :class:`utils.features.Standardizer` of the inputs side by side (``order``), over the selected rows,
+    computed chunk by chunk in float64 (memory: one chunk), equal to ``Standardizer.fit`` on the whole matrix."""
+    from ..features import Standardizer
+
+    n = len(rows[order[0]]) if rows is not None else len(inputs[order[0]])
+    if n == 0:
+        raise ValueError("no rows to compute standardisation statistics on")
+
+    def chunks():
+        for lo in range(0, n, chunk_rows):
+            sel = {k: np.asarray(rows[k][lo : lo + chunk_rows]) if rows is not None else np.arange(lo, min(n, lo + chunk_rows))
+                   for k in order}
+            yield np.concatenate([read_rows(inputs[k], sel[k], np.float64) for k in order], axis=1)
+
+    mean = sum(x.sum(0) for x in chunks()) / n
+    total_sq = sum(((x - mean) ** 2).sum(0) for x in chunks())  # second pass: deviations, as np.std computes them
+    sd = np.sqrt(total_sq / n)
+    sd[sd < min_std] = 1.0
+    return Standardizer(mean[None].astype(np.float32), sd[None].astype(np.float32))
 
 
 # ------------------------------------------------------------------------------- raw records (end to end)

@@ -21,7 +21,7 @@ from torch import nn
 from ..metrics import classification_metrics
 from ..models.losses import class_weight_vector, make_loss, probabilities, targets_tensor
 from ..runtime import resolve_device, resolve_train_precision
-from .batches import TensorBatches
+from .batches import DEFAULT_MEMORY_BUDGET_MB, StreamingBatches, TensorBatches, nbytes
 from .loop import Batch, FitResult, TrainConfig, predict, train_loop
 
 
@@ -77,17 +77,27 @@ def fit(
     """Train a head ``model(x [B, D]) -> logits`` on ``(X_train, y_train)``; keep the best validation epoch.
 
     ``X_*``: float ``[N, D]`` arrays or tensors; ``y_*``: encoded labels (see ``MultimodalDataset.labels``).
+    An array larger than ``config.memory_budget_mb`` (a ``np.memmap`` of store vectors) is streamed in
+    shuffled windows (:class:`~utils.train.batches.StreamingBatches`) instead of being loaded.
     """
     dev = resolve_device(config.device)
     if len(X_train) < 2:
         raise ValueError(f"need at least 2 training rows, got {len(X_train)}")
     precision = resolve_train_precision(config.precision, dev, int(X_train.shape[1]))
     # in bf16 the features are kept in bf16: half the memory and half the bytes gathered per batch
-    Xt = as_tensor(X_train, dev, torch.bfloat16 if precision == "bf16" else torch.float32)
-    train = TensorBatches({"x": Xt}, targets_tensor(np.asarray(y_train), task).to(dev), config.batch_size,
-                          shuffle=True, seed=config.seed)
-    val = TensorBatches({"x": as_tensor(X_val, dev)}, targets_tensor(np.asarray(y_val), task).to(dev),
-                        config.eval_batch_size)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    budget = config.memory_budget_mb
+    y_tr, y_va = targets_tensor(np.asarray(y_train), task), targets_tensor(np.asarray(y_val), task)
+    if streamed(X_train, budget):  # larger than the budget: shuffled windows read from disk
+        train = StreamingBatches({"x": X_train}, y_tr, config.batch_size, shuffle=True, seed=config.seed,
+                                 memory_budget_mb=budget, dtype=dtype, device=dev)
+    else:
+        train = TensorBatches({"x": as_tensor(X_train, dev, dtype)}, y_tr.to(dev), config.batch_size, shuffle=True,
+                              seed=config.seed)
+    if streamed(X_val, budget):
+        val = StreamingBatches({"x": X_val}, y_va, config.eval_batch_size, memory_budget_mb=budget, device=dev)
+    else:
+        val = TensorBatches({"x": as_tensor(X_val, dev)}, y_va.to(dev), config.eval_batch_size)
     return train_loop(model, train, val, task_loss(task, len(classes), config, np.asarray(y_train)), config,
                       evaluate=classification_evaluator(task, classes), precision=precision, show_progress=show_progress)
 
@@ -114,21 +124,34 @@ def fit_batches(
                       show_progress=show_progress)
 
 
+def streamed(X: Any, memory_budget_mb: float) -> bool:
+    """True for an array (a memmap, say) larger than the budget: it is read in windows, never loaded whole."""
+    return not isinstance(X, torch.Tensor) and nbytes(X) > memory_budget_mb * 2**20
+
+
 @torch.inference_mode()
-def predict_logits(model: nn.Module, X: Any, device: str = "auto", batch_size: int = 8192) -> torch.Tensor:
-    """Logits ``[N, n_out]`` (fp32, on the CPU) for ``X [N, D]`` from a head, in eval mode."""
+def predict_logits(model: nn.Module, X: Any, device: str = "auto", batch_size: int = 8192,
+                   memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> torch.Tensor:
+    """Logits ``[N, n_out]`` (fp32, on the CPU) for ``X [N, D]`` from a head, in eval mode; an ``X`` larger
+    than ``memory_budget_mb`` (a memmap) is read in windows."""
     dev = next(model.parameters()).device if device == "auto" else resolve_device(device)
-    Xt = as_tensor(X, dev)
-    if len(Xt) == 0:
+    if len(X) == 0:
         return torch.zeros((0, model_outputs(model)))
-    logits, _ = predict(model, TensorBatches({"x": Xt}, torch.zeros(len(Xt)), batch_size), dev)
+    if streamed(X, memory_budget_mb):
+        batches: Any = StreamingBatches({"x": X}, torch.zeros(len(X)), batch_size, memory_budget_mb=memory_budget_mb,
+                                        device=dev)
+    else:
+        Xt = as_tensor(X, dev)
+        batches = TensorBatches({"x": Xt}, torch.zeros(len(Xt)), batch_size)
+    logits, _ = predict(model, batches, dev)
     return logits
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, X: Any, task: str, device: str = "auto", batch_size: int = 8192) -> np.ndarray:
+def predict_proba(model: nn.Module, X: Any, task: str, device: str = "auto", batch_size: int = 8192,
+                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> np.ndarray:
     """Probabilities for ``X [N, D]`` from a head: ``[N]`` (binary) or ``[N, C]``."""
-    return probabilities(predict_logits(model, X, device, batch_size), task).float().numpy()
+    return probabilities(predict_logits(model, X, device, batch_size, memory_budget_mb), task).float().numpy()
 
 
 def predict_batches_proba(model: nn.Module, batches: Iterable[Batch], task: str) -> np.ndarray:

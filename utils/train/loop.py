@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..runtime import autocast, keep_large_blocks_on_heap, resolve_device, resolve_train_precision, set_seed
+from .batches import DEFAULT_MEMORY_BUDGET_MB
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TrainConfig:
     loss: str = "auto"  # "auto" (BCE / CE by task), "ce", "bce" or "focal" (see utils.models.losses.make_loss)
     focal_gamma: float = 2.0  # focal loss focusing parameter (0: plain cross-entropy)
     focal_alpha: Optional[Any] = None  # focal loss alpha: scalar (positive-class weight) or one per class
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB  # fit(): larger feature arrays (memmaps) stream from disk
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
@@ -67,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"patience must be None or >= 1, got {self.patience!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not self.memory_budget_mb > 0:
+            raise ValueError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb!r}")
 
 
 def config_dict(cfg: Any) -> Dict[str, Any]:
