@@ -139,7 +139,7 @@ def test_ray_options_are_checked_before_any_work():
     from utils.experiment.steps import extract_embeddings
 
     with pytest.raises(ValueError, match="engine must be one of"):  # the notebooks' step passes engine through
-        extract_embeddings(make_ds(), {"text": "minilm-offline"}, engine="spark")
+        extract_embeddings(make_ds(), {"text": "minilm-offline"}, engine="spark", for_training=False)
     with pytest.raises(ValueError, match="has 0 GPU"):
         pool_size(RayConfig(num_gpus=1), {"CPU": 8.0})
     assert pool_size(RayConfig(actors=4, num_cpus=2), {"CPU": 4.0}) == 2  # fewer actors fit: a warning, not a hang
