@@ -174,32 +174,52 @@ def choose_kind(n: int, exact_max: int = EXACT_MAX, d: Optional[int] = None,
     return "exact" if n <= exact_max else "ivf"
 
 
+@dataclass
+class IndexConfig:
+    """How :func:`build_index` indexes: the kind, and the knobs of each kind."""
+
+    kind: str = "auto"  # "auto" (exact up to exact_max, IVF above, IVF-PQ above FLAT_MAX_BYTES), "exact", "ivf", "hnsw", "ivfpq"
+    exact_max: int = EXACT_MAX  # "auto": collections up to this size get an exact (flat) index
+    nlist: Optional[int] = None  # IVF lists (None: 2 sqrt(N), at most N / 30)
+    nprobe: Optional[int] = None  # lists searched (None: calibrated to target_recall)
+    target_recall: float = 0.95  # leave-one-out recall@10 the calibration aims for
+    hnsw_m: int = 32  # HNSW links per node
+    ef_search: Optional[int] = None  # HNSW search breadth (None: calibrated to target_recall)
+    train_size: int = 50_000  # rows sampled for IVF's k-means (at least 30 per list)
+    kmeans_iter: int = 10  # k-means iterations for IVF's lists
+    seed: int = 0  # sampling and k-means seed
+    ivfpq: Optional[IVFPQConfig] = None  # IVF-PQ knobs (None: IVFPQConfig())
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+
 def build_index(
     vectors: np.ndarray,
     ids: Optional[Sequence] = None,
-    kind: str = "auto",
-    exact_max: int = EXACT_MAX,
-    nlist: Optional[int] = None,
-    nprobe: Optional[int] = None,
-    target_recall: float = 0.95,
-    hnsw_m: int = 32,
-    ef_search: Optional[int] = None,
-    train_size: int = 50_000,
-    kmeans_iter: int = 10,
-    seed: int = 0,
+    config: Optional[IndexConfig] = None,
     modalities: Optional[Sequence[str]] = None,
     show_progress: bool = False,
-    ivfpq: Optional[IVFPQConfig] = None,
+    **options: Any,
 ) -> Index:
     """Index ``vectors [N, D]`` (normalised here) for inner-product search.
 
-    ``kind="auto"`` picks :func:`choose_kind`. IVF: ``nlist`` lists (default ``2 sqrt(N)``) trained by k-means
-    (``kmeans_iter`` iterations) on ``max(train_size, 30 nlist)`` rows; when ``nprobe`` is not given it is calibrated: the smallest power of two whose
-    recall@10 against exact search, on 200 indexed rows searched leave-one-out, reaches ``target_recall``.
-    HNSW: ``hnsw_m`` links, ``ef_search`` calibrated the same way when not given.
-    IVF-PQ (``kind="ivfpq"``, or ``"auto"`` when the vectors pass :data:`FLAT_MAX_BYTES`): see
-    :func:`build_ivfpq` and :class:`IVFPQConfig`; ``vectors`` may be a memmap, read chunk by chunk.
+    ``config`` (an :class:`IndexConfig`) and keyword ``options`` (its fields: ``kind``, ``nlist``, ``nprobe``,
+    ``target_recall``, ...) set how. ``kind="auto"`` picks :func:`choose_kind`. IVF: ``nlist`` lists (default
+    ``2 sqrt(N)``) trained by k-means (``kmeans_iter`` iterations) on ``max(train_size, 30 nlist)`` rows; when
+    ``nprobe`` is not given it is calibrated: the smallest power of two whose recall@10 against exact search, on
+    200 indexed rows searched leave-one-out, reaches ``target_recall``. HNSW: ``hnsw_m`` links, ``ef_search``
+    calibrated the same way when not given. IVF-PQ (``kind="ivfpq"``, or ``"auto"`` when the vectors pass
+    :data:`FLAT_MAX_BYTES`): see :func:`build_ivfpq` and :class:`IVFPQConfig`; ``vectors`` may be a memmap, read
+    chunk by chunk.
     """
+    from .config import merge_config
+
+    cfg = merge_config(IndexConfig, config, options, "build_index")
+    kind, exact_max, nlist, nprobe = cfg.kind, cfg.exact_max, cfg.nlist, cfg.nprobe
+    target_recall, hnsw_m, ef_search, seed = cfg.target_recall, cfg.hnsw_m, cfg.ef_search, cfg.seed
+    train_size, kmeans_iter, ivfpq = cfg.train_size, cfg.kmeans_iter, cfg.ivfpq
     faiss = _faiss()
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
