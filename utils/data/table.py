@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import pandas as pd
 
 from ..config import merge_config
 from . import register
-from ._common import (canonical, drop_duplicates, fill_template, fold_map, is_missing, normalise_split, read_table,
+from ._common import (canonical, column_strings, drop_duplicates, fill_template, fold_map, is_missing, normalise_split,
+                      read_table,
                       require_columns)
 from .quirks import LoadReport, attach
 from .schema import DatasetError, DatasetSpec, MultimodalDataset
@@ -72,6 +74,13 @@ def _label_str(v: Any) -> Any:
     return str(v)
 
 
+def label_strings(col: pd.Series) -> List[Optional[str]]:
+    """:func:`_label_str` over a whole column, vectorised for the common dtypes (strings, integers)."""
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_float_dtype(col) or col.dtype == object:
+        return [_label_str(v) for v in col.tolist()]  # mixed or float cells: 1.0 -> "1", True -> "1"
+    return column_strings(col)
+
+
 def _map_labels(raw: List[Optional[str]], lines: Sequence[int], label_map: Optional[Dict[Any, Any]], path: Path,
                 report: LoadReport) -> List[Optional[str]]:
     """Apply ``label_map`` (exact keys first, then case- and whitespace-insensitive: recovered)."""
@@ -91,9 +100,9 @@ def _map_labels(raw: List[Optional[str]], lines: Sequence[int], label_map: Optio
     return out
 
 
-def _unify(values: List[str]) -> Dict[str, str]:
+def _unify(values: List[str], counts: Optional[Dict[str, int]] = None) -> Dict[str, str]:
     """``{spelling: the column's most common spelling}`` for values that differ only in case / whitespace."""
-    counts = Counter(values)
+    counts = counts if counts is not None else Counter(values)
     groups: Dict[str, List[str]] = {}
     for v in counts:
         groups.setdefault(" ".join(v.split()).casefold(), []).append(v)
@@ -102,6 +111,26 @@ def _unify(values: List[str]) -> Dict[str, str]:
         best = sorted(spellings, key=lambda s: (-counts[s], s != s.strip(), s))[0].strip()
         out.update({s: best for s in spellings})
     return out
+
+
+def _clean_single(labels_raw: List[Optional[str]], classes: Optional[Sequence[str]]) -> Optional[List[str]]:
+    """Single labels as class names when no row needs recovering or skipping (the common case, vectorised);
+    None otherwise (then :func:`_clean_labels` goes row by row and reports)."""
+    col = pd.Series(labels_raw, dtype=object)
+    if col.isna().any():
+        return None
+    counts = col.value_counts().to_dict()
+    if classes is not None:
+        known = fold_map(classes)
+        fix = {p: canonical(p, known) for p in counts}
+        if not all(name is not None and not how for name, how in fix.values()):
+            return None
+        mapping = {p: name for p, (name, _) in fix.items()}
+    else:
+        mapping = _unify(list(counts), counts)
+        if any(k != v for k, v in mapping.items()):
+            return None
+    return col.map(mapping).tolist()
 
 
 def _clean_labels(labels: List[Optional[List[str]]], lines: Sequence[int], classes: Optional[Sequence[str]],
@@ -115,6 +144,8 @@ def _clean_labels(labels: List[Optional[List[str]]], lines: Sequence[int], class
         uni = _unify(flat)
         fix = {p: (uni[p], "" if uni[p] == p else "stray whitespace" if p.strip() == uni[p] else "inconsistent case")
                for p in set(flat)}
+    if all(name is not None and not how for name, how in fix.values()) and all(labels):
+        return [[fix[p][0] for p in lab] for lab in labels]  # nothing to recover or skip: no per-row reporting
     out: List[Optional[List[str]]] = []
     for line, lab in zip(lines, labels):
         if not lab:
@@ -138,6 +169,10 @@ def _clean_labels(labels: List[Optional[List[str]]], lines: Sequence[int], class
 
 
 def _paths(values: Sequence[Any], lines: Sequence[int], path: Path, report: LoadReport) -> List[Optional[str]]:
+    col = pd.Series(values, dtype="string")
+    odd = (col.str.strip().ne(col) | col.str.contains("\\", regex=False)).fillna(False).to_numpy()
+    if not odd.any():  # the common case, vectorised: no whitespace or Windows separators to fix
+        return column_strings(col)
     out: List[Optional[str]] = []
     for line, v in zip(lines, values):
         if is_missing(v):
@@ -184,19 +219,26 @@ def frame_to_dataset(
     needed += list(o.subgroup_columns)
     require_columns(raw, needed, path, name, "Name the columns with text_column=, image_column=, label_column=, ...")
     lines = list(raw.index)
-    ids = ([None if is_missing(v) else str(v).strip() for v in raw[o.id_column]] if o.id_column
+    ids = (column_strings(raw[o.id_column], strip=True) if o.id_column
            else [f"r{i:07d}" for i in range(len(raw))])
-    labels_raw = _map_labels([_label_str(v) for v in raw[o.label_column]], lines, o.label_map, path, report)
+    labels_raw = _map_labels(label_strings(raw[o.label_column]), lines, o.label_map, path, report)
     sep = o.label_sep or ","
-    parts = [None if v is None else ([p for p in v.split(sep) if p.strip()] if o.task == "multilabel" else [v])
-             for v in labels_raw]
-    labels = _clean_labels(parts, lines, o.classes, path, o.label_column, report)
-    keep = [lab is not None for lab in labels]
+    single = _clean_single(labels_raw, o.classes) if o.task != "multilabel" else None
+    if single is not None:
+        labels: List[Any] = single
+        keep = [True] * len(labels)
+    else:
+        parts = [None if v is None else ([p for p in v.split(sep) if p.strip()] if o.task == "multilabel" else [v])
+                 for v in labels_raw]
+        labels = _clean_labels(parts, lines, o.classes, path, o.label_column, report)
+        keep = [lab is not None for lab in labels]
+        if o.task != "multilabel":
+            labels = [lab[0] if lab else None for lab in labels]
     for k, (line, rid) in enumerate(zip(lines, ids)):
         if keep[k] and rid is None:
             report.skipped(path, line, f"missing id in {o.id_column!r}")
             keep[k] = False
-    groups = [None if is_missing(v) else str(v).strip() for v in raw[o.group_column]] if o.group_column else None
+    groups = column_strings(raw[o.group_column], strip=True) if o.group_column else None
     if groups is not None:
         for k, line in enumerate(lines):
             if keep[k] and groups[k] is None:
@@ -205,11 +247,11 @@ def frame_to_dataset(
     if o.text_template:
         texts: List[Any] = fill_template(o.text_template, raw.to_dict("records"))
     elif o.text_column:
-        texts = [None if is_missing(v) else str(v) for v in raw[o.text_column]]
+        texts = column_strings(raw[o.text_column])
     else:
         texts = [None] * len(raw)
     df = pd.DataFrame({"id": ids, "text": texts,
-                       "label": [lab if o.task == "multilabel" else (lab[0] if lab else None) for lab in labels]},
+                       "label": labels},
                       index=raw.index)
     modalities = ["text"] if (o.text_column or o.text_template) else []
     if o.image_column:
@@ -224,8 +266,7 @@ def frame_to_dataset(
         df[c] = raw[c].tolist()
     if o.split_column:
         df["split"] = normalise_split(raw[o.split_column].tolist(), path, o.split_column, name, report, lines)
-        for k, s in enumerate(df["split"]):
-            keep[k] = keep[k] and not is_missing(s)
+        keep = list(np.asarray(keep, dtype=bool) & df["split"].notna().to_numpy())
     df = df[keep]
     if o.id_column:
         df = drop_duplicates(df, "id", report, path, o.id_column)
@@ -234,7 +275,8 @@ def frame_to_dataset(
     if o.classes is not None:
         classes = [str(c) for c in o.classes]
     else:
-        classes = sorted({c for lab in df["label"] for c in (lab if o.task == "multilabel" else [lab])})
+        classes = (sorted({c for lab in df["label"] for c in lab}) if o.task == "multilabel"
+                   else sorted(set(df["label"].tolist())))
     task = ("binary" if len(classes) == 2 else "multiclass") if o.task == "auto" else o.task
     if not o.split_column:
         df["split"] = assign_splits(df["label"].tolist(), tuple(o.fractions), o.seed,
