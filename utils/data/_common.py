@@ -325,6 +325,33 @@ def column_strings(col: "pd.Series", strip: bool = False) -> List[Optional[str]]
     return vals.astype(object).where(~blank.to_numpy(), None).tolist()
 
 
+def clean_paths(values: Sequence[Any], lines: Sequence[int], path: Any, report: LoadReport,
+                missing: Optional[str] = None) -> List[Optional[str]]:
+    """Media paths of a column with stray whitespace, Windows separators and a leading ``./`` recovered (and
+    counted in ``report``); a missing path is None, recorded as skipped with reason ``missing`` when given.
+    The common case (nothing to fix, nothing missing) is vectorised."""
+    col = pd.Series(list(values), dtype="string")
+    odd = (col.str.strip().ne(col) | col.str.contains("\\", regex=False) | col.str.startswith("./")).fillna(False)
+    if not odd.to_numpy().any() and (missing is None or not col.isna().any()):
+        return column_strings(col)
+    out: List[Optional[str]] = []
+    for line, v in zip(lines, values):
+        if is_missing(v):
+            if missing is not None:
+                report.skipped(path, line, missing)
+            out.append(None)
+            continue
+        s = str(v)
+        t = s.strip()
+        if t != s:
+            report.recovered(path, line, "stray whitespace", s)
+        if "\\" in t and not Path(t).is_absolute():
+            report.recovered(path, line, "Windows path separators", t)
+            t = t.replace("\\", "/")
+        out.append(t[2:] if t.startswith("./") else t)
+    return out
+
+
 def is_missing(v: Any) -> bool:
     if isinstance(v, str):
         return v.strip() == ""

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from . import register
-from ._common import drop_duplicates, is_missing, read_table, require_columns, variant
+from ._common import clean_paths, drop_duplicates, is_missing, read_table, require_columns, variant
 from .quirks import LoadReport, attach
 from .schema import DatasetError, DatasetSpec, MultimodalDataset
 
@@ -111,25 +111,6 @@ def _labels(df: pd.DataFrame, col: str, allowed: List[str], path: Path, report: 
         if s.strip() != s:
             report.recovered(path, line, "stray whitespace", s)
         out.append(t)
-    return pd.Series(out, index=df.index, dtype=object)
-
-
-def _image_paths(df: pd.DataFrame, path: Path, report: LoadReport) -> pd.Series:
-    """``local_image_path`` with stray whitespace and Windows separators recovered; missing skips the row."""
-    out = []
-    for line, v in zip(df.index, df["local_image_path"]):
-        if is_missing(v):
-            report.skipped(path, line, "missing local_image_path")
-            out.append(None)
-            continue
-        s = str(v)
-        t = s.strip()
-        if t != s:
-            report.recovered(path, line, "stray whitespace", s)
-        if "\\" in t:
-            report.recovered(path, line, "Windows path separators", t)
-            t = t.replace("\\", "/")
-        out.append(t[2:] if t.startswith("./") else t)
     return pd.Series(out, index=df.index, dtype=object)
 
 
@@ -209,7 +190,8 @@ def load_fakeddit(
             frame = pd.DataFrame({
                 "id": ids, "text": df[tcol].where(df[tcol].notna(), None),
                 "label": _labels(df, label_col, CLASSES[label], path, report),
-                "image_path": _image_paths(df, path, report), "split": split,
+                "image_path": clean_paths(df["local_image_path"].tolist(), list(df.index), path, report,
+                                          missing="missing local_image_path"), "split": split,
             }, index=df.index)
             frames.append((path, frame.dropna(subset=["id", "label", "image_path"])))
     kept = []

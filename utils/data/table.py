@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..config import merge_config
 from . import register
-from ._common import (canonical, column_strings, drop_duplicates, fill_template, fold_map, is_missing, normalise_split,
+from ._common import (canonical, clean_paths, column_strings, drop_duplicates, fill_template, fold_map, is_missing, normalise_split,
                       read_table,
                       require_columns)
 from .quirks import LoadReport, attach
@@ -168,27 +168,6 @@ def _clean_labels(labels: List[Optional[List[str]]], lines: Sequence[int], class
     return out
 
 
-def _paths(values: Sequence[Any], lines: Sequence[int], path: Path, report: LoadReport) -> List[Optional[str]]:
-    col = pd.Series(values, dtype="string")
-    odd = (col.str.strip().ne(col) | col.str.contains("\\", regex=False)).fillna(False).to_numpy()
-    if not odd.any():  # the common case, vectorised: no whitespace or Windows separators to fix
-        return column_strings(col)
-    out: List[Optional[str]] = []
-    for line, v in zip(lines, values):
-        if is_missing(v):
-            out.append(None)
-            continue
-        s = str(v)
-        t = s.strip()
-        if t != s:
-            report.recovered(path, line, "stray whitespace", s)
-        if "\\" in t and not Path(t).is_absolute():
-            report.recovered(path, line, "Windows path separators", t)
-            t = t.replace("\\", "/")
-        out.append(t)
-    return out
-
-
 def frame_to_dataset(
     raw: pd.DataFrame,
     path: Path,
@@ -255,10 +234,10 @@ def frame_to_dataset(
                       index=raw.index)
     modalities = ["text"] if (o.text_column or o.text_template) else []
     if o.image_column:
-        df["image_path"] = _paths(raw[o.image_column].tolist(), lines, path, report)
+        df["image_path"] = clean_paths(raw[o.image_column].tolist(), lines, path, report)
         modalities.append("image")
     if o.audio_column:
-        df["audio_path"] = _paths(raw[o.audio_column].tolist(), lines, path, report)
+        df["audio_path"] = clean_paths(raw[o.audio_column].tolist(), lines, path, report)
         modalities.append("audio")
     if groups is not None:
         df["group"] = groups
