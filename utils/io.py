@@ -50,6 +50,23 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def hasher():
+    """A fresh XXH3-128 hasher (``update(bytes)``, ``hexdigest()``): the checksum of the store and the content
+    fingerprint of media files (PyPI ``xxhash``, about ten times blake2b's speed)."""
+    import xxhash
+
+    return xxhash.xxh3_128()
+
+
+def file_hash(path: PathLike, chunk: int = 1 << 20) -> str:
+    """XXH3-128 of a file's bytes, read in ``chunk``-byte blocks."""
+    h = hasher()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def dumps(obj: Any, indent: Optional[int] = 1, sort_keys: bool = False) -> str:
     """``json.dumps(to_jsonable(obj))``: strict JSON (no NaN)."""
     return json.dumps(to_jsonable(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)

@@ -30,6 +30,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..io import file_hash, hasher
+
 log = logging.getLogger(__name__)
 
 CHECKS = ("auto", "full", "folders")
@@ -61,12 +63,6 @@ class MediaStats:
                           None if self.change is None else self.change[rows])
 
 
-def _xxh():
-    import xxhash
-
-    return xxhash.xxh3_128()
-
-
 def cache_dir() -> Path:
     from ..config import embeddings_dir
 
@@ -75,7 +71,7 @@ def cache_dir() -> Path:
 
 def table_key(root: Optional[str], modality: str, values: Sequence[Optional[str]]) -> str:
     """Key of a table's media column: the root, the modality and every path, in order."""
-    h = _xxh()
+    h = hasher()
     h.update(f"{CACHE_VERSION}\0{root}\0{modality}\0".encode())
     h.update("\0".join("\1" if v is None else v for v in values).encode("utf-8", "surrogatepass"))
     return h.hexdigest()
@@ -120,14 +116,6 @@ def folder_times(folders: Sequence[str]) -> np.ndarray:
         except OSError:
             pass
     return out
-
-
-def hash_file(path: str, chunk: int = 1 << 20) -> str:
-    h = _xxh()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_cache(path: Path) -> Optional[Dict[str, np.ndarray]]:
@@ -198,7 +186,7 @@ def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", c
                 hashes.append(old[i])  # type: ignore[index]
             elif size[i] >= 0:
                 try:
-                    hashes.append(hash_file(p))  # type: ignore[arg-type]
+                    hashes.append(file_hash(p))  # type: ignore[arg-type]
                 except OSError:
                     size[i] = mtime[i] = -1
                     hashes.append("")

@@ -18,29 +18,16 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
+from ..io import hasher
+
 CHECKSUM = "xxh3_128"
 SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 SPACE_MARGIN = 8 << 20  # bytes kept free beyond what a write needs
 
 
-def hasher():
-    """A fresh XXH3-128 hasher (``update(bytes)``, ``hexdigest()``)."""
-    import xxhash
-
-    return xxhash.xxh3_128()
-
-
 def checksum(data: bytes) -> str:
     h = hasher()
     h.update(data)
-    return h.hexdigest()
-
-
-def file_checksum(path: Path, chunk: int = 16 << 20) -> str:
-    h = hasher()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
     return h.hexdigest()
 
 
