@@ -17,7 +17,6 @@ from .gap import (
 from .posthoc import (
     ALIGNERS, Aligner, CCAAlign, CentroidShift, CommonDim, MeanCentering, Procrustes, make_aligner, orthogonal_procrustes,
 )
-from .unified import UnifiedConfig, fit_unified, project, synthetic_modality
 
 __all__ = [
     "ALIGNERS", "Aligner", "CCAAlign", "CentroidShift", "CommonDim", "MeanCentering", "Procrustes", "UnifiedConfig",
@@ -25,6 +24,15 @@ __all__ = [
     "orthogonal_procrustes", "pair_similarity", "pairwise_gap_table", "pca_variance", "project", "synthetic_modality",
 ]
 
-__getattr__ = moved(__name__, {n: "utils.experiment.alignment" for n in (
+UNIFIED = ("UnifiedConfig", "fit_unified", "project", "synthetic_modality")  # imported on first use: they need torch
+old_study_names = moved(__name__, {n: "utils.experiment.alignment" for n in (
     "align_embeddings", "alignment_table", "compare_alignments", "gap_table", "lambda_sweep", "save_alignment_results",
 )})
+
+
+def __getattr__(name: str):
+    if name in UNIFIED:
+        from . import unified
+
+        return getattr(unified, name)
+    return old_study_names(name)

@@ -23,7 +23,6 @@ from ..config import merge_config
 from ..embed import Embeddings
 from ..features import Standardizer, split_rows, stack, usable_rows
 from ..metrics import classification_metrics
-from ..models.fusion import HeadConfig
 from .rows import result_row
 
 log = logging.getLogger(__name__)
@@ -160,7 +159,14 @@ class FullTrainConfig:
     focal_gamma: float = 2.0  # focal loss focusing parameter
     focal_alpha: Any = None  # focal loss alpha: scalar (binary) or one per class
     device: str = "auto"
-    head: HeadConfig = field(default_factory=HeadConfig)
+    head: Any = field(default_factory=lambda: default_head_config())  # a utils.models.HeadConfig
+
+
+def default_head_config() -> Any:
+    """The fusion heads' default :class:`~utils.models.fusion.HeadConfig` (imported here: models need torch)."""
+    from ..models.fusion import HeadConfig
+
+    return HeadConfig()
 
 
 def record_datasets(ds, targets) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
