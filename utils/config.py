@@ -152,7 +152,13 @@ def in_colab() -> bool:
         return False
 
 
-def setup_colab(drive_folder: str = "MyDrive/mmfusion", mount_point: str = "/content/drive") -> Optional[Paths]:
+# Colab's fixed places: where Drive mounts, the project's folder on it, where the Colab cell clones the repository
+COLAB_MOUNT = "/content/drive"
+COLAB_DRIVE_FOLDER = "MyDrive/mmfusion"
+COLAB_CLONE = "/content/mmfusion"
+
+
+def setup_colab(drive_folder: str = COLAB_DRIVE_FOLDER, mount_point: str = COLAB_MOUNT) -> Optional[Paths]:
     """On Colab: mount Google Drive and point data, embeddings and results into ``drive_folder``.
 
     Does nothing (returns ``None``) outside Colab, so notebooks can call it unconditionally.

@@ -30,17 +30,17 @@ COLAB_TEMPLATE = '''# Colab: install this repository (full requirements) and kee
 import importlib.util, os, subprocess, sys
 if "google.colab" in sys.modules:
     from google.colab import drive
-    DRIVE = os.environ.get("MMFUSION_DRIVE", "/content/drive")
+    DRIVE = os.environ.get("MMFUSION_DRIVE", "{mount}")
     drive.mount(DRIVE)
     REPO_URL = os.environ.get("MMFUSION_REPO_URL", "{url}")  # your fork: set MMFUSION_REPO_URL
-    CLONE = os.environ.get("MMFUSION_CLONE", os.path.join(DRIVE, "MyDrive", "mmfusion", "code"))  # a clone on Drive
+    CLONE = os.environ.get("MMFUSION_CLONE", os.path.join(DRIVE, "{folder}", "code"))  # a clone on Drive
     run = lambda cmd: print("$", *cmd) if os.environ.get("MMFUSION_COLAB_DRY_RUN") else subprocess.run(cmd, check=True)
     if importlib.util.find_spec("utils") is None or importlib.util.find_spec("utils.experiment") is None:
         if not os.path.isfile(os.path.join(CLONE, "requirements.txt")):
             if "YOUR-ORG" in REPO_URL:
                 raise RuntimeError(f"No clone of the repository at {{CLONE}} and no repository URL: set MMFUSION_REPO_URL "
                                    "to your fork's git URL, or MMFUSION_CLONE to a folder holding a clone on Drive.")
-            CLONE = "/content/mmfusion"
+            CLONE = "{clone}"
             if not os.path.isdir(CLONE):
                 run(["git", "clone", "--depth", "1", REPO_URL, CLONE])
         run([sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(CLONE, "requirements.txt")])
@@ -52,7 +52,10 @@ if "google.colab" in sys.modules:
 
 def colab_cell(url: Optional[str] = None) -> str:
     """The guarded first code cell of every notebook (see the module docstring)."""
-    return COLAB_TEMPLATE.format(url=url or repository_url())
+    from ..config import COLAB_CLONE, COLAB_DRIVE_FOLDER, COLAB_MOUNT
+
+    return COLAB_TEMPLATE.format(url=url or repository_url(), mount=COLAB_MOUNT, folder=COLAB_DRIVE_FOLDER,
+                                 clone=COLAB_CLONE)
 
 
 COLAB_CELL = colab_cell()
