@@ -12,7 +12,9 @@ import pandas as pd
 
 from ..config import merge_config, results_dir
 from .report import Report, ReportConfig, report
-from .steps import DEFAULT_HEADS, extract_embeddings, load_dataset, plot_results, results_table, save_results, train_heads
+from .steps import (
+    DEFAULT_HEADS, extract_embeddings, extractor_options, load_dataset, plot_results, results_table, save_results, train_heads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +97,12 @@ def check_job(cfg: MainJobConfig) -> None:
         except (TypeError, ValueError) as e:
             raise JobConfigError(str(e)) from None
     specs = {"text": cfg.text_extractor, "image": cfg.image_extractor}
-    unknown_keys = [k for k in cfg.extractor_options if k not in specs.values() and k not in specs]
-    if unknown_keys:
-        raise JobConfigError(f"extractor_options: keys {unknown_keys} are not the extractors {list(specs.values())}; "
-                             "key the options by the extractor spec as written")
+    try:  # the same convention (and the same unknown-key error) as extract_embeddings
+        by_spec = extractor_options(list(specs.values()), cfg.extractor_options, list(specs))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise JobConfigError(f"extractor_options: {e}") from None
     for modality, spec in specs.items():
-        opts = dict(cfg.extractor_options.get(spec, {}))
-        if not isinstance(opts, dict):
-            raise JobConfigError(f"extractor_options[{spec!r}] must be a dict, got {opts!r}")
+        opts = by_spec.get(spec, {})
         try:
             create_for(spec, modality, **opts)  # builds the extractor object; the model loads later
         except (KeyError, TypeError, ValueError) as e:
