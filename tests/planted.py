@@ -36,5 +36,5 @@ def planted(n: int = 600, classes: int = 3, seed: int = 0, scramble_b: float = 0
                        variant=f"s{seed}", extra={"subgroups": ["site"]})
     ds = MultimodalDataset(df, spec)
     emb = Embeddings({"text": text.astype(np.float32), "image": image.astype(np.float32)},
-                     {"text": "planted text (label signal)", "image": "planted image (noise)"})
+                     {"text": "planted text (label signal)", "image": "planted image (noise)"}, ids=ds.df["id"])
     return ds, emb

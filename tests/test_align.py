@@ -140,7 +140,7 @@ def test_align_embeddings_fits_on_train_only_and_keeps_missing_rows_missing():
     text = protos[y] + 0.3 * rng.normal(size=(120, 8)) + 3.0
     image = protos[y] @ rng.normal(size=(8, 6)) + 0.3 * rng.normal(size=(120, 6)) - 3.0
     text[5] = np.nan
-    emb = Embeddings({"text": text, "image": image}, {"text": "t", "image": "i"})
+    emb = Embeddings({"text": text, "image": image}, {"text": "t", "image": "i"}, ids=ds.df["id"])
     aligned, sh = align_embeddings(ds, emb, "shift", lam=1.0)
     train = np.flatnonzero((ds.df.split == "train").to_numpy() & np.isfinite(text).all(1))
     ref = CentroidShift(lam=1.0).fit(text[train], image[train])

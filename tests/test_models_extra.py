@@ -80,7 +80,7 @@ def test_logreg_rows_are_compatible_and_counted():
     y = ds.labels()
     rng = np.random.default_rng(0)
     text = np.eye(4)[y] * 3 + rng.normal(size=(80, 4))  # separable text features
-    emb = Embeddings({"text": text.astype(np.float32), "image": rng.normal(size=(80, 3)).astype(np.float32)}, {"text": "t", "image": "i"})
+    emb = Embeddings({"text": text.astype(np.float32), "image": rng.normal(size=(80, 3)).astype(np.float32)}, {"text": "t", "image": "i"}, ids=ds.df["id"])
     rows = train_logreg(ds, emb, seeds=[0, 1])
     assert [r["model"] for r in rows] == ["logreg", "logreg"] and [r["seed"] for r in rows] == [0, 1]
     r = rows[0]

@@ -67,7 +67,7 @@ def test_training_without_validation_rows_names_the_dataset_and_split():
     df = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "text": ["x"] * n, "image_path": ["x.png"] * n,
                        "label": ["a", "b"] * (n // 2), "split": ["train"] * 20 + ["test"] * 10})
     ds = MultimodalDataset(df, DatasetSpec("tiny", "binary", ["a", "b"]))
-    emb = ex.Embeddings({"text": np.ones((n, 4), np.float32), "image": np.ones((n, 3), np.float32)}, {"text": "t", "image": "i"})
+    emb = ex.Embeddings({"text": np.ones((n, 4), np.float32), "image": np.ones((n, 3), np.float32)}, {"text": "t", "image": "i"}, ids=ds.df["id"])
     with pytest.raises(ValueError, match="'tiny'.*val split"):
         ex.train_heads(ds, emb, ["early_fusion"], epochs=1, show_progress=False)
 

@@ -57,10 +57,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default=None)
     p.add_argument("--no-report", action="store_true", help="skip the report (intervals, calibration, subgroups, ...)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the report's intervals")
+    p.add_argument("--no-save-model", action="store_true", help="do not save the best head as a model folder")
     return p
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["predict"]:
+        from .experiment.predict import predict_main
+
+        return predict_main(argv[1:])
     a = parser().parse_args(argv)
     dataset_options = json_option(a.dataset_options, "--dataset-options")
     text_options = json_option(a.text_options, "--text-options")
@@ -91,6 +97,7 @@ def main(argv=None) -> int:
         extractor_options=options, epochs=a.epochs, batch_size=a.batch_size, seeds=seeds if len(seeds) > 1 else seeds[0],
         data_dir=a.data_dir, embeddings_dir=a.embeddings_dir, out_dir=a.results_dir, device=a.device,
         embed_batch_size=a.embed_batch_size, report=not a.no_report, report_options={"n_resamples": a.bootstrap},
+        save_model=not a.no_save_model,
     )
     from .data import DatasetError
     from .experiment.main import JobConfigError
@@ -112,7 +119,11 @@ def main(argv=None) -> int:
     saved = f"{out}/embed_model_{a.dataset}.json, .csv and .png"
     if job.report is not None:
         saved += f"; report: {out}/embed_model_{a.dataset}_report.json, .txt and figures"
+    if job.model_dir is not None:
+        saved += f"; model: {job.model_dir}"
     print(f"\nsaved: {saved}  ({time.perf_counter() - t0:.0f} s)")
+    if job.model_dir is not None:
+        print(f"predict with it: python -m utils predict --model {job.model_dir} --table new_records.csv")
     return 0
 
 

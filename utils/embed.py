@@ -71,12 +71,37 @@ class EmbedConfig:
 
 @dataclass
 class Embeddings:
-    """Per-modality vectors aligned to the dataset rows (``vectors[m][i]`` belongs to ``ds.df.id[i]``)."""
+    """Per-modality vectors with the ids of their rows: ``vectors[m][i]`` belongs to record ``ids[i]``.
+
+    The ids travel with the vectors, so nothing is ever matched by position: :meth:`for_dataset` puts the
+    rows in a dataset's order (or refuses, naming the first id it lacks), and every step that reads
+    embeddings with a dataset (heads, baselines, the alignment study) calls it. ``sources[m]`` records
+    where modality ``m`` came from (extractor spec and options, store folder, precision), which a saved
+    model keeps.
+    """
 
     vectors: Dict[str, np.ndarray]
-    extractors: Dict[str, str]  # modality -> honest description of the extractor
+    extractors: Dict[str, str] = field(default_factory=dict)  # modality -> honest description of the extractor
     stores: Dict[str, str] = field(default_factory=dict)  # modality -> store folder
     reused: Dict[str, bool] = field(default_factory=dict)
+    ids: Any = None  # [N] record ids of every modality's rows (required)
+    sources: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # modality -> spec, options, identity, precision
+
+    def __post_init__(self) -> None:
+        if self.ids is None:
+            raise TypeError("Embeddings need the ids of their rows: Embeddings(vectors, ..., ids=ids) with ids[i] the "
+                            "record of vectors[m][i] (e.g. ids=ds.df['id']); vectors are never matched by position")
+        self.ids = np.asarray(self.ids).astype(str)
+        n = len(self.ids)
+        for m, v in self.vectors.items():
+            if getattr(v, "ndim", 2) != 2 or len(v) != n:
+                raise ValueError(f"Embeddings: {m} vectors have shape {getattr(v, 'shape', None)} but there are {n} ids: "
+                                 f"give one row per id ([{n}, D])")
+        if n and len(np.unique(self.ids)) != n:
+            u, counts = np.unique(self.ids, return_counts=True)
+            raise ValueError(f"Embeddings: id {u[counts > 1][0]!r} appears {int(counts.max())} times; ids must be unique")
+        for m in self.vectors:
+            self.extractors.setdefault(m, m)
 
     @property
     def modalities(self) -> List[str]:
@@ -85,10 +110,63 @@ class Embeddings:
     def dims(self) -> Dict[str, int]:
         return {m: int(v.shape[1]) for m, v in self.vectors.items()}
 
+    def for_dataset(self, dataset: Union[MultimodalDataset, Any]) -> "Embeddings":
+        """These embeddings with their rows in ``dataset``'s order (``self`` when they already are).
+
+        ``dataset``: a :class:`MultimodalDataset` or a sequence of ids. Raises ``KeyError`` naming the first
+        record the embeddings have no row for (and how many more).
+        """
+        want = np.asarray((dataset.df["id"] if isinstance(dataset, MultimodalDataset) else list(dataset)), dtype=str)
+        if len(want) == len(self.ids) and np.array_equal(want, self.ids):
+            return self
+        order = np.argsort(self.ids, kind="stable")
+        pos = np.searchsorted(self.ids, want, sorter=order)
+        pos = np.minimum(pos, max(len(order) - 1, 0))
+        found = order[pos] if len(order) else np.zeros(len(want), np.int64)
+        ok = (self.ids[found] == want) if len(order) else np.zeros(len(want), bool)
+        if not ok.all():
+            miss = np.flatnonzero(~ok)
+            name = getattr(getattr(dataset, "spec", None), "key", "the dataset")
+            raise KeyError(f"Embeddings have no row for id {want[miss[0]]!r} of {name} (row {int(miss[0])}; {len(miss)} "
+                           f"id(s) missing in all): embed or import vectors for every record, or drop those rows")
+        return Embeddings({m: v[found] for m, v in self.vectors.items()}, dict(self.extractors), dict(self.stores),
+                          dict(self.reused), want, dict(self.sources))
+
 
 def store_path(dataset: MultimodalDataset, modality: str, extractor: Extractor,
                root: Optional[os.PathLike] = None) -> EmbeddingStore:
     return store_for(embeddings_dir(root), dataset.spec.key, modality, extractor.slug)
+
+
+def store_header(dataset: MultimodalDataset, modality: str, extractor: Extractor, cfg: EmbedConfig) -> Dict[str, Any]:
+    """What a store of ``dataset``'s ``modality`` by ``extractor`` records, and compares before reuse.
+
+    Imported vectors (the ``imported`` family) were made from no file of the dataset: their input
+    fingerprint is the ids alone.
+    """
+    if getattr(extractor, "imported", False):
+        import hashlib
+
+        h = hashlib.sha256(f"imported\0{dataset.spec.key}\0".encode())
+        h.update("\0".join(dataset.df["id"].astype(str).tolist()).encode("utf-8", "surrogatepass"))
+        fingerprint, detail, legacy = h.hexdigest(), {"mode": "ids"}, None
+    else:
+        fingerprint = dataset.fingerprint(modality, mode=cfg.fingerprint)
+        detail = dataset.fingerprint_detail(modality, mode=cfg.fingerprint)
+        legacy = lambda: dataset.fingerprint(modality, mode="legacy")  # noqa: E731
+    return {
+        "dataset": dataset.spec.key,
+        "modality": modality,
+        "extractor": extractor.config(),
+        "fingerprint": fingerprint,
+        "fingerprint_detail": detail,
+        "fingerprint_legacy": legacy,
+        "count": len(dataset),
+        "shard_size": int(cfg.shard_size),
+        "normalized": bool(cfg.normalize),
+        "versions": library_versions(),
+        "description": extractor.describe(),
+    }
 
 
 def embed(
@@ -122,20 +200,7 @@ def embed(
 
     store = store_path(dataset, modality, extractor, cfg.root)
     n = len(dataset)
-    header = {
-        "dataset": dataset.spec.key,
-        "modality": modality,
-        "extractor": extractor.config(),
-        "fingerprint": dataset.fingerprint(modality, mode=cfg.fingerprint),
-        "fingerprint_detail": dataset.fingerprint_detail(modality, mode=cfg.fingerprint),
-        "fingerprint_legacy": lambda: dataset.fingerprint(modality, mode="legacy"),
-        "count": n,
-        "shard_size": int(cfg.shard_size),
-        "normalized": bool(cfg.normalize),
-        "versions": library_versions(),
-        "description": extractor.describe(),
-    }
-    store.open(header, overwrite=cfg.overwrite)
+    store.open(store_header(dataset, modality, extractor, cfg), overwrite=cfg.overwrite)
     if store.manifest().get("complete") and not store.is_complete():
         store.reset(f"{store.folder / 'vectors.npy'} is missing although the manifest says the store is finished")
     job = _Job(dataset, modality, extractor, store, cfg)

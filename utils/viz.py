@@ -396,3 +396,52 @@ def shapley_plot(table: pd.DataFrame, path=None, title: str = "", value_name: st
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def prediction_confusion(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str], path=None,
+                         title: str = "", normalize: bool = True):
+    """Confusion matrix of class names (rows: true class, columns: predicted), as row shares with counts in the cells."""
+    import numpy as np
+
+    plt = _pyplot()
+    index = {c: i for i, c in enumerate(classes)}
+    cm = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for t, p in zip(y_true, y_pred):
+        if t in index and p in index:
+            cm[index[t], index[p]] += 1
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(3.2, 0.55 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(share if normalize else cm, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    if len(classes) <= 20:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black")
+    labels = [str(c).replace("_", " ") for c in classes]
+    ax.set_xticks(range(len(classes)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class" if normalize else "records")
+    ax.set_title(title or f"Confusion matrix ({int(cm.sum()):,} labelled records)")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return detach(fig)
+
+
+def probability_histogram(proba: "pd.DataFrame", path=None, title: str = "", bins: int = 20):
+    """Histogram of each record's probability for its predicted class (``proba``: one column per class)."""
+    import numpy as np
+
+    plt = _pyplot()
+    top = proba.to_numpy(dtype=float).max(axis=1) if len(proba) else np.zeros(0)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.hist(top, bins=np.linspace(0, 1, bins + 1), color="#4C72B0", edgecolor="white")
+    ax.set_xlabel("probability of the predicted class")
+    ax.set_ylabel("records")
+    ax.set_xlim(0, 1)
+    ax.set_title(title or f"Confidence of {len(top):,} predictions")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return detach(fig)

@@ -127,6 +127,14 @@ class MultimodalDataset:
             raise DatasetError(f"dataset {self.spec.key!r} has no {col!r} column (modality {modality!r})")
         return self.df[col].tolist()
 
+    def empty(self, modality: str) -> np.ndarray:
+        """``[N]`` bool: rows with nothing to embed in ``modality``: a missing or blank text, no media path.
+
+        Heads treat such a row's vector as missing (the modality's training mean stands in for it, in training,
+        scoring and prediction alike); a media file that exists but cannot be read shows up in the store instead."""
+        values = pd.Series(self._column(modality), dtype=object)
+        return (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+
     def items(self, modality: str) -> List[Any]:
         """Inputs of one modality in table order: texts (missing -> "") or absolute file paths (missing -> None).
 

@@ -9,10 +9,12 @@ study, the generate-embeddings step, runs and grids. ``from utils import experim
 - :mod:`utils.experiment.heads`      fit_head (one head on cached embeddings) and what train_heads keeps for the report
 - :mod:`utils.experiment.report`     report(): intervals, calibration, subgroups, missing modalities, Shapley values
 - :mod:`utils.experiment.runs`       run kinds (a registry), seeds, the parquet results table, grids, paper table
+- :mod:`utils.experiment.predict`    save_model / load_model / predict: a trained head kept as a folder and applied
 - :mod:`utils.experiment.main`       the main job
 """
 
 from ..embed import EmbedConfig, Embeddings
+from ..imported import import_embeddings
 from .alignment import (
     AlignmentConfig, align_embeddings, alignment_table, compare_alignments, content_report, gap_table, lambda_sweep,
     save_alignment_results,
@@ -22,6 +24,10 @@ from .baselines import (
 )
 from .heads import HeadOutputs, TrainedHeads, fit_head
 from .main import JobConfigError, MainJob, MainJobConfig, check_job, main_job, run_embedding_experiment
+from .predict import (
+    ExtractorMismatchError, load_model, metrics_summary, model_summary, predict, predict_proba, prediction_metrics,
+    save_model, save_predictions,
+)
 from .report import Report, ReportConfig, report
 from .rows import RESULT_COLUMNS, result_row
 from .runs import (
@@ -36,7 +42,8 @@ __all__ = [
     "AlignmentConfig", "BertClipConfig", "DEFAULT_HEADS", "EmbedConfig", "Embeddings", "FullTrainConfig",
     "HeadOutputs", "JobConfigError", "MainJob", "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "Report", "ReportConfig", "TrainedHeads",
     "align_embeddings", "alignment_table", "append_runs", "check_job", "compare_alignments", "content_report",
-    "extract_embeddings", "fit_head", "format_table", "gap_table", "image_guide_features", "lambda_sweep",
+    "ExtractorMismatchError", "extract_embeddings", "fit_head", "import_embeddings", "load_model", "predict",
+    "metrics_summary", "model_summary", "predict_proba", "prediction_metrics", "save_model", "save_predictions", "format_table", "gap_table", "image_guide_features", "lambda_sweep",
     "load_dataset", "load_runs", "main_job", "paper_table", "plot_comparison", "plot_results", "report", "result_row",
     "results_table", "run", "run_embedding_experiment", "run_grid", "run_seeds", "save_alignment_results",
     "save_results", "setup_logging", "summarize", "train_bert_clip", "train_full_models", "train_guided",

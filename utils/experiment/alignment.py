@@ -53,7 +53,7 @@ class AlignmentConfig:
 
 
 def paired_rows(ds: MultimodalDataset, emb: Embeddings, a: str, b: str, split: Optional[str] = None) -> np.ndarray:
-    """Rows with a vector in both ``a`` and ``b`` (in ``split`` when given)."""
+    """Rows with a vector in both ``a`` and ``b`` (in ``split`` when given); ``emb`` in ``ds``'s row order."""
     ok = usable_rows(stack(emb.vectors, [a, b]))
     return np.flatnonzero(ok) if split is None else split_rows(ds.df["split"].to_numpy(), ok, [split])[split]
 
@@ -67,6 +67,7 @@ def align_embeddings(
     Rows missing either modality stay NaN (the heads leave them out). Other modalities are copied unchanged.
     Returns the new :class:`~utils.embed.Embeddings` and the fitted aligner.
     """
+    emb = emb.for_dataset(ds)
     aligner = make_aligner(method, **options) if isinstance(method, str) else method
     train = paired_rows(ds, emb, a, b, "train")
     if len(train) < 3:
@@ -81,7 +82,7 @@ def align_embeddings(
         vectors[m] = out
     desc = aligner.describe()
     extractors = {m: (f"{e} + {desc}" if m in (a, b) else e) for m, e in emb.extractors.items()}
-    return Embeddings(vectors, extractors, dict(emb.stores), dict(emb.reused)), aligner
+    return Embeddings(vectors, extractors, dict(emb.stores), dict(emb.reused), ids=emb.ids), aligner
 
 
 def gap_table(
@@ -89,6 +90,7 @@ def gap_table(
     components: Sequence[int] = (1, 5, 10),
 ) -> pd.DataFrame:
     """One line per split: gap, matched/unmatched similarity, linear CKA, PCA variance of each modality."""
+    emb = emb.for_dataset(ds)
     lines = []
     for s in splits:
         rows = paired_rows(ds, emb, a, b, s)
@@ -98,6 +100,7 @@ def gap_table(
 
 
 def gaps(ds: MultimodalDataset, emb: Embeddings, a: str, b: str) -> Dict[str, float]:
+    emb = emb.for_dataset(ds)
     out = {}
     for s in ("train", "test"):
         r = gap_report(emb.vectors, a, b, paired_rows(ds, emb, a, b, s), components=())
@@ -127,6 +130,7 @@ def compare_alignments(
     differ) is always run, first. Each row is a :func:`~utils.experiment.steps.train_heads` row plus
     ``alignment``, ``method``, ``lambda``, ``gap_*_before``, ``gap_*_after``, ``cka_*`` fields.
     """
+    emb = emb.for_dataset(ds)
     fields = set(AlignmentConfig.__dataclass_fields__)
     cfg = merge_config(AlignmentConfig, config, {k: v for k, v in options.items() if k in fields}, "compare_alignments")
     train_options = {**(cfg.train or {}), **{k: v for k, v in options.items() if k not in fields}}
@@ -219,7 +223,7 @@ def content_report(ds: MultimodalDataset, emb: Embeddings) -> pd.DataFrame:
 
     labels = ds.df["label"].astype(str).to_numpy()
     lines = []
-    for m, v in emb.vectors.items():
+    for m, v in emb.for_dataset(ds).vectors.items():
         ok = np.isfinite(v).all(1)
         keys = content_keys(np.asarray(v[ok], dtype=np.float32)) if ok.any() else np.zeros(0, np.int64)
         per_class = pd.DataFrame({"label": labels[ok], "key": keys}).groupby("label")["key"].nunique()

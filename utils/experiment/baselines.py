@@ -49,6 +49,7 @@ def train_logreg(
     """
     from ..models.classic import fit_logreg, logreg_n_params, logreg_proba
 
+    embeddings = embeddings.for_dataset(ds)
     mods = list(modalities or embeddings.modalities)
     X = stack(embeddings.vectors, mods).astype(np.float64)
     usable = usable_rows(X)

@@ -33,6 +33,9 @@ class HeadOutputs:
     test_logits: np.ndarray  # [n_test, n_out]
     val_logits: np.ndarray  # [n_val, n_out]
     missing: Dict[str, Dict[str, np.ndarray]] = field(default_factory=dict)  # modality -> stand-in -> test proba
+    state: Optional[Dict[str, Any]] = None  # the trained head's state_dict (CPU tensors): what save_model writes
+    scaler: Optional[Standardizer] = None  # the standardiser it was trained with (None: raw vectors)
+    stand_ins: Dict[str, np.ndarray] = field(default_factory=dict)  # modality -> raw training mean [D_m]
 
 
 @dataclass
@@ -46,6 +49,8 @@ class HeadRecipe:
     configs: Dict[int, Any]  # seed -> TrainConfig
     head_config: Any  # HeadConfig
     standardize: bool = True
+    sources: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # modality -> extractor spec, options, store
+    stand_ins: Dict[str, np.ndarray] = field(default_factory=dict)  # modality -> [D] training mean put in for a missing one
 
 
 @dataclass
@@ -67,8 +72,12 @@ class TrainedHeads(list):
         self.recipe = recipe
 
 
-def fit_head(name: str, modalities: Sequence[str], recipe: HeadRecipe, seed: int, keep_outputs: bool = True) -> FittedHead:
-    """Train head ``name`` on ``modalities`` with the recipe's rows and the config of ``seed``; score the test rows."""
+def fit_head(name: str, modalities: Sequence[str], recipe: HeadRecipe, seed: int, keep_outputs: bool = True,
+             keep_model: bool = False) -> FittedHead:
+    """Train head ``name`` on ``modalities`` with the recipe's rows and the config of ``seed``; score the test rows.
+
+    ``keep_model`` (with ``keep_outputs``): the outputs also keep the trained weights, the standardiser and the
+    stand-ins, so :func:`utils.experiment.predict.save_model` can save the head later."""
     import torch
 
     from ..models.fusion import build_head
@@ -95,7 +104,13 @@ def fit_head(name: str, modalities: Sequence[str], recipe: HeadRecipe, seed: int
     if keep_outputs:
         outputs = HeadOutputs(mods, proba, test_logits.numpy(), predict_logits(res.model, Xva).numpy())
         if len(mods) > 1:
-            outputs.missing = missing_modality_proba(res.model, Xte, dims, X[recipe.parts["train"]], scaler, spec.task)
+            means = (np.concatenate([recipe.stand_ins[m] for m in mods])[None, :] if all(m in recipe.stand_ins for m in mods)
+                     else X[recipe.parts["train"]])
+            outputs.missing = missing_modality_proba(res.model, Xte, dims, means, scaler, spec.task)
+        if keep_model:
+            outputs.state = {k: v.detach().cpu().clone() for k, v in res.model.state_dict().items()}
+            outputs.scaler = scaler
+            outputs.stand_ins = {m: recipe.stand_ins[m] for m in mods if m in recipe.stand_ins}
     return FittedHead(res, proba, inference_s, outputs)
 
 
@@ -105,6 +120,7 @@ def missing_modality_proba(model: Any, X_test: np.ndarray, dims: Mapping[str, in
 
     ``X_test`` is what the model reads (standardised when ``scaler``); the stand-ins are built in the raw
     embedding space (the modality's training mean, or zeros) and then standardised like the real vectors.
+    ``X_train_raw``: the raw training rows, or their mean ``[1, D]`` itself (the recipe's stand-ins).
     """
     from ..models.losses import probabilities
     from ..train import predict_logits

@@ -36,6 +36,7 @@ class MainJobConfig:
     embed_batch_size: int = 32  # extraction batch size
     device: str = "auto"  # "auto": CUDA, then MPS, then CPU
     report: bool = True  # the report (utils.experiment.report) saved beside the results
+    save_model: bool = True  # save the best head on validation as a model folder under <out_dir>/models/
     report_options: Dict[str, Any] = field(default_factory=dict)  # ReportConfig fields, e.g. {"n_resamples": 2000}
 
 
@@ -44,6 +45,7 @@ class MainJob:
     table: pd.DataFrame  # the headline table (results_table of the rows)
     rows: List[Dict[str, Any]]  # one result row per (model, seed)
     report: Optional[Report] = None  # None when MainJobConfig.report is False
+    model_dir: Optional[Path] = None  # the saved model folder (the best head on validation); None when not saved
 
 
 class JobConfigError(ValueError):
@@ -134,4 +136,9 @@ def main_job(config: Optional[MainJobConfig] = None, **options: Any) -> MainJob:
     table = results_table(rows)
     plot_results(table, out / f"{name}.png", title=f"{ds.spec.key}: text {emb.extractors['text']} | image {emb.extractors['image']}")
     rep = report(rows, out, name, **dict(cfg.report_options)) if cfg.report else None
-    return MainJob(table, rows, rep)
+    model_dir = None
+    if cfg.save_model:
+        from .predict import save_model
+
+        model_dir = save_model(rows, out / "models" / name, report=rep, overwrite=True, device=cfg.device)
+    return MainJob(table, rows, rep, model_dir)

@@ -111,7 +111,7 @@ def extract_embeddings(
                       device=device, normalize=normalize, on_error=on_error, show_progress=show_progress,
                       engine=engine, ray=ray)
     built = {modality: create_for(spec, modality, **dict(by_spec.get(spec, {}))) for modality, spec in extractors.items()}
-    vectors, described, stores, reused = {}, {}, {}, {}
+    vectors, described, stores, reused, sources = {}, {}, {}, {}, {}
     for modality, ext in built.items():
         store = embed(ds, modality, ext, cfg)
         try:
@@ -120,10 +120,15 @@ def extract_embeddings(
             log.warning("%s", e)
             store = embed(ds, modality, ext, cfg, verify="full")
             vectors[modality] = store.aligned(ds.df["id"], missing="nan")
-        described[modality] = store.manifest().get("description", ext.describe())
+        manifest = store.manifest()
+        described[modality] = manifest.get("description", ext.describe())
         stores[modality] = str(store.folder)
         reused[modality] = bool(getattr(store, "reused", False))
-    return Embeddings(vectors, described, stores, reused)
+        sources[modality] = {"spec": extractors[modality], "options": dict(by_spec.get(extractors[modality], {})),
+                             "config": ext.config(), "description": described[modality], "store": str(store.folder),
+                             "precision": store.precision, "dim": int(vectors[modality].shape[1]),
+                             "normalized": bool(normalize), "fingerprint": manifest.get("fingerprint")}
+    return Embeddings(vectors, described, stores, reused, ids=ds.df["id"].to_numpy(), sources=sources)
 
 
 def train_heads(
@@ -160,6 +165,7 @@ def train_heads(
     from ..runtime import n_params
     from ..train import TrainConfig, config_dict
 
+    embeddings = embeddings.for_dataset(ds)
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     configs = {s: TrainConfig(epochs=epochs, batch_size=batch_size, seed=s, device=device, **train_options) for s in seeds}
     head_config = head_config or HeadConfig()
@@ -176,12 +182,13 @@ def train_heads(
     parts = split_rows(ds.df["split"].to_numpy(), usable)
     require_rows(ds, parts)
     y = ds.labels()
-    recipe = HeadRecipe(ds, embeddings.vectors, parts, y, configs, head_config, standardize)
+    vectors, stand_ins, imputed = with_stand_ins(ds, embeddings.vectors, used, parts["train"])
+    recipe = HeadRecipe(ds, vectors, parts, y, configs, head_config, standardize, dict(embeddings.sources), stand_ins)
     rows = TrainedHeads(recipe=recipe)
     for name, seed in tqdm([(m, s) for m in models for s in seeds], desc="train heads", disable=not show_progress):
         mods = reads[name]
         cfg = configs[seed]
-        fitted = fit_head(name, mods, recipe, seed, keep_outputs)
+        fitted = fit_head(name, mods, recipe, seed, keep_outputs, keep_model=keep_outputs)
         res, proba = fitted.fit, fitted.proba
         metrics = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
         row = result_row(
@@ -189,6 +196,7 @@ def train_heads(
             fit=res, inference_s=fitted.inference_s, n_params=n_params(res.model),
             n_rows={s: len(parts[s]) for s in parts}, train_config=config_dict(cfg),
             rows_without_vectors=int((~usable).sum()), standardize=standardize, y_true=y[parts["test"]], proba=proba,
+            rows_with_stand_in={m: imputed[m] for m in mods if imputed.get(m)},
             modality_dropout=head_config.modality_dropout if len(mods) > 1 else 0.0,
         )
         rows.append(row)
@@ -196,6 +204,28 @@ def train_heads(
         log.info("%-13s seed %d: test macro-F1 %.3f, acc %.3f, AUC %.3f (best epoch %d/%d)",
                  name, seed, row["macro_f1"], row["accuracy"], row["roc_auc"], row["best_epoch"], row["epochs_run"])
     return rows
+
+
+def with_stand_ins(ds: MultimodalDataset, vectors: Mapping[str, np.ndarray], modalities: Sequence[str],
+                   train_rows: np.ndarray) -> "tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, int]]":
+    """Each modality's stand-in (its mean over the training rows that have it, ``[D]`` float32) and the vectors
+    with the stand-in put in for rows that have nothing in that modality (a missing or blank text: the store holds
+    the embedding of ``""`` for them). A saved model puts the same stand-in in for such records at prediction time,
+    so its scores on the test split are the ones reported. Returns ``(vectors, stand_ins, rows imputed per modality)``."""
+    out, stand_ins, imputed = dict(vectors), {}, {}
+    for m in modalities:
+        v = vectors[m]
+        empty = ds.empty(m) if m == "text" and "text" in ds.df.columns else np.zeros(len(v), bool)
+        keep = train_rows[~empty[train_rows]]
+        stand_ins[m] = np.asarray(v[keep if len(keep) else train_rows], dtype=np.float64).mean(axis=0).astype(np.float32)
+        if empty.any():
+            filled = np.array(v, dtype=np.float32, copy=True)
+            filled[empty] = stand_ins[m]
+            out[m] = filled
+            imputed[m] = int(empty.sum())
+            log.info("%s: %d record(s) have no %s; the training mean of the %s vectors stands in for them (as a saved "
+                     "model does when predicting)", ds.spec.key, imputed[m], m, m)
+    return out, stand_ins, imputed
 
 
 def require_rows(ds: MultimodalDataset, parts: Mapping[str, np.ndarray]) -> None:

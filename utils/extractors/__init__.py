@@ -57,6 +57,7 @@ _FAMILY_MODULES = {
     "clap": "utils.extractors.audio_clap",  # CLAP, option modality="audio" | "text"
     "openai": "utils.extractors.text_openai",
     "llamacpp": "utils.extractors.text_llamacpp",
+    "imported": "utils.extractors.imported",  # vectors made elsewhere (utils.imported.import_embeddings)
 }
 
 __all__ = ["ALIASES", "Extractor", "ExtractorError", "FAMILIES", "MediaError", "create", "create_for", "names", "parse_spec"]

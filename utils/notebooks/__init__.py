@@ -12,6 +12,7 @@ every other cell with the template. To add a dataset, add an entry to :data:`DAT
 - :mod:`utils.notebooks.alignment`     ``Alignment/``: alignment per dataset, unified space, retrieval
 - :mod:`utils.notebooks.generate`      ``generate_{text,image}_embeddings.ipynb``
 - :mod:`utils.notebooks.get_datasets`  ``get_datasets.ipynb``
+- :mod:`utils.notebooks.predict`       ``notebooks/predict.ipynb``
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
-from . import alignment, embed_model, full_model, generate, get_datasets
+from . import alignment, embed_model, full_model, generate, get_datasets, predict
 from .cells import build_notebook
 
 # dataset -> parameter overrides for its generated notebooks (defaults are in each template's parameters())
@@ -50,6 +51,7 @@ SINGLE_NOTEBOOKS: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
     "generate_image_embeddings.ipynb": lambda: generate.notebook_cells("image"),
     "Alignment/unified_space.ipynb": alignment.unified_space_cells,
     "Alignment/retrieval.ipynb": alignment.retrieval_cells,
+    "notebooks/predict.ipynb": predict.cells,
 }
 
 

@@ -152,7 +152,7 @@ def unified_space_cells() -> List[Dict[str, Any]]:
                  "if THIRD_MODALITY:\n"
                  "    vectors[THIRD_MODALITY] = align.synthetic_modality(ds.labels(), THIRD_DIM, THIRD_NOISE, seed=SEED)\n"
                  "    extractors[THIRD_MODALITY] = f\"synthetic: class prototype + noise {THIRD_NOISE}\"\n"
-                 "raw = ex.Embeddings(vectors, extractors)\nraw.dims()"),
+                 "raw = ex.Embeddings(vectors, extractors, ids=emb.ids)\nraw.dims()"),
         ("md", "## Learn the shared space\nOne linear projection per modality into `DIM` dimensions, L2-normalised, "
                "symmetric InfoNCE over every pair, learnable temperature, per-pair weights; early stopping on the "
                "validation loss."),
@@ -161,7 +161,7 @@ def unified_space_cells() -> List[Dict[str, Any]]:
                  "print(f\"best epoch {space.best_epoch}, temperature {space.temperature:.3f}\")\n"
                  "pd.DataFrame(space.history).tail()"),
         ("code", "z = align.project(space, raw.vectors)\n"
-                 "unified = ex.Embeddings(z, {m: f\"{e} -> unified {DIM}-d\" for m, e in raw.extractors.items()})\n"
+                 "unified = ex.Embeddings(z, {m: f\"{e} -> unified {DIM}-d\" for m, e in raw.extractors.items()}, ids=raw.ids)\n"
                  "test = np.flatnonzero((ds.df[\"split\"] == \"test\").to_numpy())\n"
                  "align.pairwise_gap_table(z, test)"),
         ("md", "## Fusion heads: raw against unified"),
