@@ -171,3 +171,56 @@ EXPECTED_MODELS: Dict[str, list] = {
     "Alignment/alignment_*.ipynb": ["early_fusion", "late_fusion"],
     "Alignment/unified_space.ipynb": ["early_fusion", "late_fusion", "early_fusion+unified", "late_fusion+unified"],
 }
+
+
+def predict(ctx) -> Params:
+    """notebooks/predict.ipynb: a model trained here on tiny extractors (synthetic, n=150), then a new table of
+    records (text + copied images, with labels) scored through the notebook."""
+    import shutil
+
+    import pandas as pd
+
+    from utils import experiment as ex
+
+    emb_dir = ctx["tmp"] / "embeddings"
+    ds = ex.load_dataset("synthetic", n=150)
+    emb = ex.extract_embeddings(ds, {"text": f"hf:{ctx['tiny_bert']}", "image": "timm:test_vit"},
+                                {"timm:test_vit": {"pretrained": False}}, embeddings_dir=emb_dir, show_progress=False)
+    rows = ex.train_heads(ds, emb, ["early_fusion"], epochs=10, show_progress=False)
+    folder = ex.save_model(rows, ctx["tmp"] / "model")
+    table_dir = ctx["tmp"] / "new"
+    (table_dir / "images").mkdir(parents=True)
+    test = ds.df[ds.df["split"] == "test"].head(30)
+    names = []
+    for i, p in enumerate(test["image_path"]):
+        src = ds.resolve_path(p)
+        names.append(f"images/{i:03d}{src.suffix}")
+        shutil.copy(src, table_dir / names[-1])
+    pd.DataFrame({"id": test["id"].astype(str), "text": test["text"], "image_path": names,
+                  "label": test["label"]}).to_csv(table_dir / "new.csv", index=False)
+    return {"MODEL_DIR": str(folder), "TABLE": str(table_dir / "new.csv"), "EMBEDDINGS_DIR": str(emb_dir),
+            "RESULTS_DIR": str(ctx["tmp"] / "results"), "OUTPUT_CSV": str(ctx["tmp"] / "predictions.csv")}
+
+
+RULES["notebooks/predict.ipynb"] = predict
+
+
+def check_predictions(params: Params) -> None:
+    """The predictions the notebook wrote: one row per record of the table, probabilities that sum to one, and
+    the predicted class the most probable one."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.read_csv(params["TABLE"])
+    preds = pd.read_csv(params["OUTPUT_CSV"])
+    assert list(preds["id"].astype(str)) == list(table["id"].astype(str))
+    proba = preds[[c for c in preds.columns if c.startswith("proba_")]]
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert (proba.idxmax(axis=1).str.removeprefix("proba_") == preds["prediction"].astype(str)).all()
+    assert not preds.filter(like="missing_").any().any()  # every record had its text and image
+
+
+# notebook pattern -> f(params) checking what it wrote
+CHECKS: Dict[str, Callable[[Params], None]] = {
+    "notebooks/predict.ipynb": check_predictions,
+}

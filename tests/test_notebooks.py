@@ -79,6 +79,9 @@ def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
         saved = json.loads((Path(params["RESULTS_DIR"]) / report.format(name=ctx["name"])).read_text())
         assert saved["intervals"] and saved["calibration"] and saved["paired"]
         assert all(r["macro_f1_ci_low"] <= r["macro_f1_ci_high"] for r in saved["intervals"] if r["macro_f1_ci_low"] is not None)
+    check = _rule(notebook_params.CHECKS, rel)
+    if check:
+        check(params)
 
 
 @pytest.mark.parametrize("rel", NOTEBOOKS)

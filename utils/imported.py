@@ -100,8 +100,18 @@ def read_vectors(source: Any, ids: Any = None, modality: Optional[str] = None, d
     if suffix == ".parquet":
         return read_table(pd.read_parquet(path), path, id_column, vector_column)
     if suffix in (".csv", ".tsv", ".txt"):
-        frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                            encoding="utf-8-sig")
+        try:
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                                encoding="utf-8-sig")
+        except pd.errors.ParserError as e:
+            where = re.search(r"line (\d+), saw (\d+)", str(e))
+            said = (f"line {where.group(1)} has {where.group(2)} fields, more than the header's columns (a vector "
+                    "of another width?)") if where else str(e).strip()
+            raise ImportVectorsError(f"{path}: {said}; every row needs the id and one value per dimension, like the "
+                                     "header") from None
+        except UnicodeDecodeError as e:
+            raise ImportVectorsError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the table as "
+                                     "UTF-8 CSV") from None
         return read_table(frame, path, id_column, vector_column)
     raise ImportVectorsError(f"{path}: unknown vector file type {suffix!r}; give .npy (+ ids), .parquet, .csv or a "
                              "clip-retrieval folder")

@@ -152,7 +152,7 @@ def save_model(rows: TrainedHeads, folder: PathLike, model: str = "best", seed: 
         record_probes(fm, device)
     figures = {k: v for k, v in (getattr(report, "paths", {}) or {}).items() if str(v).endswith(".png")}
     path = fm.save(folder, overwrite=overwrite, card=model_card(fm, row, report), figures=figures)
-    log.info("model saved to %s (%s seed %d, %s)", path, row["model"], row["seed"], spec.key)
+    log.info("model saved to %s (%s seed %s, %s)", path, row["model"], row["seed"], spec.key)
     return path
 
 
@@ -474,8 +474,13 @@ def check_source(fm: FusionModel, modality: str, source: Mapping[str, Any]) -> N
 
 
 def empty_inputs(fm: FusionModel, ds: MultimodalDataset) -> Dict[str, np.ndarray]:
-    """Per modality, the rows with nothing to embed: an empty or whitespace text, no media path."""
-    return {m: ds.empty(m) for m in fm.modalities}
+    """Per modality, the rows with nothing to embed: an empty or whitespace text, no media path. Vectors that were
+    imported (not computed from the records) are taken as given, as in training: only a missing vector counts."""
+    out = {}
+    for m in fm.modalities:
+        given = bool(fm.extractors.get(m, {}).get("imported"))
+        out[m] = np.zeros(len(ds), bool) if given or m not in ds.df.columns and m == "text" else ds.empty(m)
+    return out
 
 
 def refuse_missing(fm: FusionModel, ds: MultimodalDataset, missing: Mapping[str, np.ndarray], rows: np.ndarray,
@@ -495,10 +500,16 @@ def embed_records(fm: FusionModel, ds: MultimodalDataset, whole: bool, embedding
     from ..embed import EmbedConfig, embed
     from ..store import StoreMismatchError
 
-    built = {m: build_extractor(fm, m) for m in fm.modalities}
-    if check_extractors:
-        for m, ext in built.items():
-            check_extractor(fm, m, ext, device)
+    ready = fm.__dict__.setdefault("_ready_extractors", {})  # built and checked once per loaded model and device
+    built = {}
+    for m in fm.modalities:
+        key = (m, str(device), bool(check_extractors))
+        if key not in ready:
+            ext = build_extractor(fm, m)
+            if check_extractors:
+                check_extractor(fm, m, ext, device)
+            ready[key] = ext
+        built[m] = ready[key]
     cfg = EmbedConfig(root=None if embeddings_dir is None else str(embeddings_dir), batch_size=batch_size, device=device,
                       normalize=False, on_error="skip", show_progress=show_progress)
     out = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -182,7 +182,8 @@ def train_heads(
     parts = split_rows(ds.df["split"].to_numpy(), usable)
     require_rows(ds, parts)
     y = ds.labels()
-    vectors, stand_ins, imputed = with_stand_ins(ds, embeddings.vectors, used, parts["train"])
+    vectors, stand_ins, imputed = with_stand_ins(ds, embeddings.vectors, used, parts["train"],
+                                                 embedded_here=embedded_from_records(embeddings))
     recipe = HeadRecipe(ds, vectors, parts, y, configs, head_config, standardize, dict(embeddings.sources), stand_ins)
     rows = TrainedHeads(recipe=recipe)
     for name, seed in tqdm([(m, s) for m in models for s in seeds], desc="train heads", disable=not show_progress):
@@ -206,16 +207,33 @@ def train_heads(
     return rows
 
 
+def embedded_from_records(embeddings: Embeddings) -> List[str]:
+    """Modalities whose vectors this framework computed from the records' own inputs (an extractor run through the
+    store), as opposed to vectors imported or built by hand: only for those is a blank text's vector known to be the
+    embedding of ``""`` rather than something the outside tool computed from data we do not see."""
+    out = []
+    for m, src in (embeddings.sources or {}).items():
+        spec = str((src or {}).get("spec") or "")
+        if spec and not spec.startswith("imported"):
+            out.append(m)
+    return out
+
+
 def with_stand_ins(ds: MultimodalDataset, vectors: Mapping[str, np.ndarray], modalities: Sequence[str],
-                   train_rows: np.ndarray) -> "tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, int]]":
+                   train_rows: np.ndarray, embedded_here: Optional[Sequence[str]] = None,
+                   ) -> "tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, int]]":
     """Each modality's stand-in (its mean over the training rows that have it, ``[D]`` float32) and the vectors
     with the stand-in put in for rows that have nothing in that modality (a missing or blank text: the store holds
     the embedding of ``""`` for them). A saved model puts the same stand-in in for such records at prediction time,
-    so its scores on the test split are the ones reported. Returns ``(vectors, stand_ins, rows imputed per modality)``."""
+    so its scores on the test split are the ones reported. Only modalities in ``embedded_here`` (computed from the
+    records by an extractor; default: all) are imputed: vectors imported or made by hand are used as given.
+    Returns ``(vectors, stand_ins, rows imputed per modality)``."""
     out, stand_ins, imputed = dict(vectors), {}, {}
     for m in modalities:
         v = vectors[m]
-        empty = ds.empty(m) if m == "text" and "text" in ds.df.columns else np.zeros(len(v), bool)
+        computed = embedded_here is None or m in embedded_here
+        empty = (ds.empty(m) if computed and m == "text" and "text" in ds.df.columns
+                 else np.zeros(len(v), bool))
         keep = train_rows[~empty[train_rows]]
         stand_ins[m] = np.asarray(v[keep if len(keep) else train_rows], dtype=np.float64).mean(axis=0).astype(np.float32)
         if empty.any():

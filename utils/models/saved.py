@@ -139,8 +139,9 @@ class FusionModel:
                 f"{', from ' + str(self.folder) if self.folder else ''})")
 
     # -------------------------------------------------------------------------------- predicting
-    def features(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The head's input ``[N, sum D_m]``: the modalities side by side in the saved order, standardised."""
+    def checked(self, vectors: Mapping[str, np.ndarray]) -> "tuple[list, int]":
+        """The modalities' arrays in the saved order (float32, not copied when they already are) and the row count;
+        a clear error for a missing modality, a wrong width or rows that do not match."""
         missing = [m for m in self.modalities if m not in vectors]
         if missing:
             raise ValueError(f"{self}: no vectors for modality {missing}; the model reads {self.modalities}")
@@ -155,20 +156,32 @@ class FusionModel:
                 raise ValueError(f"{m} has {len(v)} rows, the other modalities {n}: give one row per record in each")
             n = len(v)
             parts.append(v)
-        X = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-        if self.mean is not None:
-            X = ((X - self.mean) / self.std).astype(np.float32, copy=False)
-        return np.ascontiguousarray(X)
+        return parts, int(n or 0)
 
-    @torch.inference_mode()
-    def logits(self, vectors: Mapping[str, np.ndarray], batch_size: int = 65536) -> np.ndarray:
-        """Raw logits ``[N, n_out]`` (fp32, CPU)."""
-        X = torch.from_numpy(self.features(vectors))
+    def features(self, vectors: Mapping[str, np.ndarray], rows: Optional[slice] = None) -> np.ndarray:
+        """The head's input ``[N, sum D_m]``: the modalities side by side in the saved order, standardised
+        (``rows``: only those rows, so a large input is built one block at a time)."""
+        parts, n = self.checked(vectors)
+        rows = rows or slice(0, n)
+        X = np.concatenate([p[rows] for p in parts], axis=1) if len(parts) > 1 else np.array(parts[0][rows])
+        if self.mean is not None:
+            X -= self.mean
+            X /= self.std
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    @torch.no_grad()
+    def logits(self, vectors: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+        """Raw logits ``[N, n_out]`` (fp32, CPU), built and scored one block of ``batch_size`` rows at a time
+        (the features of 100,000 records never sit in memory at once; blocks stay in the CPU's cache)."""
+        _, n = self.checked(vectors)
         self.head.eval()
         dev = next(self.head.parameters()).device
-        out = [self.head(X[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(X), batch_size)]
         n_out = int(self.config["n_outputs"])
-        return torch.cat(out).numpy() if out else np.zeros((0, n_out), np.float32)
+        out = np.empty((n, n_out), np.float32)
+        for i in range(0, n, batch_size):
+            X = torch.from_numpy(self.features(vectors, slice(i, i + batch_size)))
+            out[i:i + batch_size] = self.head(X.to(dev)).float().cpu().numpy()
+        return out
 
     def proba_from_logits(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """Probabilities from logits: ``[N]`` (binary: of the positive class) or ``[N, C]``; divided by the saved
