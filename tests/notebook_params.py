@@ -220,7 +220,19 @@ def check_predictions(params: Params) -> None:
     assert not preds.filter(like="missing_").any().any()  # every record had its text and image
 
 
+def check_bert_clip_weights(params: Params) -> None:
+    """The BERT + CLIP classifier trains with class weights 'balanced' (the seed's Trainer) unless the notebook's
+    CLIP_CLASS_WEIGHTS says otherwise: the embedding heads' CLASS_WEIGHTS=None must not reach it."""
+    import json
+    from pathlib import Path
+
+    rows = [r for r in json.loads(Path(params["RESULTS_JSON"]).read_text()) if r["model"] == "bert_clip_late"]
+    assert rows and all(r["train_config"]["class_weights"] == "balanced" for r in rows), \
+        [r["train_config"].get("class_weights") for r in rows]
+
+
 # notebook pattern -> f(params) checking what it wrote
 CHECKS: Dict[str, Callable[[Params], None]] = {
     "notebooks/predict.ipynb": check_predictions,
+    "notebooks/full_model_*.ipynb": check_bert_clip_weights,
 }

@@ -32,9 +32,12 @@ def seeds_option(value: str) -> list:
         seeds = [int(s) for s in value.split(",") if s.strip()]
     except ValueError:
         raise SystemExit(f"--seeds: give comma-separated integers, e.g. 0,1,2; got {value!r}") from None
-    if not seeds:
-        raise SystemExit("--seeds: give at least one seed, e.g. 0")
-    return seeds
+    from .runtime import seed_list
+
+    try:
+        return seed_list(seeds, "--seeds")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:

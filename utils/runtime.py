@@ -130,6 +130,27 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_list(seeds: Any, what: str = "seeds") -> "list[int]":
+    """The one normalisation of a ``seeds`` argument: an integer (Python or numpy) or a sequence of them becomes
+    a list of Python ints. Refused with a clear ``ValueError``: booleans, fractions, strings, an empty list and
+    repeated seeds (a seed run twice would count twice in every mean, spread and interval)."""
+    import numbers
+
+    items = [seeds] if isinstance(seeds, numbers.Integral) or not hasattr(seeds, "__iter__") or isinstance(
+        seeds, (str, bytes)) else list(seeds)
+    out = []
+    for s in items:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise ValueError(f"{what}: each seed must be an integer, got {s!r} ({type(s).__name__}); e.g. seeds=[0, 1, 2]")
+        out.append(int(s))
+    if not out:
+        raise ValueError(f"{what}: give at least one seed, e.g. seeds=[0]")
+    if len(set(out)) != len(out):
+        twice = sorted({s for s in out if out.count(s) > 1})
+        raise ValueError(f"{what}: seed(s) {twice} appear more than once in {out}; each seed is one independent run")
+    return out
+
+
 def n_params(model: Any, trainable_only: bool = True) -> int:
     """Parameters of a torch module (trainable ones only by default)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -23,13 +23,11 @@ from ..config import merge_config
 from ..embed import Embeddings
 from ..features import Standardizer, split_rows, stack, usable_rows
 from ..metrics import classification_metrics
+from ..runtime import seed_list
+from .heads import HeadOutputs, HeadRecipe, TrainedHeads
 from .rows import result_row
 
 log = logging.getLogger(__name__)
-
-
-def seed_list(seeds: Union[int, Sequence[int]]) -> List[int]:
-    return [int(seeds)] if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
 
 
 # ---------------------------------------------------------------------------------------- logistic regression
@@ -45,7 +43,9 @@ def train_logreg(
 ) -> List[Dict[str, Any]]:
     """Logistic regression on the modalities side by side (standardised with training statistics); one row per seed.
 
-    The validation split is not used (no early stopping); metrics are on test. ``train_s_per_epoch`` is the fit time.
+    The validation split is not used for fitting (no early stopping); metrics are on test. ``train_s_per_epoch`` is
+    the fit time. The rows are a :class:`TrainedHeads` that keep their test and validation outputs (log-probabilities
+    as logits), so ``report()`` scores them beside the heads (``rows += train_logreg(...)`` keeps them aligned).
     """
     from ..models.classic import fit_logreg, logreg_n_params, logreg_proba
 
@@ -54,12 +54,13 @@ def train_logreg(
     X = stack(embeddings.vectors, mods).astype(np.float64)
     usable = usable_rows(X)
     parts = split_rows(ds.df["split"].to_numpy(), usable)
-    Xtr, Xte = X[parts["train"]], X[parts["test"]]
+    Xtr, Xva, Xte = X[parts["train"]], X[parts["val"]], X[parts["test"]]
     if standardize:
         scaler = Standardizer.fit(Xtr)
-        Xtr, Xte = scaler(Xtr), scaler(Xte)
+        Xtr, Xva, Xte = scaler(Xtr), scaler(Xva), scaler(Xte)
     y = ds.labels()
-    rows = []
+    rows = TrainedHeads(recipe=HeadRecipe(ds, embeddings.vectors, parts, y, {}, None, standardize,
+                                          dict(embeddings.sources)))
     for seed in seed_list(seeds):
         t0 = time.perf_counter()
         clf = fit_logreg(Xtr, y[parts["train"]], ds.spec.task, C, max_iter, class_weight, seed)
@@ -75,7 +76,17 @@ def train_logreg(
             train_config={"C": C, "max_iter": max_iter, "class_weight": class_weight}, standardize=standardize,
             y_true=y[parts["test"]], proba=proba,
         ))
+        val = logreg_proba(clf, Xva, ds.spec.task, len(ds.spec.classes)) if len(Xva) else np.zeros((0,))
+        rows.outputs[-1] = HeadOutputs(mods, proba, proba_logits(proba, ds.spec.task), proba_logits(val, ds.spec.task))
     return rows
+
+
+def proba_logits(proba: np.ndarray, task: str) -> np.ndarray:
+    """Logits ``[N, n_out]`` that give back ``proba`` (log-probabilities for multiclass, log-odds otherwise)."""
+    p = np.clip(np.asarray(proba, np.float64), 1e-7, 1 - 1e-7)
+    if task == "multiclass":
+        return np.log(p).astype(np.float32)
+    return np.log(p / (1 - p)).reshape(len(p), -1).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------ image-guided selection

@@ -71,6 +71,29 @@ class TrainedHeads(list):
         self.outputs: List[Optional[HeadOutputs]] = list(outputs) or [None] * len(self)
         self.recipe = recipe
 
+    def extend(self, rows: Sequence[Dict[str, Any]]) -> None:
+        """Append rows and keep ``outputs`` aligned with them: rows of another :class:`TrainedHeads` bring their
+        outputs (when both were scored on the same test rows), plain rows bring none (the report says so)."""
+        rows = list(rows) if not isinstance(rows, TrainedHeads) else rows
+        outs = list(rows.outputs) if isinstance(rows, TrainedHeads) else [None] * len(rows)
+        if isinstance(rows, TrainedHeads) and self.recipe is not None and rows.recipe is not None:
+            mine, theirs = self.recipe.parts, rows.recipe.parts
+            if any(not np.array_equal(mine[s], theirs[s]) for s in mine):
+                raise ValueError("these rows were scored on other test rows than the ones they are added to (another "
+                                 "dataset, or other rows without vectors): keep them in separate comparisons")
+        if self.recipe is None and isinstance(rows, TrainedHeads):
+            self.recipe = rows.recipe
+        super().extend(rows)
+        self.outputs.extend(outs)
+
+    def __iadd__(self, rows):
+        self.extend(rows)
+        return self
+
+    def append(self, row: Dict[str, Any], outputs: Optional[HeadOutputs] = None) -> None:
+        super().append(row)
+        self.outputs.append(outputs)
+
 
 def fit_head(name: str, modalities: Sequence[str], recipe: HeadRecipe, seed: int, keep_outputs: bool = True,
              keep_model: bool = False) -> FittedHead:

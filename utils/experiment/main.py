@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 import pandas as pd
 
 from ..config import merge_config, results_dir
+from ..runtime import seed_list
 from .report import Report, ReportConfig, report
 from .steps import (
     DEFAULT_HEADS, extract_embeddings, extractor_options, load_dataset, plot_results, results_table, save_results, train_heads,
@@ -77,9 +78,10 @@ def check_job(cfg: MainJobConfig) -> None:
     unknown = [m for m in cfg.models if m not in HEADS.names()]
     if unknown:
         raise JobConfigError(f"models: unknown head(s) {unknown}; available: {', '.join(HEADS.names())}")
-    seeds = cfg.seeds if isinstance(cfg.seeds, (list, tuple)) else [cfg.seeds]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise JobConfigError(f"seeds must be an integer or a list of integers, e.g. [0, 1, 2]; got {cfg.seeds!r}")
+    try:
+        seeds = seed_list(cfg.seeds)
+    except ValueError as e:
+        raise JobConfigError(str(e)) from None
     try:
         for s in seeds:
             TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=s, device=cfg.device)

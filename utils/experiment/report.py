@@ -233,6 +233,7 @@ def report(rows: TrainedHeads, out_dir: Optional[PathLike] = None, name: Optiona
         raise ValueError("report(): these rows kept no outputs; train them with train_heads(..., keep_outputs=True)")
     recipe = rows.recipe
     ds, spec = recipe.ds, recipe.ds.spec
+    left = sorted({str(rows[i].get("model")) for i, o in enumerate(rows.outputs) if o is None})
     task = spec.task
     parts = recipe.parts
     y_test, y_val, y_train = (recipe.y[parts[s]] for s in ("test", "val", "train"))
@@ -241,6 +242,10 @@ def report(rows: TrainedHeads, out_dir: Optional[PathLike] = None, name: Optiona
         by_model.setdefault(rows[i]["model"], []).append(i)
     seeds = max(len(v) for v in by_model.values())
     notes: List[str] = []
+    if left:
+        notes.append(f"not in this report: {', '.join(left)} (their rows kept no test outputs; train them with "
+                     "keep_outputs=True, or add them with rows += ... from train_heads / train_logreg)")
+        log.warning("report(): %s", notes[-1])
     seconds: Dict[str, float] = {}
 
     # ---- every probability array to score: rows, rows with a modality removed, Shapley subsets, the prior
@@ -354,7 +359,10 @@ def plan_shapley(rows: TrainedHeads, by_model, cfg: ReportConfig, notes: List[st
     """Fusion head -> its modalities (the players), for the heads whose Shapley values are computed."""
     if not cfg.shapley:
         return {}
-    fusion = {m: rows.outputs[idx[0]].modalities for m, idx in by_model.items() if len(rows.outputs[idx[0]].modalities) > 1}
+    from ..models.fusion import HEADS
+
+    fusion = {m: rows.outputs[idx[0]].modalities for m, idx in by_model.items()
+              if len(rows.outputs[idx[0]].modalities) > 1 and m in HEADS.names()}  # heads that can be retrained
     wanted = list(fusion) if cfg.shapley_heads is None else list(cfg.shapley_heads)
     plan = {}
     for model in wanted:

@@ -37,10 +37,11 @@ import pandas as pd
 from ..config import PathLike, embeddings_dir, library_versions, results_dir
 from ..io import dumps
 from ..registry import Registry
-from ..runtime import peak_memory_mb
+from ..runtime import peak_memory_mb, seed_list
 from .baselines import (
     BertClipConfig, FullTrainConfig, image_guide_features, train_bert_clip, train_full_models, train_guided, train_logreg,
 )
+from .heads import TrainedHeads
 from .steps import extract_embeddings, load_dataset, train_heads
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def run_embedding(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
                              device=cfg["device"], embeddings_dir=cfg.get("embeddings_dir"), show_progress=False)
     heads = [m for m in cfg["models"] if m != "logreg"]
     rows = train_heads(ds, emb, heads, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seeds=cfg["seeds"],
-                       device=cfg["device"], show_progress=False, **dict(cfg["train"])) if heads else []
+                       device=cfg["device"], show_progress=False, **dict(cfg["train"])) if heads else TrainedHeads()
     if "logreg" in cfg["models"]:
         rows += train_logreg(ds, emb, cfg["seeds"])
     return rows
@@ -132,9 +133,9 @@ def full_config(config: Mapping[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"unknown config keys {sorted(unknown)} for kind {kind!r}; valid: {sorted(set(out) | EXTRA_KEYS)}")
     out.update(config)
     if "seed" in config:
-        out["seeds"] = [int(config["seed"])]
+        out["seeds"] = seed_list(config["seed"], "seed")
         out.pop("seed")
-    out["seeds"] = [int(s) for s in out["seeds"]]
+    out["seeds"] = seed_list(out["seeds"])
     return out
 
 

@@ -162,11 +162,11 @@ def train_heads(
     from tqdm.auto import tqdm
 
     from ..models.fusion import HeadConfig, head_modalities
-    from ..runtime import n_params
+    from ..runtime import n_params, seed_list
     from ..train import TrainConfig, config_dict
 
+    seeds = seed_list(seeds)
     embeddings = embeddings.for_dataset(ds)
-    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     configs = {s: TrainConfig(epochs=epochs, batch_size=batch_size, seed=s, device=device, **train_options) for s in seeds}
     head_config = head_config or HeadConfig()
     if modality_dropout is not None:
@@ -200,8 +200,7 @@ def train_heads(
             rows_with_stand_in={m: imputed[m] for m in mods if imputed.get(m)},
             modality_dropout=head_config.modality_dropout if len(mods) > 1 else 0.0,
         )
-        rows.append(row)
-        rows.outputs.append(fitted.outputs)
+        rows.append(row, fitted.outputs)
         log.info("%-13s seed %d: test macro-F1 %.3f, acc %.3f, AUC %.3f (best epoch %d/%d)",
                  name, seed, row["macro_f1"], row["accuracy"], row["roc_auc"], row["best_epoch"], row["epochs_run"])
     return rows

@@ -24,6 +24,7 @@ COMMENTS = {
     "LR": "backbone learning rate when fine-tuning",
     "MAX_LENGTH": "tokenizer max length",
     "CLASS_WEIGHTS": "None, 'balanced' or one weight per class (binary: pos_weight from 'balanced')",
+    "CLIP_CLASS_WEIGHTS": "BERT + CLIP's class weights: 'balanced' like the seed's Trainer (None: unweighted)",
     "LOSS": "'auto' (cross-entropy / BCE by task), 'ce', 'bce' or 'focal'",
     "FOCAL_GAMMA": "focal loss focusing parameter",
     "FOCAL_ALPHA": "focal loss alpha: None, a number (binary) or one per class",
@@ -53,6 +54,7 @@ def parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
         "LR": 2e-5,
         "MAX_LENGTH": 128,
         "CLASS_WEIGHTS": None,
+        "CLIP_CLASS_WEIGHTS": "balanced",
         "LOSS": "auto",
         "FOCAL_GAMMA": 2.0,
         "FOCAL_ALPHA": None,
@@ -103,7 +105,7 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
             "clip_rows = [] if CLIP_MODEL is None else ex.run_seeds(\n"
             "    {\"kind\": \"bert_clip\", \"dataset\": DATASET, \"bert_path\": TEXT_MODEL, \"clip_path\": CLIP_MODEL,\n"
             "     \"lora_path\": CLIP_LORA, \"epochs\": EPOCHS, \"batch_size\": BATCH_SIZE, \"lr\": LR, \"max_length\": MAX_LENGTH,\n"
-            f"     \"device\": DEVICE, {loss}}}, seeds, ds=ds)"
+            f"     \"device\": DEVICE, {loss.replace('CLASS_WEIGHTS', 'CLIP_CLASS_WEIGHTS')}}}, seeds, ds=ds)"
         ),
         md("## Embedding model heads for comparison"),
         code(
