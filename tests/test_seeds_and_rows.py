@@ -80,3 +80,31 @@ def test_proba_logits_give_the_probabilities_back():
     assert np.allclose(probabilities(torch.from_numpy(proba_logits(p, "multiclass")), "multiclass").numpy(), p, atol=1e-6)
     b = np.array([0.9, 0.25])
     assert np.allclose(probabilities(torch.from_numpy(proba_logits(b, "binary")), "binary").numpy(), b, atol=1e-6)
+
+
+def _split_table(tmp_path, header="split"):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 60
+    split = ["train"] * 30 + ["val"] * 15 + ["test"] * 15
+    pd.DataFrame({"text": [f"record {i}" for i in range(n)], "label": rng.choice(["a", "b"], n),
+                  header: split}).to_csv(tmp_path / "records.csv", index=False)
+    return split
+
+
+@pytest.mark.parametrize("header", ["split", "Split"])
+def test_a_tables_own_split_column_is_used_without_being_named(tmp_path, caplog, header):
+    import logging
+
+    from utils import data
+
+    want = _split_table(tmp_path, header)
+    with caplog.at_level(logging.INFO, logger="utils.data.table"):
+        ds = data.load("table", root=tmp_path, image_column=None)
+    assert ds.df["split"].tolist() == want  # 30 / 15 / 15 as written, not a re-split 44 / 8 / 8
+    assert any("own" in r.getMessage() and header in r.getMessage() for r in caplog.records)
+    made = data.load("table", root=tmp_path, image_column=None, resplit=True)
+    assert made.df["split"].tolist() != want and set(made.df["split"]) == {"train", "val", "test"}
+    with pytest.raises(data.DatasetError, match="contradict"):
+        data.load("table", root=tmp_path, image_column=None, split_column=header, resplit=True)

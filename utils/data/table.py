@@ -22,8 +22,9 @@ instead).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -39,6 +40,8 @@ from .quirks import LoadReport, attach
 from .schema import DatasetError, DatasetSpec, MultimodalDataset
 from .splits import assign_splits
 
+log = logging.getLogger(__name__)
+
 CONTRACT_COLUMNS = ("id", "text", "image_path", "audio_path", "label", "split", "group")
 
 
@@ -49,7 +52,9 @@ class TableOptions:
     text_column: Optional[str] = "text"  # column with the text; None: no text modality
     image_column: Optional[str] = "image"  # column with image paths; None: no image modality
     label_column: str = "label"
-    split_column: Optional[str] = None  # values like train / validate / test; None: a stratified seeded split
+    split_column: Optional[str] = None  # values like train / validate / test; None: the table's own ``split``
+    # column when it has one (said in the log), else a stratified seeded split
+    resplit: bool = False  # True: make a seeded split even when the table has a ``split`` column
     id_column: Optional[str] = None  # None: the row number ("r0000012")
     group_column: Optional[str] = None  # patient / lesion / place: the made split keeps a group in one split
     audio_column: Optional[str] = None  # column with audio paths
@@ -187,6 +192,14 @@ def frame_to_dataset(
     """
     o = merge_config(TableOptions, options, overrides, what=name)
     report = report if report is not None else LoadReport(name, root=str(root))
+    if o.split_column is None and not o.resplit:
+        own = [c for c in raw.columns if str(c).strip().casefold() == "split"]
+        if own:  # the file says which split each row belongs to: never re-split it silently
+            o = replace(o, split_column=own[0])
+            log.info("%s: using the table's own %r column for the splits (resplit=True makes a seeded split instead)",
+                     name, own[0])
+    elif o.split_column and o.resplit:
+        raise DatasetError(f"{name}: split_column={o.split_column!r} and resplit=True contradict each other; give one")
     if o.task not in ("auto", "binary", "multiclass", "multilabel"):
         raise DatasetError(f"{name}: task must be auto, binary, multiclass or multilabel, got {o.task!r}")
     needed = [o.label_column] + [c for c in (o.text_column if not o.text_template else None, o.image_column,
