@@ -91,3 +91,41 @@ def test_binary_bert_clip_one_logit_pos_weight_and_compute_metrics(tiny_bert, ti
     assert len(evals) == 2 and {"eval_accuracy", "eval_macro_f1", "eval_roc_auc"} <= set(evals[0])
     assert row["task"] == "binary" and 0 <= row["accuracy"] <= 1 and row["n_test"] == 12
     assert "LoRA" in row["extractors"]["image"]
+
+
+def test_a_pt_clip_checkpoint_runs_through_the_full_model_notebook(tiny_clip_folder, tiny_bert, tmp_path, monkeypatch):
+    """CLIP_MODEL may be a ``.pt`` state dict (a fine-tuned CLIP as users keep it): its image processor comes from
+    the same base as its weights (CLIP_BASE), not from the .pt file (which used to fail with a UnicodeDecodeError)."""
+    import json
+    import os
+    from pathlib import Path
+
+    import papermill as pm
+    from transformers import CLIPModel
+
+    from utils.models.full import load_clip_processor, resolve_clip
+
+    clip = CLIPModel.from_pretrained(str(tiny_clip_folder))
+    with torch.no_grad():
+        for p in clip.vision_model.parameters():
+            p.mul_(1.01)  # "fine-tuned"
+    pt = tmp_path / "clip_finetuned.pt"
+    torch.save(clip.state_dict(), pt)
+    assert resolve_clip(pt, tiny_clip_folder) == (str(tiny_clip_folder), pt)
+    assert load_clip_processor(pt, tiny_clip_folder).__class__.__name__.startswith("CLIP")
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "rows.json"
+    monkeypatch.setenv("PYTHONPATH", str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    pm.execute_notebook(
+        str(repo / "notebooks/full_model_synthetic.ipynb"), str(tmp_path / "run.ipynb"), kernel_name="python3",
+        cwd=str(tmp_path), progress_bar=False, log_output=False,
+        parameters={"DATASET_OPTIONS": {"n": 120}, "TEXT_MODEL": str(tiny_bert), "CLIP_MODEL": str(pt),
+                    "CLIP_BASE": str(tiny_clip_folder), "FULL_MODELS": [], "FUSION": ["logreg"],
+                    "TEXT_EXTRACTOR": f"hf:{tiny_bert}", "IMAGE_EXTRACTOR": "timm:test_vit",
+                    "EXTRACTOR_OPTIONS": {"timm:test_vit": {"pretrained": False}}, "EPOCHS": 1, "N_SEEDS": 1,
+                    "MAX_LENGTH": 32, "RESULTS_JSON": str(out), "RESULTS_DIR": str(tmp_path / "results")})
+    rows = [r for r in json.loads(out.read_text()) if r["model"] == "bert_clip_late"]
+    assert len(rows) == 1 and str(pt) in rows[0]["extractors"]["image"]
+    assert rows[0]["train_config"]["clip_base"] == str(tiny_clip_folder)

@@ -96,12 +96,13 @@ class MultiModalInfoNCE(nn.Module):
         return self.log_scale.exp().clamp(max=self.max_scale)
 
     def forward(self, z: Mapping[str, torch.Tensor],
-                keys: Optional[Mapping[str, torch.Tensor]] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
+                keys: Optional[Mapping[str, torch.Tensor]] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """``z``: modality -> normalised ``[B, D]`` (same rows); ``keys``: modality -> ``[B]`` content ids
-        (duplicates are masked out of the negatives). Returns the weighted loss and each pair's loss."""
+        (duplicates are masked out of the negatives). Returns the weighted loss and each pair's loss as a detached
+        0-d tensor on the batch's device: nothing here waits for the device (``float()`` them when reporting)."""
         s = self.scale()
         total = torch.zeros((), device=next(iter(z.values())).device)
-        parts: Dict[str, float] = {}
+        parts: Dict[str, torch.Tensor] = {}
         norm = 0.0
         for p in self.pairs:
             a, b = p.split("-")
@@ -112,7 +113,7 @@ class MultiModalInfoNCE(nn.Module):
             loss = self.pair_loss(z[a], z[b], s, ka, kb)
             total = total + self.weights[p] * loss
             norm += self.weights[p]
-            parts[p] = float(loss.detach())
+            parts[p] = loss.detach()  # no .item(): a host sync per pair and step would stall the GPU
         if norm == 0:
             raise ValueError(f"no modality pair present in the batch (got {list(z)}; pairs {self.pairs})")
         return total / norm, parts

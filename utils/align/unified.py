@@ -68,7 +68,7 @@ class ContrastiveObjective(nn.Module):
     def __init__(self, infonce: MultiModalInfoNCE, modalities: Sequence[str]):
         super().__init__()
         self.infonce, self.modalities = infonce, list(modalities)
-        self.last_parts: Dict[str, float] = {}
+        self.last_parts: Dict[str, torch.Tensor] = {}  # pair -> detached loss on the device (no sync per step)
 
     def forward(self, z: Mapping[str, torch.Tensor], keys: torch.Tensor) -> torch.Tensor:
         loss, self.last_parts = self.infonce(z, {m: keys[:, i] for i, m in enumerate(self.modalities)})
@@ -157,7 +157,7 @@ def contrastive_loss(result: UnifiedResult, vectors: Mapping[str, np.ndarray], r
         total += loss * n
         count += n
         for p, v in objective.last_parts.items():
-            parts_sum[p] = parts_sum.get(p, 0.0) + v * n
+            parts_sum[p] = parts_sum.get(p, 0.0) + float(v) * n
     return total / max(count, 1), {p: v / max(count, 1) for p, v in parts_sum.items()}
 
 

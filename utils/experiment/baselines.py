@@ -270,6 +270,7 @@ class BertClipConfig:
     focal_alpha: Any = None
     max_length: int = 128  # tokenizer max length
     lora_alpha: Optional[float] = None  # LoRA scale numerator when a .pt LoRA does not record it
+    clip_base: Optional[str] = None  # the CLIP a .pt clip_path is applied over (None: openai/clip-vit-base-patch32)
     seed: int = 0
     device: str = "auto"
 
@@ -308,10 +309,10 @@ def train_bert_clip(
     are restored (``load_best_model_at_end``); checkpoints are safetensors.
     """
     import torch
-    from transformers import AutoImageProcessor, AutoTokenizer, EarlyStoppingCallback, TrainingArguments
+    from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from ..models.full import load_bert_clip
+    from ..models.full import load_bert_clip, load_clip_processor
     from ..models.losses import probabilities, targets_tensor
     from ..runtime import n_params, peak_memory_mb, resolve_device, set_seed
     from ..train import MultimodalCollator, TrainConfig, task_loss
@@ -321,8 +322,9 @@ def train_bert_clip(
     set_seed(cfg.seed)
     dev = resolve_device(cfg.device)
     tokenizer = AutoTokenizer.from_pretrained(str(bert_path))
-    processor = AutoImageProcessor.from_pretrained(str(clip_path))
-    model = load_bert_clip(bert_path, clip_path, ds.spec.num_outputs, lora_path, lora_alpha=cfg.lora_alpha)
+    processor = load_clip_processor(clip_path, cfg.clip_base)  # resolved like the model: a .pt has no processor
+    model = load_bert_clip(bert_path, clip_path, ds.spec.num_outputs, lora_path, lora_alpha=cfg.lora_alpha,
+                           clip_base=cfg.clip_base)
     y = ds.labels()
     parts, data = record_datasets(ds, targets_tensor(y, ds.spec.task))
     loss_cfg = TrainConfig(class_weights=cfg.class_weights, loss=cfg.loss, focal_gamma=cfg.focal_gamma,

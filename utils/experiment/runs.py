@@ -111,10 +111,10 @@ def run_guided(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
 @RUN_KINDS.register("bert_clip", defaults={
     "bert_path": "bert-base-uncased", "clip_path": "openai/clip-vit-base-patch32", "lora_path": None, "lora_alpha": None,
     "epochs": 5, "batch_size": 16, "lr": 2e-5, "patience": 2, "class_weights": "balanced", "loss": "auto",
-    "focal_gamma": 2.0, "focal_alpha": None, "max_length": 128})
+    "focal_gamma": 2.0, "focal_alpha": None, "max_length": 128, "clip_base": None})
 def run_bert_clip(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     keys = ("epochs", "batch_size", "lr", "patience", "class_weights", "loss", "focal_gamma", "focal_alpha",
-            "max_length", "lora_alpha", "device")
+            "max_length", "lora_alpha", "device", "clip_base")
     rows = []
     for s in cfg["seeds"]:
         with tempfile.TemporaryDirectory() as tmp:

@@ -216,21 +216,39 @@ class ClipImageEncoder(nn.Module):
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin")
 
 
+def resolve_clip(clip_path: os.PathLike, base: Optional[os.PathLike] = None) -> Tuple[str, Optional[Path]]:
+    """``(model to load, state dict to apply over it or None)`` for a CLIP path: a hub id or folder loads as it
+    is; a ``.pt`` / ``.pth`` / ``.bin`` state dict goes over ``base`` (default :data:`DEFAULT_CLIP_MODEL`). The
+    model and its image processor are both resolved through this, so they always come from the same place."""
+    if str(clip_path).endswith(CHECKPOINT_SUFFIXES) and Path(clip_path).is_file():
+        return str(base or DEFAULT_CLIP_MODEL), Path(clip_path)
+    if str(clip_path).endswith(CHECKPOINT_SUFFIXES) and not Path(clip_path).exists():
+        raise FileNotFoundError(f"CLIP checkpoint {clip_path} not found: give an existing .pt / .pth / .bin state "
+                                "dict, a model folder or a hub id")
+    return str(clip_path), None
+
+
+def load_clip_processor(clip_path: os.PathLike, base: Optional[os.PathLike] = None):
+    """The image processor of the CLIP that :func:`load_clip_image_encoder` loads for ``clip_path``."""
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(resolve_clip(clip_path, base)[0])
+
+
 def load_clip_image_encoder(clip_path: os.PathLike, lora_path: Optional[os.PathLike] = None,
-                            lora_alpha: Optional[float] = None) -> ClipImageEncoder:
+                            lora_alpha: Optional[float] = None, base: Optional[os.PathLike] = None) -> ClipImageEncoder:
     """CLIP from a hub id or local (fine-tuned) folder, optionally adapted with LoRA (merged into the weights).
 
     ``lora_path``: a peft adapter folder, or a ``.pt`` state dict (``clip_lora_best.pt``: LoRA weights, or a
     whole fine-tuned CLIP state dict; a training checkpoint holding ``model_state_dict`` works too).
-    ``clip_path`` may itself be such a ``.pt`` file; the base model is then :data:`DEFAULT_CLIP_MODEL`.
+    ``clip_path`` may itself be such a ``.pt`` file; the base model is then ``base`` (default
+    :data:`DEFAULT_CLIP_MODEL`; see :func:`resolve_clip`).
     ``lora_alpha``: the LoRA scale numerator, when the ``.pt`` does not record it (see :func:`apply_state_dict`).
     """
     from transformers import CLIPModel
 
-    weights = None
-    if str(clip_path).endswith(CHECKPOINT_SUFFIXES) and Path(clip_path).is_file():
-        clip_path, weights = DEFAULT_CLIP_MODEL, clip_path
-    clip = CLIPModel.from_pretrained(str(clip_path))
+    source, weights = resolve_clip(clip_path, base)
+    clip = CLIPModel.from_pretrained(source)
     for extra in (weights, lora_path):
         if extra is None:
             continue
@@ -351,12 +369,13 @@ class BertClipClassifier(nn.Module):
 
 
 def load_bert_clip(bert_path: os.PathLike, clip_path: os.PathLike, n_out: int, lora_path: Optional[os.PathLike] = None,
-                   head_config: HeadConfig = HeadConfig(), lora_alpha: Optional[float] = None) -> BertClipClassifier:
+                   head_config: HeadConfig = HeadConfig(), lora_alpha: Optional[float] = None,
+                   clip_base: Optional[os.PathLike] = None) -> BertClipClassifier:
     """:class:`BertClipClassifier` from a (fine-tuned) BERT folder and CLIP (+ optional LoRA: a peft folder or a
     ``.pt`` state dict such as ``clip_lora_best.pt``; see :func:`load_clip_image_encoder`)."""
     from transformers import AutoModel
 
-    return BertClipClassifier(AutoModel.from_pretrained(str(bert_path)), load_clip_image_encoder(clip_path, lora_path, lora_alpha),
+    return BertClipClassifier(AutoModel.from_pretrained(str(bert_path)), load_clip_image_encoder(clip_path, lora_path, lora_alpha, clip_base),
                               n_out, head_config)
 
 

@@ -24,6 +24,7 @@ COMMENTS = {
     "LR": "backbone learning rate when fine-tuning",
     "MAX_LENGTH": "tokenizer max length",
     "CLASS_WEIGHTS": "None, 'balanced' or one weight per class (binary: pos_weight from 'balanced')",
+    "CLIP_BASE": "the CLIP a .pt / .pth CLIP_MODEL state dict goes over (None: openai/clip-vit-base-patch32)",
     "CLIP_CLASS_WEIGHTS": "BERT + CLIP's class weights: 'balanced' like the seed's Trainer (None: unweighted)",
     "LOSS": "'auto' (cross-entropy / BCE by task), 'ce', 'bce' or 'focal'",
     "FOCAL_GAMMA": "focal loss focusing parameter",
@@ -44,6 +45,7 @@ def parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
         "FULL_MODELS": ["bert_vit_early_frozen", "bert_vit_late_frozen", "bert_vit_early_finetune", "bert_vit_late_finetune"],
         "CLIP_MODEL": "openai/clip-vit-base-patch32",
         "CLIP_LORA": None,
+        "CLIP_BASE": None,
         "TEXT_EXTRACTOR": "bge-base",
         "IMAGE_EXTRACTOR": "dinov2-base",
         "EXTRACTOR_OPTIONS": {},
@@ -94,7 +96,7 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
              "seeds = list(range(SEED, SEED + N_SEEDS))\nds"),
         md("## BERT + ViT end to end\nEach backbone with its own preprocessing (tokenizer, image processor)."),
         code(
-            "full_rows = ex.run_seeds({\"kind\": \"full\", \"dataset\": DATASET, \"text_model\": TEXT_MODEL,\n"
+            "full_rows = [] if not FULL_MODELS else ex.run_seeds({\"kind\": \"full\", \"dataset\": DATASET, \"text_model\": TEXT_MODEL,\n"
             "                          \"image_model\": IMAGE_MODEL, \"models\": FULL_MODELS, \"epochs\": EPOCHS,\n"
             "                          \"batch_size\": BATCH_SIZE, \"lr\": LR, \"max_length\": MAX_LENGTH, \"device\": DEVICE,\n"
             f"                          {loss}}}, seeds, ds=ds)"
@@ -104,7 +106,7 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         code(
             "clip_rows = [] if CLIP_MODEL is None else ex.run_seeds(\n"
             "    {\"kind\": \"bert_clip\", \"dataset\": DATASET, \"bert_path\": TEXT_MODEL, \"clip_path\": CLIP_MODEL,\n"
-            "     \"lora_path\": CLIP_LORA, \"epochs\": EPOCHS, \"batch_size\": BATCH_SIZE, \"lr\": LR, \"max_length\": MAX_LENGTH,\n"
+            "     \"lora_path\": CLIP_LORA, \"clip_base\": CLIP_BASE, \"epochs\": EPOCHS, \"batch_size\": BATCH_SIZE, \"lr\": LR, \"max_length\": MAX_LENGTH,\n"
             f"     \"device\": DEVICE, {loss.replace('CLASS_WEIGHTS', 'CLIP_CLASS_WEIGHTS')}}}, seeds, ds=ds)"
         ),
         md("## Embedding model heads for comparison"),
