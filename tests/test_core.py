@@ -48,12 +48,18 @@ def test_setup_colab_is_a_no_op_outside_colab():
     assert config.setup_colab() is None
 
 
-def test_resolve_device_auto_is_cpu_here():
+def test_resolve_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
     import torch
 
-    dev = runtime.resolve_device("auto")
-    assert dev.type == ("cuda" if torch.cuda.is_available() else dev.type)
-    assert runtime.resolve_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.resolve_device("auto") == torch.device("cuda") and runtime.resolve_device(None).type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert runtime.resolve_device("auto").type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert runtime.resolve_device("auto").type == "cpu" and runtime.resolve_device("cpu").type == "cpu"
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        runtime.resolve_device("cuda:0")
 
 
 def _table():
