@@ -469,3 +469,77 @@ def test_a_store_written_before_checksums_is_upgraded_not_refused(tmp_path):
     assert again.reused and ext.calls == 0
     m = again.manifest()
     assert m["format"] == 2 and m["blocks"] and m["precision"] == "fp32" and again.verify().ok
+
+
+def test_a_binary_manifest_names_the_file_and_the_repair(tmp_path):
+    from utils.store import StoreIntegrityError
+
+    ds = make_ds()
+    store = embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    store.manifest_path.write_bytes(bytes(range(256)) * 4)  # not text at all: used to be a raw UnicodeDecodeError
+    with pytest.raises(StoreIntegrityError, match=r"manifest.json is damaged \(not UTF-8.*overwrite=True.*rm -r"):
+        embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    store.manifest_path.write_text("[1, 2, 3]")  # JSON, but not an object
+    with pytest.raises(StoreIntegrityError, match="JSON list, expected an object"):
+        store.manifest()
+    again = embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False, overwrite=True)
+    assert again.is_complete() and not again.reused
+
+
+MUTATIONS = ("flip", "truncate", "zero", "binary", "empty", "append")
+
+
+def _mutate(path, kind, rng):
+    data = path.read_bytes()
+    if kind == "flip" and data:
+        b = bytearray(data)
+        for i in rng.choice(len(b), size=min(len(b), int(rng.integers(1, 4))), replace=False):
+            b[i] ^= 1 << int(rng.integers(8))
+        data = bytes(b)
+    elif kind == "truncate":
+        data = data[: int(rng.integers(0, max(len(data), 1)))]
+    elif kind == "zero" and data:
+        lo = int(rng.integers(len(data)))
+        data = data[:lo] + bytes(min(16, len(data) - lo)) + data[lo + 16:]
+    elif kind == "binary":
+        data = rng.integers(0, 256, size=max(len(data), 8), dtype=np.uint8).tobytes()
+    elif kind == "empty":
+        data = b""
+    elif kind == "append":
+        data = data + b"\x00junk"
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fuzzed_store_files_give_the_clean_vectors_or_a_clear_error(tmp_path, seed):
+    """Seeded random mutations (bit flips, truncations, zeroed runs, random bytes, empty files, trailing junk) of
+    every file a finished or a half-finished store holds. Each outcome is the clean run's vectors, bit for bit,
+    or the store's own error naming the file; never a raw decoding / numpy / JSON error, never other vectors."""
+    from utils.store import StoreBusyError, StoreIntegrityError
+
+    store_errors = (StoreIntegrityError, StoreMismatchError, IncompleteStoreError, StoreBusyError)
+    rng = np.random.default_rng(seed)
+    ds = make_ds(n=30)
+    clean = embed(ds, "text", CountingExtractor(), root=tmp_path / "clean", shard_size=10, show_progress=False).read()
+    outcomes = {"identical": 0, "refused": 0}
+    for case in range(30):
+        root = tmp_path / f"c{case}"
+        half = case % 3 == 0  # a killed run: shard files on disk, no consolidated vectors yet
+        ext = CountingExtractor(crash_on_call=2) if half else CountingExtractor()
+        try:
+            store = embed(ds, "text", ext, root=root, shard_size=10, show_progress=False)
+        except KeyboardInterrupt:
+            store = EmbeddingStore(next(p.parent for p in root.rglob("manifest.json")))
+        files = sorted(p for p in store.folder.rglob("*") if p.is_file() and "locks" not in p.parts)
+        target = files[int(rng.integers(len(files)))]
+        kind = MUTATIONS[int(rng.integers(len(MUTATIONS)))]
+        _mutate(target, kind, rng)
+        try:
+            got = embed(ds, "text", CountingExtractor(), root=root, shard_size=10, show_progress=False, verify="full").read()
+        except store_errors as e:
+            assert target.name in str(e) or str(store.folder) in str(e), (target.name, kind, str(e))
+            outcomes["refused"] += 1
+            continue
+        assert np.array_equal(got[0], clean[0]) and np.array_equal(got[1], clean[1]), (target.name, kind)
+        outcomes["identical"] += 1
+    assert outcomes["identical"] > 0  # most damage is repaired, not only refused

@@ -55,6 +55,7 @@ from .files import (
     npy_header_of,
     npy_nbytes,
     npy_writer,
+    read_json_object,
     require_space,
     space_error,
     write_file,
@@ -176,17 +177,14 @@ class EmbeddingStore:
 
     def manifest(self) -> Dict[str, Any]:
         try:
-            text = self.manifest_path.read_text()
+            m = read_json_object(self.manifest_path)
         except FileNotFoundError:
             raise IncompleteStoreError(f"no embeddings at {self.folder} (no manifest.json)") from None
-        try:
-            m = json.loads(text)
-            if not isinstance(m, dict):
-                raise ValueError("not a JSON object")
         except ValueError as e:
             raise StoreIntegrityError(
                 f"{self.manifest_path} is damaged ({e}); the vectors beside it cannot be checked. Restore the file, "
-                "or run again with overwrite=True to recompute this store.", rebuild=True,
+                f"or recompute this store: run again with overwrite=True (or delete the folder: rm -r '{self.folder}').",
+                rebuild=True,
             ) from None
         return m
 
@@ -378,7 +376,7 @@ class EmbeddingStore:
         return identity_digest(self.manifest())
 
     def _shard_meta(self, k: int) -> Dict[str, Any]:
-        return json.loads(self._shard_file(k, ".meta.json").read_text())
+        return read_json_object(self._shard_file(k, ".meta.json"))
 
     def check_shard(self, k: int, full: bool = False) -> Optional[str]:
         """What is wrong with shard ``k`` (header and sizes; every byte with ``full``), or None when it is sound."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -199,3 +200,28 @@ def check_npy(path: Path, shape: Tuple[int, ...], dtype: Any, size: Optional[int
 
 def load_npy_bytes(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def read_json_object(path: Path) -> Dict[str, Any]:
+    """A store's JSON file (manifest, shard header, failed rows, lock owner) as a dict, read through one guarded
+    path: a missing file raises ``FileNotFoundError``; anything else that is not a UTF-8 JSON object (binary
+    bytes, a truncated file, a list, an unreadable file) raises ``ValueError`` saying what is wrong, never a raw
+    decoding error. Callers turn it into the store's own error naming the file and the repair."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"unreadable ({e.strerror or type(e).__name__})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}): binary or foreign content") from None
+    try:
+        out = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+                         + ("; empty file" if not text.strip() else "")) from None
+    if not isinstance(out, dict):
+        raise ValueError(f"a JSON {type(out).__name__}, expected an object")
+    return out
