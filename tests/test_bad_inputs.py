@@ -67,6 +67,56 @@ def test_image_extractor_embeds_a_16_bit_image_like_its_8_bit_twin(tmp_path):
     assert cos(v[0], v[1]) > 0.999 and cos(v[1], v[2]) < cos(v[0], v[1]) - 0.01
 
 
+def _sideways_jpeg(path, orientation=6):
+    """A phone photo taken sideways: the sensor's pixels stored 64 wide x 32 high (left half red, right half
+    blue) with EXIF orientation ``orientation``, which viewers rotate to 32 wide x 64 high."""
+    a = np.zeros((32, 64, 3), np.uint8)
+    a[:, :32] = (220, 20, 20)
+    a[:, 32:] = (20, 20, 220)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(a).save(path, format="JPEG", quality=95, exif=exif.tobytes())
+    return path
+
+
+def test_exif_orientation_is_applied_wherever_images_are_decoded(tmp_path):
+    """Issue 20: orientation 6 was ignored, so a phone photo embedded unrotated (cosine 0.88 with the image as
+    displayed). Extraction, the end-to-end batches and the figures all decode through utils.imaging."""
+    from utils import extractors
+    from utils.imaging import load_rgb, upright
+
+    photo = _sideways_jpeg(tmp_path / "phone.jpg", 6)
+    shown = load_rgb(photo)
+    assert shown.size == (32, 64)  # rotated 90 degrees clockwise, as a viewer shows it
+    a = np.asarray(shown).astype(int)
+    assert a[:16, :, 0].mean() > 150 and a[48:, :, 2].mean() > 150  # red on top, blue below after rotation
+    with Image.open(photo) as im:
+        assert to_rgb(im).size == (32, 64)  # an image opened by the user is turned the same way
+    as_displayed = tmp_path / "displayed.png"
+    shown.save(as_displayed)  # the same pixels, upright, no EXIF
+    upright_already = Image.new("RGB", (5, 7))
+    assert upright(upright_already) is upright_already  # no orientation: no copy
+    ext = extractors.create("timm:test_vit", pretrained=False)
+    v = ext.encode([str(photo), str(as_displayed)], show_progress=False)
+    assert float(v[0] @ v[1] / np.linalg.norm(v[0]) / np.linalg.norm(v[1])) > 0.995
+
+    import torch
+
+    from utils.train.batches import MultimodalCollator  # the end-to-end (ViT / CLIP) training batches
+
+    seen = []
+
+    def tokenizer(texts, **kw):
+        return {"input_ids": torch.zeros(len(texts), 2, dtype=torch.long)}
+
+    def processor(images, **kw):
+        seen.extend(images)
+        return {"pixel_values": torch.zeros(len(images), 3, 4, 4)}
+
+    MultimodalCollator(tokenizer, processor)([{"id": "a", "text": "x", "image_path": str(photo), "labels": 0}])
+    assert seen[0].size == (32, 64)
+
+
 def test_a_decompression_bomb_names_the_row_and_how_to_allow_it(tmp_path):
     from utils.extractors.images import load_rgb
 

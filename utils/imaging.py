@@ -22,8 +22,12 @@ def to_rgb(im) -> "PIL.Image.Image":  # noqa: F821
     - transparency (``RGBA``, ``LA``, ``PA``, palette with a transparent colour) is composited onto white,
       rather than dropped (the colour under transparent pixels is arbitrary, often black).
     - ``CMYK``, ``P``, ``L``, ``1``, ``YCbCr``, ``LAB``, ``HSV``: Pillow's conversion.
+    - an EXIF orientation (a phone photo taken sideways: orientation 6 or 8) is applied first, so the image is
+      embedded, trained on and drawn as it is displayed, not as the sensor stored it.
     """
     from PIL import Image
+
+    im = upright(im)
 
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         a = np.asarray(im).astype(np.float64)
@@ -49,6 +53,27 @@ def to_rgb(im) -> "PIL.Image.Image":  # noqa: F821
         white.alpha_composite(rgba)
         return white.convert("RGB")
     return im.convert("RGB") if im.mode != "RGB" else im
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(im) -> "PIL.Image.Image":  # noqa: F821
+    """``im`` with its EXIF orientation applied (``ImageOps.exif_transpose``); the image itself when it has none
+    or it is already upright (orientation 1), so the common case costs no copy. A damaged EXIF block is ignored
+    (the pixels are still the image)."""
+    from PIL import ImageOps
+
+    try:
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 -- unreadable EXIF: keep the pixels as stored
+        return im
+    if orientation in (None, 1):
+        return im
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001
+        return im
 
 
 def load_rgb(path: Any) -> "PIL.Image.Image":  # noqa: F821
