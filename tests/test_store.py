@@ -543,3 +543,38 @@ def test_fuzzed_store_files_give_the_clean_vectors_or_a_clear_error(tmp_path, se
         assert np.array_equal(got[0], clean[0]) and np.array_equal(got[1], clean[1]), (target.name, kind)
         outcomes["identical"] += 1
     assert outcomes["identical"] > 0  # most damage is repaired, not only refused
+
+
+def test_one_shards_files_copied_over_anothers_are_recomputed_not_merged(tmp_path):
+    """Issue 20: shard 0's files (checksums and all) copied over shard 1's gave a "complete" store with duplicate
+    ids that verify passed; 41% of rows were then dropped from training. The shard number in each header and
+    the ids across shards are checked at the merge, and verify checks ids are unique."""
+    import shutil
+
+    ds = make_ds(n=30)
+    clean = embed(ds, "text", CountingExtractor(), root=tmp_path / "clean", shard_size=10, show_progress=False).read()
+    root = tmp_path / "copied"
+    with pytest.raises(KeyboardInterrupt):
+        embed(ds, "text", CountingExtractor(crash_on_call=3), root=root, shard_size=10, show_progress=False)
+    store = EmbeddingStore(next(p.parent for p in root.rglob("manifest.json")))
+    for suffix in (".npy", ".ids.npy", ".failed.json", ".meta.json"):
+        shutil.copyfile(store._shard_file(0, suffix), store._shard_file(1, suffix))
+    assert "belongs to shard 0" in store.check_shard(1, full=True)
+    ext = CountingExtractor()
+    got = embed(ds, "text", ext, root=root, shard_size=10, show_progress=False).read()
+    assert np.array_equal(got[0], clean[0]) and np.array_equal(got[1], clean[1])
+    assert ext.calls == 2  # shard 1 (the copy) and shard 2 (never written) recomputed; shard 0 kept
+
+    # a finished store whose ids were made to repeat (with a checksum that agrees) is refused by verify
+    from utils.store.files import npy_writer, write_file
+
+    done = embed(ds, "text", CountingExtractor(), root=root, shard_size=10, show_progress=False)
+    ids = np.load(done.folder / "ids.npy")
+    ids[5] = ids[4]
+    size, digest = write_file(done.folder / "ids.npy", npy_writer(ids))
+    m = done.manifest()
+    m["files"]["ids.npy"] = {"size": size, "sha256": digest} if "sha256" in m["files"]["ids.npy"] else {
+        "size": size, **{k: digest for k in m["files"]["ids.npy"] if k != "size"}}
+    done._write_manifest(m)
+    report = done.verify(full=True)
+    assert not report.ok and "appear more than once" in " ".join(report.problems) and report.rebuild

@@ -389,6 +389,8 @@ class EmbeddingStore:
             return f"{self._shard_file(k, '.meta.json')} is damaged ({e})"
         if meta.get("identity") != self._identity():
             return f"shard {k} was computed for other inputs or another extractor"
+        if meta.get("shard", k) != k:  # another shard's files copied over this one's: their checksums agree
+            return f"{self._shard_file(k, '.meta.json')} belongs to shard {meta.get('shard')!r} (a copy of its files)"
         for suffix, shape, dtype in ((".npy", (rows, dim), np.float32), (".ids.npy", (rows,), "U")):
             problem = check_npy(self._shard_file(k, suffix), shape, dtype, files[suffix][0])
             if problem:
@@ -468,6 +470,7 @@ class EmbeddingStore:
         require_space(self.folder, need + n_ok * 64)
         blocks: List[Dict[str, Any]] = []
         all_ids: List[str] = []
+        owner_of: Dict[str, int] = {}  # id -> the shard that holds it: an id in two shards is a copied shard
         try:
             with open(tmp_vec, "wb") as out:
                 np.lib.format.write_array_header_1_0(out, header)
@@ -482,6 +485,15 @@ class EmbeddingStore:
                         continue
                     vec = load_npy_bytes(data)
                     ids = load_npy_bytes(ids_data).tolist()
+                    seen_here = [i for i in ids if i in owner_of]
+                    if seen_here or len(set(ids)) != len(ids):
+                        other = owner_of.get(seen_here[0]) if seen_here else k
+                        reason = f"id {seen_here[0] if seen_here else ids[0]!r} is also in shard {other}"
+                        damaged[k] = reason
+                        if other != k:
+                            damaged[other] = reason
+                        continue
+                    owner_of.update((i, k) for i in ids)
                     keep = np.array([i not in failed_by_shard[k] for i in ids], dtype=bool)
                     chunk = np.ascontiguousarray(vec[keep]).tobytes()
                     out.write(chunk)
@@ -576,10 +588,16 @@ class EmbeddingStore:
                 report.problems.append(f"{ids} does not match its checksum")
                 report.rebuild = True
                 return report
+            have = np.load(ids, allow_pickle=False)
+            uniq, counts = np.unique(have, return_counts=True)
+            if (counts > 1).any():
+                report.problems.append(f"{ids}: {int((counts > 1).sum())} id(s) appear more than once (first: "
+                                       f"{str(uniq[counts > 1][0])!r}): a shard's files were copied over another's")
+                report.rebuild = True
+                return report
             bad, nan_rows = self._scan_blocks(m, lambda lo, hi, arr: None)
             self._report_blocks(report, m, bad)
             if nan_rows:
-                have = np.load(ids, allow_pickle=False)
                 report.nan_ids = [str(have[r]) for r in nan_rows]
         return report
 
