@@ -578,3 +578,56 @@ def test_one_shards_files_copied_over_anothers_are_recomputed_not_merged(tmp_pat
     done._write_manifest(m)
     report = done.verify(full=True)
     assert not report.ok and "appear more than once" in " ".join(report.problems) and report.rebuild
+
+
+def test_two_jobs_creating_one_store_cannot_both_write_its_manifest(tmp_path, monkeypatch):
+    """Issue 20: two jobs starting together on an empty store with other options both found no manifest and
+    both wrote one; the store ended with 200 rows of each under one manifest and verify said ok. Creation is
+    exclusive now: the job that loses the race compares against the winner's manifest and is refused."""
+    ds = make_ds(n=30)
+    made = embed(ds, "text", CountingExtractor(), root=tmp_path / "made", shard_size=10, show_progress=False)
+    header = {k: v for k, v in made.manifest().items() if k in ("dataset", "modality", "extractor", "fingerprint",
+                                                                  "n_rows", "normalized", "format")}
+    first = EmbeddingStore(tmp_path / "empty")
+    first.open(header)  # the first job has created the store and not written a shard yet
+    other = {**header, "fingerprint": "edited-input"}
+    late = EmbeddingStore(first.folder)
+    monkeypatch.setattr(EmbeddingStore, "exists", lambda self: False)  # it checked before the first job wrote
+    with pytest.raises(StoreMismatchError, match="holds embeddings of something else"):
+        late.open(other)
+    monkeypatch.undo()
+    assert first.manifest()["fingerprint"] == header["fingerprint"]
+
+
+def _race_job(root, normalize, barrier, out):
+    barrier.wait()
+    try:
+        store = embed(make_ds(n=60), "text", CountingExtractor(), root=root, shard_size=5, show_progress=False,
+                      normalize=normalize)
+        out.put(("ok", normalize, str(store.folder)))
+    except Exception as e:  # noqa: BLE001 -- reported to the parent
+        out.put((type(e).__name__, normalize, str(e)))
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_two_processes_racing_on_an_empty_store_never_mix_vectors(tmp_path, attempt):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    clean = {nz: embed(make_ds(n=60), "text", CountingExtractor(), root=tmp_path / f"clean{nz}", shard_size=5,
+                       show_progress=False, normalize=nz).read() for nz in (False, True)}
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    jobs = [ctx.Process(target=_race_job, args=(tmp_path / "shared", nz, barrier, out)) for nz in (False, True)]
+    for j in jobs:
+        j.start()
+    results = [out.get(timeout=120) for _ in jobs]
+    for j in jobs:
+        j.join(timeout=60)
+    for status, nz, detail in results:
+        assert status in ("ok", "StoreMismatchError"), (status, detail)
+        if status == "ok":  # whoever finished has its own vectors, every row of them
+            got = EmbeddingStore(detail).read()
+            same_folder_other = [r for r in results if r[0] == "ok" and r[1] != nz and r[2] == detail]
+            assert not same_folder_other
+            assert np.array_equal(got[0], clean[nz][0]) and np.array_equal(got[1], clean[nz][1])
+    assert any(r[0] == "ok" for r in results)

@@ -49,6 +49,7 @@ from .files import (
     check_npy,
     checksum,
     commit,
+    create_exclusive,
     hasher,
     is_space_error,
     load_npy_bytes,
@@ -228,8 +229,12 @@ class EmbeddingStore:
                     "manifest.json, or run again with overwrite=True to recompute this store.", rebuild=True,
                 )
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._write_manifest({**header, "complete": False, "created": _now()})
-            return self.manifest()
+            text = json.dumps(_jsonable({**header, "complete": False, "created": _now()}), indent=2, sort_keys=True,
+                              allow_nan=False).encode()
+            if create_exclusive(self.manifest_path, text):  # another job that also found no manifest loses here
+                return self._opened(self.manifest())
+            log.info("%s: another job created this store a moment ago; checking it was made for the same thing",
+                     self.folder)
         current = self.manifest()
         if int(current.get("format", 1)) > FORMAT_VERSION:
             raise StoreMismatchError(f"{self.folder} was written by a newer version (format {current.get('format')}); "
@@ -246,7 +251,14 @@ class EmbeddingStore:
             self._upgrade(header)
         elif self.is_complete():
             self._tidy()
-        return self.manifest()
+        return self._opened(self.manifest())
+
+    def _opened(self, m: Dict[str, Any]) -> Dict[str, Any]:
+        """Remember the identity this job opened the store under: its shards are stamped with it (not with
+        whatever the manifest says when they are written), so a store recreated under a running job never
+        takes its vectors as its own."""
+        self._job_identity = identity_digest(m)
+        return m
 
     def _tidy(self) -> None:
         """Remove what killed jobs left in a finished store: their lock files, temporary files, shards."""
@@ -361,8 +373,13 @@ class EmbeddingStore:
         tmp, size, digest = write_temp(self._shard_file(k, ".npy"), npy_writer(vectors))
         files[".npy"] = [size, digest]
         try:
+            stamp = getattr(self, "_job_identity", None) or self._identity()
+            if stamp != self._identity():
+                raise StoreMismatchError(
+                    f"{self.folder} was recreated by another job for other inputs or options while this one was "
+                    f"computing shard {k}; its vectors are not written there. Run again (or use another folder).")
             meta = {"shard": k, "rows": len(ids), "dim": int(vectors.shape[1]), "files": files, "checksum": CHECKSUM,
-                    "identity": self._identity(), "written": _now(), "host": os.uname().nodename, "pid": os.getpid(),
+                    "identity": stamp, "written": _now(), "host": os.uname().nodename, "pid": os.getpid(),
                     **_jsonable(info or {})}
             text = json.dumps(meta, sort_keys=True).encode()
             write_file(self._shard_file(k, ".meta.json"), lambda f: f.write(text))

@@ -140,6 +140,34 @@ def commit(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def create_exclusive(path: Path, data: bytes) -> bool:
+    """Write ``path`` only if it does not exist yet, atomically: True when this call created it, False when
+    another process got there first (its file is left as it is). Two jobs starting on an empty store both see
+    "no manifest"; only one of them may write it, the other must then compare against it.
+
+    The content is written to a temporary file and hard-linked into place (``link`` fails when the name
+    exists), so a reader never sees a half-written file. Where hard links are not supported (some network or
+    FUSE mounts), ``O_CREAT | O_EXCL`` keeps the creation exclusive."""
+    tmp, _, _ = write_temp(path, lambda f: f.write(data), len(data))
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_file(path: Path, write: Callable[[Any], Any], expected: int = 0) -> Tuple[int, str]:
     """Atomically write ``path`` (temporary file, fsync, rename); returns ``(size, checksum)``."""
     tmp, size, digest = write_temp(path, write, expected)
