@@ -103,6 +103,27 @@ def test_daquar_strips_the_image_reference_and_splits_answers():
     assert strip_image_reference("how many chairs are in this image12 ?") == "how many chairs are?"
 
 
+def test_daquar_recovers_the_real_release_line_with_a_glued_image_reference(tmp_path):
+    """Issue 20: the published training file has "how many drawers are visible in th eimage999 ?"; it was
+    skipped (6,794 records instead of 6,795) although its image is certain. Recovered and reported now; a
+    question whose image cannot be read for certain is still skipped."""
+    from utils.data.daquar import parse_qa_file, strip_image_reference, unglue_image_reference
+
+    fixed, image = unglue_image_reference("how many drawers are visible in th eimage999 ?")
+    assert image == "image999" and strip_image_reference(fixed) == "how many drawers are visible?"
+    assert unglue_image_reference("is ximage1 left of yimage2 ?") is None  # two readings: not certain
+    p = tmp_path / "qa.894.raw.train.txt"
+    p.write_text("how many drawers are visible in th eimage999 ?\n3\nwhat is left of ximage1 and yimage2 ?\nlamp\n")
+    from utils.data.quirks import LoadReport
+
+    rep = LoadReport("daquar", root=str(tmp_path))
+    recs = parse_qa_file(p, rep)
+    assert [(r["image"], strip_image_reference(r["question"]), r["answers"]) for r in recs] == [
+        ("image999", "how many drawers are visible?", ["3"])]
+    assert rep.lines("recovered", "image reference glued to the word before it") == [("qa.894.raw.train.txt", 1)]
+    assert rep.lines("skipped", "question names no image ('... in the imageN ?')") == [("qa.894.raw.train.txt", 3)]
+
+
 def test_daquar_lost_answer_skips_one_question_and_keeps_the_rest_in_step(tmp_path):
     """An answer deleted in the middle would shift every later pair by one line: the loader tells questions
     from answers, skips the question that lost its answer and reads the rest in step."""

@@ -11,7 +11,8 @@ stripped from the question text. Official train/test; val is carved from train (
 grouped by image so one scene never sits in train and val).
 
 Quirks (counted in ``ds.spec.extra["load_report"]``): blank lines, stray whitespace, ``Image3`` /
-``image 3`` and upper-case answers are recovered; a question with no answer (or the reverse), a question
+``image 3``, a reference glued to the word before it
+(``in th eimage999 ?``, a real line of the training file) and upper-case answers are recovered; a question with no answer (or the reverse), a question
 naming no image and an empty answer are skipped; ``strict=True`` raises instead of skipping.
 """
 
@@ -33,6 +34,9 @@ FILES = {"train": "qa.894.raw.train.txt", "test": "qa.894.raw.test.txt"}
 IMAGE_DIR = "nyu_depth_images"
 _IMAGE_REF = re.compile(r"\bimage(\d+)\b")
 _LOOSE_REF = re.compile(r"\bimage\s*(\d+)\b", re.IGNORECASE)  # "Image3", "image 3"
+# "in th eimage999 ?" (a real line of the published training file): the space slipped one letter, gluing the
+# image reference to the letters before it. The image number is still certain.
+_GLUED_REF = re.compile(r"(?:\b([a-z]+)\s+)?\b([a-z]+?)image(\d+)\b", re.IGNORECASE)
 _STRIP = re.compile(r"\s*(?:\b(?:in|of|on|at|from)\s+)?(?:\b(?:the|this)\s+)?\bimage\s*\d+\b", re.IGNORECASE)
 
 
@@ -45,6 +49,23 @@ def strip_image_reference(question: str) -> str:
 
 def _is_question(line: str) -> bool:
     return line.endswith("?") or _LOOSE_REF.search(line) is not None
+
+
+def unglue_image_reference(question: str) -> Optional[Tuple[str, str]]:
+    """``"how many drawers are visible in th eimage999 ?"`` -> ``("how many drawers are visible in the image999 ?",
+    "image999")``: the question with a reference glued to the letters before it separated again (the slipped
+    letter returned to its word when that makes ``the`` / ``this``), and the image. None unless exactly one
+    glued reference is present (only a certain reading is recovered)."""
+    found = list(_GLUED_REF.finditer(question))
+    if len(found) != 1:
+        return None
+    m = found[0]
+    before, glued, number = m.group(1), m.group(2), m.group(3)
+    if before and (before + glued).lower() in ("the", "this"):
+        fixed = f"{before}{glued} image{number}"
+    else:
+        fixed = (f"{before} " if before else "") + f"{glued} image{number}"
+    return question[: m.start()] + fixed + question[m.end():], f"image{number}"
 
 
 def parse_qa_file(path: Path, report: Optional[LoadReport] = None) -> List[Dict[str, Any]]:
@@ -82,9 +103,15 @@ def parse_qa_file(path: Path, report: Optional[LoadReport] = None) -> List[Dict[
         if m is None:
             m = _LOOSE_REF.search(q)
             if m is None:
-                rep.skipped(path, qn, "question names no image ('... in the imageN ?')", q)
-                continue
-            rep.recovered(path, qn, "image reference misspelt", m.group(0))
+                unglued = unglue_image_reference(q)
+                if unglued is None:
+                    rep.skipped(path, qn, "question names no image ('... in the imageN ?')", q)
+                    continue
+                rep.recovered(path, qn, "image reference glued to the word before it", q)
+                q = unglued[0]
+                m = _IMAGE_REF.search(q)
+            else:
+                rep.recovered(path, qn, "image reference misspelt", m.group(0))
         answers = [w.strip() for w in line.split(",") if w.strip()]
         if not answers:
             rep.skipped(path, n, "empty answer", line)
