@@ -409,3 +409,32 @@ def test_save_summaries_writes_the_load_report(tmp_path):
     assert rep["recovered"] == fx.recovered and rep["skipped"] == fx.skipped
     assert rep["skipped_by_reason"]["question without an answer"] == 1 and rep["first_skipped"][0].startswith("qa.894")
     assert rows[1] == {"dataset": "coco_qa", "loaded": False}
+
+
+def test_a_table_is_read_as_the_text_in_the_file_not_as_pandas_guesses(tmp_path):
+    """Issue 20: a class named None lost its rows as missing labels; texts NA / null / None were embedded as
+    empty strings; 01 / 02 became 1 / 2 and True / False became 1 / 0; ids 00007 and 7 became one id and were
+    dropped as conflicting; 1 and 1.0 were two classes. Every cell is text now; the one conversion (a number
+    written two ways) is reported."""
+    rows = ["id,text,label,flag,code",
+            "00007,NA,None,True,01", "7,null,None,False,02", "8,None,cat,True,01", "9,a cat,cat,False,02",
+            "10,,None,True,01", "11,a dog,dog,False,02"]
+    (tmp_path / "records.csv").write_text("\n".join(rows) + "\n")
+    ds = data.load("table", root=tmp_path, text_column="text", image_column=None, label_column="label", id_column="id", resplit=True)
+    df = ds.df.set_index("id")
+    assert sorted(df.index) == sorted(["00007", "7", "8", "9", "10", "11"])  # no id merged, none dropped
+    assert ds.spec.classes == ["None", "cat", "dog"] and (df["label"] == "None").sum() == 3
+    assert df.loc["00007", "text"] == "NA" and df.loc["7", "text"] == "null" and df.loc["8", "text"] == "None"
+    assert pd.isna(df.loc["10", "text"])  # only an empty cell is missing
+    for col, want in (("flag", ["False", "True"]), ("code", ["01", "02"])):
+        got = data.load("table", root=tmp_path, text_column="text", image_column=None, label_column=col, id_column="id", resplit=True)
+        assert got.spec.classes == want, col
+
+    nums = ["id,text,label"] + [f"r{i},text {i},{v}" for i, v in enumerate(["1", "1.0", "2", "1", "2", "2.0", "1", "2"])]
+    (tmp_path / "nums.csv").write_text("\n".join(nums) + "\n")
+    ds = data.load("table", root=tmp_path, file="nums.csv", text_column="text", label_column="label", id_column="id", image_column=None,
+                   resplit=True)
+    assert ds.spec.classes == ["1", "2"] and ds.spec.task == "binary"
+    rep = ds.spec.extra["load_report"]
+    assert len(rep.lines("recovered", "one number written two ways in 'label' ('1.0' read as '1')")) == 1
+    assert len(rep.lines("recovered", "one number written two ways in 'label' ('2.0' read as '2')")) == 1

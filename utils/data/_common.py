@@ -116,7 +116,7 @@ def _read_delimited(path: Path, dataset: str, sep: str, report: Optional[LoadRep
             for c in stripped:
                 report.recovered(path, 1, "stray whitespace in a column name", repr(c))
             df = df.rename(columns=stripped)
-    blank = df.iloc[:, 1:].isna().all(axis=1) if len(df.columns) else pd.Series(False, index=df.index)
+    blank = _blank_cells(df.iloc[:, 1:]).all(axis=1) if len(df.columns) else pd.Series(False, index=df.index)
     if blank.any():  # a blank (or whitespace-only) line reads as an empty first field and missing others
         blank &= df.iloc[:, 0].map(is_missing)
     if blank.any():
@@ -132,6 +132,15 @@ def _read_delimited(path: Path, dataset: str, sep: str, report: Optional[LoadRep
 
 
 _BAD_LINE = re.compile(r"Skipping line (\d+)")
+
+
+def _blank_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Missing cells: NaN, or (a table read as text, ``keep_default_na=False``) empty / whitespace strings."""
+    out = df.isna()
+    for c in df.columns:
+        if pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c]):
+            out[c] = out[c].to_numpy() | df[c].astype("string").str.strip().eq("").fillna(True).to_numpy()
+    return out
 
 
 def _open_text(path: Path, encoding: str):

@@ -86,6 +86,44 @@ def label_strings(col: pd.Series) -> List[Optional[str]]:
     return column_strings(col)
 
 
+def _unify_numbers(labels: List[Optional[str]], lines: Sequence[int], path: Path, column: str,
+                   report: LoadReport) -> List[Optional[str]]:
+    """A label column of numbers in which one number is written two ways (``1`` and ``1.0``, ``2`` and ``02``)
+    names one class, not two: each such spelling becomes the column's most common spelling of that number, and
+    every changed row is reported as recovered. Spellings of different numbers (``01`` / ``02`` alone) and
+    columns with any non-numeric label are left exactly as written."""
+    spellings = Counter(v for v in labels if v is not None)
+    if len(spellings) < 2:
+        return labels
+    value: Dict[str, float] = {}
+    for v in spellings:
+        try:
+            x = float(v)
+        except ValueError:
+            return labels  # not a numeric column: text labels stay text
+        if not np.isfinite(x):
+            return labels
+        value[v] = x
+    by_number: Dict[float, List[str]] = {}
+    for v, x in value.items():
+        by_number.setdefault(x, []).append(v)
+    fix = {}
+    for forms in by_number.values():
+        if len(forms) > 1:
+            best = sorted(forms, key=lambda f: (-spellings[f], len(f), f))[0]
+            fix.update({f: best for f in forms if f != best})
+    if not fix:
+        return labels
+    out = []
+    for line, v in zip(lines, labels):
+        if v in fix:
+            report.recovered(path, line, f"one number written two ways in {column!r} ({v!r} read as {fix[v]!r})", v)
+            out.append(fix[v])
+        else:
+            out.append(v)
+    return out
+
+
 def _map_labels(raw: List[Optional[str]], lines: Sequence[int], label_map: Optional[Dict[Any, Any]], path: Path,
                 report: LoadReport) -> List[Optional[str]]:
     """Apply ``label_map`` (exact keys first, then case- and whitespace-insensitive: recovered)."""
@@ -214,6 +252,8 @@ def frame_to_dataset(
     ids = (column_strings(raw[o.id_column], strip=True) if o.id_column
            else [f"r{i:07d}" for i in range(len(raw))])
     labels_raw = _map_labels(label_strings(raw[o.label_column]), lines, o.label_map, path, report)
+    if o.task != "multilabel" and not o.label_map:
+        labels_raw = _unify_numbers(labels_raw, lines, path, o.label_column, report)
     sep = o.label_sep or ","
     single = _clean_single(labels_raw, o.classes) if o.task != "multilabel" else None
     if single is not None:
@@ -314,7 +354,12 @@ def load_table(
     hint = (f"Pass encoding='cp1252' (a CSV saved by Excel) or encoding='latin-1' if the file is not {encoding}; "
             "check sep= and the quoting otherwise.")
     report = LoadReport("table", root=str(root), strict=strict)
-    raw = read_table(path, "table", sep=sep, report=report, encoding=encoding, hint=hint)
+    # every cell as the text in the file: pandas' guessing turned a class named "None" and texts "NA" / "null"
+    # into missing values, "01" into 1, "True" into 1 and ids "00007" and "7" into one id. Conversions happen
+    # below, where the schema says so, and are reported.
+    as_text = {} if path.name.lower().endswith((".parquet", ".json", ".jsonl", ".json.gz", ".jsonl.gz")) else {
+        "dtype": str, "keep_default_na": False}
+    raw = read_table(path, "table", sep=sep, report=report, encoding=encoding, hint=hint, **as_text)
     name = dataset_name or f"table-{path.stem}"
     return frame_to_dataset(raw, path, Path(root), name, report=report, variant="" if dataset_name else path_tag(path),
                             **options)
