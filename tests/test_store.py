@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -631,3 +633,40 @@ def test_two_processes_racing_on_an_empty_store_never_mix_vectors(tmp_path, atte
             assert not same_folder_other
             assert np.array_equal(got[0], clean[nz][0]) and np.array_equal(got[1], clean[nz][1])
     assert any(r[0] == "ok" for r in results)
+
+
+def test_a_local_model_whose_weights_changed_in_place_does_not_reuse_old_vectors(tmp_path):
+    """Issue 20: hf:/path/model with its weights edited and saved in place reused the old vectors ("reusing
+    cached"; cosine -0.03 with what the model now gives): only the path was in the store's identity."""
+    import torch
+    from transformers import BertModel
+
+    from utils import extractors
+    from utils.store import StoreMismatchError
+
+    from .conftest import make_tiny_bert
+
+    folder = make_tiny_bert(tmp_path / "model")
+    ds = make_ds(n=12)
+    first = embed(ds, "text", extractors.create(f"hf:{folder}"), root=tmp_path / "emb", show_progress=False)
+    before = np.array(first.read()[1])
+    again = embed(ds, "text", extractors.create(f"hf:{folder}"), root=tmp_path / "emb", show_progress=False)
+    assert again.reused  # untouched weights: the vectors are reused
+    torch.manual_seed(5)
+    BertModel(BertModel.from_pretrained(folder).config).save_pretrained(folder)  # the same path, other weights
+    with pytest.raises(StoreMismatchError, match="its local weights changed"):
+        embed(ds, "text", extractors.create(f"hf:{folder}"), root=tmp_path / "emb", show_progress=False)
+    fresh = embed(ds, "text", extractors.create(f"hf:{folder}"), root=tmp_path / "emb", show_progress=False,
+                  overwrite=True)
+    assert not fresh.reused
+    assert not np.allclose(fresh.read()[1], before)
+    # content mode: a copy of the folder that does not keep times still has the same fingerprint
+    import shutil
+
+    ext = extractors.create(f"hf:{folder}")
+    a = ext.weights_fingerprint("content")
+    shutil.copytree(folder, tmp_path / "copy")
+    os.utime(next((tmp_path / "copy").glob("*.safetensors")), (1, 1))
+    assert extractors.create(f"hf:{tmp_path / 'copy'}").weights_fingerprint("content") == a
+    assert extractors.create(f"hf:{tmp_path / 'copy'}").weights_fingerprint("stat") != ext.weights_fingerprint("stat")
+    assert extractors.create("hf:sentence-transformers/all-MiniLM-L6-v2").weights_fingerprint() is None

@@ -138,6 +138,17 @@ def store_path(dataset: MultimodalDataset, modality: str, extractor: Extractor,
     return store_for(embeddings_dir(root), dataset.spec.key, modality, extractor.slug)
 
 
+def extractor_identity(extractor: Extractor, mode: str = "stat") -> Dict[str, Any]:
+    """The extractor's config, plus a fingerprint of its weights when they are local files (a folder saved with
+    ``save_pretrained``, a checkpoint): a model edited and saved in place must not reuse the old vectors.
+    ``mode`` is the run's ``fingerprint`` setting (``"content"`` hashes the weights' bytes)."""
+    config = dict(extractor.config())
+    weights = extractor.weights_fingerprint("content" if mode == "content" else "stat")
+    if weights is not None:
+        config["weights"] = weights
+    return config
+
+
 def store_header(dataset: MultimodalDataset, modality: str, extractor: Extractor, cfg: EmbedConfig) -> Dict[str, Any]:
     """What a store of ``dataset``'s ``modality`` by ``extractor`` records, and compares before reuse.
 
@@ -157,7 +168,7 @@ def store_header(dataset: MultimodalDataset, modality: str, extractor: Extractor
     return {
         "dataset": dataset.spec.key,
         "modality": modality,
-        "extractor": extractor.config(),
+        "extractor": extractor_identity(extractor, cfg.fingerprint),
         "fingerprint": fingerprint,
         "fingerprint_detail": detail,
         "fingerprint_legacy": legacy,

@@ -86,6 +86,49 @@ class Extractor(ABC):
         GPU is reused on a laptop."""
         return {"id": self.id, "modality": self.modality, "options": _jsonable(self.options)}
 
+    # options that may name a local weights file (timm's weights_file, a GGUF path, a checkpoint)
+    WEIGHT_OPTIONS = ("weights_file", "checkpoint", "model_path", "gguf")
+
+    def local_weights(self) -> List[str]:
+        """Local files or folders the model's weights are read from (a folder saved with ``save_pretrained``, a
+        ``.pt`` / ``.gguf`` file): the model id when it is a path on this machine, and weight-file options.
+        Empty for hub ids."""
+        from pathlib import Path
+
+        found = []
+        for v in [self.model_id] + [self.options.get(k) for k in self.WEIGHT_OPTIONS]:
+            if isinstance(v, str) and v and not v.startswith(("http://", "https://")):
+                p = Path(v).expanduser()
+                if p.exists():
+                    found.append(str(p.resolve()))
+        return found
+
+    def weights_fingerprint(self, mode: str = "stat") -> Optional[str]:
+        """Fingerprint of the local weights (see :meth:`local_weights`), None for a hub model. ``"stat"``: every
+        file's relative name, size and modification time (cheap: a model edited and saved in place gets
+        another one); ``"content"``: a sha256 of every byte (survives copies that do not keep times)."""
+        from pathlib import Path
+
+        roots = self.local_weights()
+        if not roots:
+            return None
+        h = hashlib.sha256(f"weights\0{mode}\0".encode())
+        for root in roots:
+            r = Path(root)
+            files = sorted(p for p in r.rglob("*") if p.is_file() and not any(
+                part.startswith(".") for part in p.relative_to(r).parts)) if r.is_dir() else [r]
+            for f in files:
+                st = f.stat()
+                rel = f.relative_to(r).as_posix() if r.is_dir() else f.name
+                h.update(f"{rel}\0{st.st_size}\0".encode())
+                if mode == "content":
+                    with open(f, "rb") as fh:
+                        for chunk in iter(lambda: fh.read(1 << 22), b""):
+                            h.update(chunk)
+                else:
+                    h.update(f"{st.st_mtime_ns}\0".encode())
+        return f"{mode}:{h.hexdigest()[:32]}"
+
     def resolved_precision(self, device: Optional[str] = None) -> str:
         """The precision ``options["precision"]`` means on ``device`` (default: the loaded or auto device)."""
         from ..runtime import resolve_device, resolve_precision

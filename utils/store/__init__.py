@@ -140,6 +140,13 @@ def identity(manifest: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _only_weights_differ(a: Any, b: Any) -> bool:
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return False
+    strip = lambda d: {k: v for k, v in d.items() if k != "weights"}  # noqa: E731
+    return strip(a) == strip(b) and a.get("weights") != b.get("weights")
+
+
 def identity_digest(manifest: Dict[str, Any]) -> str:
     return checksum(json.dumps(identity(manifest), sort_keys=True, default=str).encode())
 
@@ -272,7 +279,13 @@ class EmbeddingStore:
 
     def _mismatch_message(self, current: Dict[str, Any], header: Dict[str, Any], diffs: List[str]) -> str:
         have_id, want_id = identity(current), identity(header)
-        detail = "; ".join(f"{k}: stored {have_id[k]!r} vs requested {want_id[k]!r}" for k in diffs if k != "fingerprint")
+        detail = "; ".join(f"{k}: stored {have_id[k]!r} vs requested {want_id[k]!r}" for k in diffs
+                           if k != "fingerprint" and not (k == "extractor" and _only_weights_differ(have_id[k], want_id[k])))
+        if "extractor" in diffs and _only_weights_differ(have_id["extractor"], want_id["extractor"]):
+            detail = "; ".join(x for x in (detail, (
+                "extractor: the same model, but its local weights changed since these vectors were made (a file of "
+                "the model folder has another size or modification time, or other bytes with fingerprint='content')"))
+                if x)
         hint = ""
         if "fingerprint" in diffs:
             a, b = current.get("fingerprint_detail") or {}, header.get("fingerprint_detail") or {}
