@@ -362,6 +362,43 @@ def test_openai_credentials_never_reach_the_manifest_repr_or_errors(server, capl
         assert "VERYSECRET" not in text and "Bearer ***" in str(e.value), text
 
 
+def test_credentials_in_a_base_url_stay_out_of_library_logs_and_the_query_string_survives(server, caplog):
+    """Issue 20: with logging at INFO, httpx logged the full base_url (user:password@ and ?api-key=); an api_key
+    typed into the extractor options was echoed in the error; a base_url with a query string sent requests to a
+    mangled path (/v1/?api-key=...embeddings)."""
+    from utils import extractors
+
+    url = server.url.replace("http://", "http://alice:hunter2@") + "?api-key=qk-777&region=eu"
+    ext = extractors.create("openai:custom", base_url=url, backoff=0.0, max_retries=1)
+    with caplog.at_level(logging.DEBUG):
+        assert ext.encode(["a"], show_progress=False).shape == (1, 8)
+        server.answer = (500, None)
+        with pytest.raises(Exception):
+            ext.encode(["b"], show_progress=False)
+    path = server.seen[0][0]
+    assert path.split("?")[0] == "/v1/embeddings" and "api-key=qk-777" in path and "region=eu" in path, path
+    logged = caplog.text + " ".join(str(r.args) for r in caplog.records)
+    assert "hunter2" not in logged and "qk-777" not in logged and "VERYSECRET" not in logged, logged
+    assert "127.0.0.1" in logged  # the lines are there, redacted, not dropped
+
+    with pytest.raises(Exception) as e:
+        extractors.create("openai:custom", api_key="sk-typed-in-OPTIONS-42", base_url=server.url)
+    assert "sk-typed-in-OPTIONS-42" not in str(e.value) and "OPENAI_API_KEY" in str(e.value)
+
+
+def test_secrets_typed_into_cli_extractor_options_are_not_echoed(capsys):
+    from utils.__main__ import main
+
+    opts = '{"base_url": "http://u:pw-SECRET-7@127.0.0.1:9/v1?api-key=QK-SECRET", "bogus": 1, "token": "TOK-SECRET"}'
+    assert main(["--text", "openai:custom", "--text-options", opts]) == 2
+    err = capsys.readouterr().err
+    assert "bogus" in err and "127.0.0.1:9/v1" in err  # the error still says what is wrong, and where
+    assert "SECRET" not in err, err
+    assert main(["--text", "openai:custom", "--text-options", '{"api_key": "sk-typed-SECRET-99"}']) == 2
+    err = capsys.readouterr().err
+    assert "OPENAI_API_KEY" in err and "SECRET" not in err, err
+
+
 # ---------------------------------------------------------------------------------------- archives
 def _tar_links(path, links):
     with tarfile.open(path, "w") as t:

@@ -110,7 +110,9 @@ def check_job(cfg: MainJobConfig) -> None:
         try:
             create_for(spec, modality, **opts)  # builds the extractor object; the model loads later
         except (KeyError, TypeError, ValueError) as e:
-            raise JobConfigError(f"{modality} extractor {spec!r} with options {opts}: {e}") from None
+            from ..extractors.text_openai import redact, redact_options
+
+            raise JobConfigError(redact(f"{modality} extractor {spec!r} with options {redact_options(opts)}: {e}")) from None
 
 
 def run_embedding_experiment(config: Optional[MainJobConfig] = None, **options: Any) -> pd.DataFrame:

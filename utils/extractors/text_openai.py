@@ -25,7 +25,7 @@ import logging
 import random
 import re
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -95,6 +95,61 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
     return re.sub(r"(https?://)[^/\s@]+@", r"\1***@", text)
 
 
+class _RedactingFilter(logging.Filter):
+    """Scrubs the secrets this process handed to an OpenAI client from the log records of the HTTP libraries
+    under it (httpx logs every request's full URL at INFO: ``user:password@`` and ``?api-key=`` included)."""
+
+    secrets: set = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 -- a malformed record: leave it to logging
+            return True
+        clean = redact(message, sorted(self.secrets))
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_FILTER = _RedactingFilter()
+# the client stack's loggers (httpx / httpx2, httpcore / httpcore2, openai, and their children, named per
+# version): a logger's filters see only its own records, so every existing logger under these is guarded
+HTTP_LOGGER_PREFIXES = ("httpx", "httpcore", "openai", "urllib3", "requests")
+
+
+def guard_http_logs(secrets: Sequence[str]) -> None:
+    """Redact ``secrets`` (and any bearer token / URL credentials) in the HTTP libraries' log lines."""
+    _FILTER.secrets.update(x for x in secrets if x and len(x) >= 4)
+    names = set(HTTP_LOGGER_PREFIXES) | {n for n in list(logging.root.manager.loggerDict)
+                                         if n.split(".")[0].startswith(HTTP_LOGGER_PREFIXES)}
+    for name in sorted(names):
+        lg = logging.getLogger(name)
+        if _FILTER not in lg.filters:
+            lg.addFilter(_FILTER)
+
+
+def split_query(url: str) -> Tuple[str, Dict[str, str]]:
+    """``https://host/v1?api-key=K&x=1`` -> (``https://host/v1``, ``{"api-key": "K", "x": "1"}``). The client
+    appends ``/embeddings`` to its base URL as a string, so a query string left in it mangles the path
+    (``/v1/?api-key=Kembeddings``); passed as the client's default query it survives on every request."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)), query
+
+
+def redact_options(options: Any) -> Any:
+    """Extractor options as they may be shown: URLs without credentials, secret-looking keys' values as ``***``."""
+    if isinstance(options, dict):
+        return {k: ("***" if isinstance(k, str) and SECRET_PARAMS.search(k) and v is not None else redact_options(v))
+                for k, v in options.items()}
+    if isinstance(options, (list, tuple)):
+        return type(options)(redact_options(v) for v in options)
+    if isinstance(options, str) and "://" in options:
+        return redact_url(options)
+    return options
+
+
 def pack_requests(counts: List[int], max_inputs: int = MAX_INPUTS, max_tokens: int = MAX_REQUEST_TOKENS) -> List[List[int]]:
     """Greedy, order-keeping groups of input indices with <= max_inputs items and <= max_tokens tokens."""
     groups: List[List[int]] = []
@@ -128,7 +183,13 @@ class OpenAIExtractor(Extractor):
         max_inputs_per_request: int = MAX_INPUTS,
         max_tokens_per_request: int = MAX_REQUEST_TOKENS,
         max_input_tokens: int = MAX_INPUT_TOKENS,
+        api_key: Optional[str] = None,
     ):
+        if api_key is not None:  # refused without echoing it: an option would land in manifests and logs
+            raise ExtractorError(
+                "openai: api_key is not an extractor option (options are stored in the manifest and shown in logs; "
+                "the value you gave is not repeated here). Set OPENAI_API_KEY in the environment or in a .env file "
+                "at the project root instead.")
         options: dict = {}
         if dimensions is not None:
             if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
@@ -177,7 +238,10 @@ class OpenAIExtractor(Extractor):
                 )
             key = "unused"  # compatible servers often ignore the key; the client insists on one
         # retries are ours (so 401 is never retried and backoff is visible in the logs)
-        self._client = OpenAI(api_key=key, base_url=self._base_url, max_retries=0, timeout=self.timeout)
+        guard_http_logs(self._secrets + ([key] if key != "unused" else []))
+        base, query = split_query(self._base_url) if self._base_url else (None, {})
+        self._client = OpenAI(api_key=key, base_url=base, default_query=query or None, max_retries=0,
+                              timeout=self.timeout)
         return self._client
 
     def _request(self, batch: List[str]) -> np.ndarray:
