@@ -1,6 +1,6 @@
 """Image extraction speed: our pipeline (automatic settings) vs a naive loop vs the forward-pass ceiling.
 
-    python benchmarks/extract_images.py [--n 256] [--repeats 3] [--batch-size 32]
+    python benchmarks/extract_images.py [--n 256] [--repeats 3] [--batch-size 32] [--device auto]
 
 On ``--n`` generated JPEGs (224-320 px photos-like noise), for a convolutional model (resnet50) and a
 ViT (vit_small_patch16_224), both with random weights (``pretrained=False``: speed does not depend on
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _timing import median_time  # benchmarks/_timing.py (the script's folder is on sys.path)
+from _timing import add_device_argument, describe_device, median_time  # benchmarks/_timing.py (the script's folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,7 +47,7 @@ def make_jpegs(folder: Path, n: int, seed: int = 0) -> list:
 
 
 
-def bench(model_name: str, paths: list, batch_size: int, repeats: int) -> dict:
+def bench(model_name: str, paths: list, batch_size: int, repeats: int, device="cpu", naive_n: int = 64) -> dict:
     import torch
     from PIL import Image
 
@@ -55,16 +55,17 @@ def bench(model_name: str, paths: list, batch_size: int, repeats: int) -> dict:
     from utils.runtime import autocast
 
     n = len(paths)
+    dev = torch.device(device)
     ext = extractors.create(f"timm:{model_name}", pretrained=False, seed=0)
-    ext.load("cpu")
+    ext.load(dev)
     precision = ext.resolved_precision()
-    ext.encode(paths[: 2 * batch_size], batch_size=batch_size, device="cpu", show_progress=False)  # warm-up
+    ext.encode(paths[: 2 * batch_size], batch_size=batch_size, device=dev, show_progress=False)  # warm-up
     ours_vecs = {}
 
     def ours():
-        ours_vecs["v"] = ext.encode(paths, batch_size=batch_size, device="cpu", show_progress=False)
+        ours_vecs["v"] = ext.encode(paths, batch_size=batch_size, device=dev, show_progress=False)
 
-    t_ours = median_time(ours, repeats)
+    t_ours = median_time(ours, repeats, dev)
 
     # naive: a fresh fp32 model (no channels_last), one image at a time
     naive_model = ext._model.to(memory_format=torch.contiguous_format)
@@ -73,12 +74,12 @@ def bench(model_name: str, paths: list, batch_size: int, repeats: int) -> dict:
     def naive(limit=n):
         with torch.inference_mode():
             for p in paths[:limit]:
-                x = tf(Image.open(p).convert("RGB"))[None]
-                naive_model(x)
+                x = tf(Image.open(p).convert("RGB"))[None].to(dev)
+                naive_model(x).cpu()
 
     naive(4)
-    n_naive = min(n, 64)  # the slow loop on a subset; rates are per image
-    t_naive = median_time(lambda: naive(n_naive), repeats) * n / n_naive
+    n_naive = min(n, naive_n)  # the slow loop on a subset; rates are per image
+    t_naive = median_time(lambda: naive(n_naive), repeats, dev) * n / n_naive
     # restore our layout for the ceiling
     if ext._channels_last:
         ext._model = ext._model.to(memory_format=torch.channels_last)
@@ -86,22 +87,23 @@ def bench(model_name: str, paths: list, batch_size: int, repeats: int) -> dict:
     n_cos = min(n, 64)  # fp32 reference vectors on a subset
     with torch.inference_mode():
         for i in range(0, n_cos, batch_size):
-            fp32_vecs.append(naive_model(torch.stack([tf(Image.open(p).convert("RGB")) for p in paths[i:min(i + batch_size, n_cos)]])).float().numpy())
+            fp32_vecs.append(naive_model(torch.stack([tf(Image.open(p).convert("RGB")) for p in paths[i:min(i + batch_size, n_cos)]]).to(dev)).float().cpu().numpy())
     fp32 = np.concatenate(fp32_vecs)
     if ext._channels_last:
         ext._model = ext._model.to(memory_format=torch.channels_last)
 
-    batches = [torch.stack([tf(Image.open(p).convert("RGB")) for p in paths[i:i + batch_size]]) for i in range(0, n, batch_size)]
+    batches = [torch.stack([tf(Image.open(p).convert("RGB")) for p in paths[i:i + batch_size]]).to(dev)
+               for i in range(0, n, batch_size)]  # decoded and on the device already: the model alone
     if ext._channels_last:
         batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
-    dev = torch.device("cpu")
 
     def ceiling():
         with torch.inference_mode(), autocast(dev, precision):
             for b in batches:
                 ext._model(b)
 
-    t_ceiling = median_time(ceiling, repeats)
+    ceiling()  # warm-up (kernels, autotuning)
+    t_ceiling = median_time(ceiling, repeats, dev)
     a, b = ours_vecs["v"][:n_cos], fp32
     cos = float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
     return {"model": model_name, "precision": precision, "channels_last": ext._channels_last,
@@ -114,21 +116,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--models", default="resnet50,vit_small_patch16_224")
+    ap.add_argument("--naive-n", type=int, default=64, help="images the slow naive loop is timed on (rates per image)")
+    add_device_argument(ap)
     a = ap.parse_args()
-    import torch
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability "
-          f"{torch.backends.cpu.get_cpu_capability()}")
+    dev = describe_device(a.device)
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), a.n)
-        results = [bench(m, paths, a.batch_size, a.repeats) for m in a.models.split(",")]
+        results = [bench(m, paths, a.batch_size, a.repeats, dev, a.naive_n) for m in a.models.split(",")]
     print(f"{'model':28s} {'precision':9s} {'ours':>8s} {'naive':>8s} {'ceiling':>8s}  images/s")
     for r in results:
         print(f"{r['model']:28s} {r['precision']:9s} {r['ours']:8.1f} {r['naive']:8.1f} {r['ceiling']:8.1f}"
               f"  fraction {r['ours'] / r['ceiling']:.2f}, speedup {r['ours'] / r['naive']:.2f}, cosine {r['cosine']:.4f}")
-    for r in results[1:]:
-        print(f"{r['model']}_fraction_of_ceiling: {r['ours'] / r['ceiling']:.3f}")
-        print(f"{r['model']}_speedup_vs_naive: {r['ours'] / r['naive']:.3f}")
+    for r in results:
+        m = r["model"].replace(".", "_")
+        print(f"{m}_precision: {r['precision']}")
+        print(f"{m}_ours_images_per_s: {r['ours']:.1f}")
+        print(f"{m}_naive_fp32_images_per_s: {r['naive']:.1f}")
+        print(f"{m}_ceiling_images_per_s: {r['ceiling']:.1f}")
+        print(f"{m}_fraction_of_ceiling: {r['ours'] / r['ceiling']:.3f}")
+        print(f"{m}_speedup_vs_naive: {r['ours'] / r['naive']:.3f}")
+        print(f"{m}_cosine_vs_fp32: {r['cosine']:.4f}")
     conv = results[0]
     print(f"fraction_of_ceiling: {conv['ours'] / conv['ceiling']:.3f}")
     print(f"speedup_vs_naive: {conv['ours'] / conv['naive']:.3f}")

