@@ -77,3 +77,31 @@ def test_rows_without_vectors_are_left_out_and_counted(tmp_path, tiny_bert):
     assert by["early_fusion"]["rows_without_vectors"] == 1 and by["text_only"]["rows_without_vectors"] == 1
     assert by["early_fusion"]["n_test"] == by["text_only"]["n_test"]
     assert by["early_fusion"]["n_train"] + by["early_fusion"]["n_val"] + by["early_fusion"]["n_test"] == 119
+
+
+def test_cli_table_with_a_name_option_runs_and_results_follow_the_umask(tmp_path, tiny_bert, capsys):
+    """Issue 19: the README's name= option crashed from the CLI (load_dataset() got multiple values for
+    argument 'name'); result files were written 0600 (mkstemp), which collaborators on a shared server or
+    Drive cannot read. They now get the mode the process's umask gives a new file."""
+    import os
+    import stat
+
+    from . import fixtures_data as fd
+
+    fx = fd.build("table", tmp_path / "data" / "table")
+    opts = {**fx.options, "name": "derm-study"}
+    old = os.umask(0o002)  # a group-shared server
+    try:
+        code = main(["--dataset", "table", "--data-dir", str(tmp_path / "data"), "--dataset-options", json.dumps(opts),
+                     "--text", f"hf:{tiny_bert}", "--image", "timm:test_vit", "--image-options", '{"pretrained": false}',
+                     "--epochs", "1", "--results-dir", str(tmp_path / "results"), "--no-report",
+                     "--embeddings-dir", str(tmp_path / "emb")])
+    finally:
+        os.umask(old)
+    assert code == 0, capsys.readouterr().err
+    written = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".json" for p in written) and any(p.name == "model.safetensors" for p in written)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in written}
+    assert all(m == 0o664 for m in modes.values()), modes
+    stored = [p for p in (tmp_path / "emb").rglob("*") if p.is_file() and p.name in ("manifest.json", "vectors.npy")]
+    assert len(stored) >= 4 and all(stat.S_IMODE(p.stat().st_mode) == 0o664 for p in stored), stored

@@ -72,12 +72,38 @@ def dumps(obj: Any, indent: Optional[int] = 1, sort_keys: bool = False) -> str:
     return json.dumps(to_jsonable(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
 
 
+def process_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux ``/proc``); elsewhere by
+    setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def created_mode(is_dir: bool = False) -> int:
+    """The mode a plain ``open()`` / ``mkdir()`` would give: 0o666 / 0o777 less the umask. Temporary files
+    (``mkstemp`` / ``mkdtemp``) are made 0600 / 0700, which collaborators on a shared server or Drive cannot
+    read; files written through one are given this mode before they are put in place."""
+    return (0o777 if is_dir else 0o666) & ~process_umask()
+
+
 def atomic_write_bytes(path: PathLike, write: Callable[[Any], Any]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path`` (with the
+    mode the umask gives a new file, not the temporary file's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        try:
+            os.fchmod(fd, created_mode())
+        except (AttributeError, OSError):  # no fchmod (Windows) or a file system without modes
+            pass
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

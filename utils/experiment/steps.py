@@ -43,7 +43,7 @@ def setup_logging(level: Union[int, str] = "INFO") -> None:
         logger.addHandler(h)
 
 
-def load_dataset(name: str, data_dir: Optional[PathLike] = None, **options: Any) -> MultimodalDataset:
+def load_dataset(name: str, /, data_dir: Optional[PathLike] = None, **options: Any) -> MultimodalDataset:
     """``utils.data.load`` with the folder taken from ``data_dir`` (``<data_dir>/<name>``) when given."""
     root = Path(data_dir) / name if data_dir else None
     ds = data_mod.load(name, root=root, **options)

@@ -380,9 +380,9 @@ def check_fields(config: Mapping[str, Any], path: Path) -> None:
 
 
 def _mode(is_dir: bool) -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if is_dir else 0o666) & ~umask
+    from ..io import created_mode
+
+    return created_mode(is_dir)
 
 
 def _replace_folder(tmp: Path, folder: Path) -> None:

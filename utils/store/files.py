@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from ..io import created_mode
+
 from ..io import hasher
 
 CHECKSUM = "xxh3_128"
@@ -120,6 +122,10 @@ def write_temp(path: Path, write: Callable[[Any], Any], expected: int = 0) -> Tu
         require_space(path.parent, expected)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        try:  # the mode a new file gets from the umask, not mkstemp's 0600: stores are shared on servers / Drive
+            os.fchmod(fd, created_mode())
+        except (AttributeError, OSError):
+            pass
         with os.fdopen(fd, "wb") as f:
             w = HashingWriter(f)
             write(w)
