@@ -90,6 +90,10 @@ def main(argv=None) -> int:
 
     setup_logging("INFO")
     t0 = time.perf_counter()
+    from .config import data_dir, embeddings_dir
+
+    print(f"folders: data {data_dir(a.data_dir)}, embeddings {embeddings_dir(a.embeddings_dir)}, results "
+          f"{results_dir(a.results_dir)}", flush=True)  # first: where everything goes
     options = {}
     if text_options:
         options[a.text] = text_options
@@ -118,10 +122,10 @@ def main(argv=None) -> int:
     if job.report is not None:
         print()
         print(job.report.to_text())
-    out = results_dir(a.results_dir)
-    saved = f"{out}/embed_model_{a.dataset}.json, .csv and .png"
+    stem = job.results  # the paths as written: named by the dataset's own name (a table's includes its file)
+    saved = f"{stem}.json, .csv and .png"
     if job.report is not None:
-        saved += f"; report: {out}/embed_model_{a.dataset}_report.json, .txt and figures"
+        saved += f"; report: {stem}_report.json, .txt and figures"
     if job.model_dir is not None:
         saved += f"; model: {job.model_dir}"
     print(f"\nsaved: {saved}  ({time.perf_counter() - t0:.0f} s)")

@@ -68,14 +68,18 @@ def get_setting(name: str, default: Optional[str] = None) -> Optional[str]:
 
 
 def project_home() -> Path:
-    """``MMFUSION_HOME``, else the repository root of this checkout, else the working directory."""
+    """``MMFUSION_HOME``; else the repository root of this checkout when working inside it (the notebooks run
+    from ``notebooks/`` and share the repository's ``data/``, ``embeddings/``, ``results/``); else the working
+    directory: run from elsewhere, the job writes where it was started, never into the installed package's
+    folder."""
     home = get_setting(ENV_HOME)
     if home:
         return Path(home).expanduser().resolve()
     repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").exists() and (repo / "utils").is_dir():
+    cwd = Path.cwd().resolve()
+    if (repo / "pyproject.toml").exists() and (repo / "utils").is_dir() and (cwd == repo or repo in cwd.parents):
         return repo
-    return Path.cwd()
+    return cwd
 
 
 def _resolve(explicit: Optional[PathLike], env: str, default_name: str) -> Path:

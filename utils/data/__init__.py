@@ -246,18 +246,27 @@ def check_media(ds: MultimodalDataset, on_missing: str = "error", media_check: O
                 bad_paths.append(str(stats.paths[row]))
     if not bad_rows:
         return ds
-    if on_missing == "drop":
-        keep = np.setdiff1d(np.arange(len(ds)), bad_rows)
-        log.warning("%s: dropped %d row(s) whose image/audio file is missing", ds.spec.key, len(bad_rows))
-        out = ds.take(keep)
-        out.dropped_missing = len(bad_rows)  # type: ignore[attr-defined]
-        return out
     shown = "\n".join(
         f"  row {r} (id {ds.df['id'].iloc[r]!r}): {p}" for r, p in list(zip(bad_rows, bad_paths))[:10]
     )
     more = f"\n  ... and {len(bad_rows) - 10} more" if len(bad_rows) > 10 else ""
+    where = (f"relative paths were looked up in {ds.spec.root} (for your own table: the table's folder, or "
+             "image_base= to name another)")
+    if on_missing == "drop":
+        keep = np.setdiff1d(np.arange(len(ds)), bad_rows)
+        left = ds.df["split"].iloc[keep].value_counts() if len(keep) else {}
+        emptied = [s for s in ("train", "val", "test") if (ds.df["split"] == s).any() and not left.get(s, 0)]
+        if not len(keep) or emptied:
+            what = "no rows at all" if not len(keep) else f"no {' / '.join(emptied)} rows"
+            raise DatasetError(
+                f"dataset {ds.spec.key!r}: on_missing_image='drop' would leave {what}: {len(bad_rows)} of {len(ds)} "
+                f"media file(s) not found; {where}:\n{shown}{more}")
+        log.warning("%s: dropped %d row(s) whose image/audio file is missing", ds.spec.key, len(bad_rows))
+        out = ds.take(keep)
+        out.dropped_missing = len(bad_rows)  # type: ignore[attr-defined]
+        return out
     raise DatasetError(
-        f"dataset {ds.spec.key!r}: {len(bad_rows)} media file(s) not found (root {ds.spec.root}):\n{shown}{more}\n"
+        f"dataset {ds.spec.key!r}: {len(bad_rows)} media file(s) not found; {where}:\n{shown}{more}\n"
         "Check the dataset root / download, or pass on_missing_image='drop' to skip these rows."
     )
 

@@ -341,12 +341,22 @@ def load_table(
     name: Optional[str] = None,
     **options: Any,
 ) -> MultimodalDataset:
-    """Load a user table ``root/file`` (see the module docstring; ``options`` are :class:`TableOptions` fields)."""
-    path = Path(file) if Path(file).is_absolute() else Path(root) / file
+    """Load a user table ``root/file`` (see the module docstring; ``options`` are :class:`TableOptions` fields).
+
+    A relative ``file`` is looked up in ``root``, then in the working directory (where a command was typed).
+    Relative image / audio paths in the table are resolved against the table's own folder, unless
+    ``image_base`` names another (relative to that folder, or absolute)."""
+    given = Path(file).expanduser()
+    tried = [given] if given.is_absolute() else [Path(root) / given, Path.cwd() / given]
+    path = next((p for p in tried if p.is_file()), tried[0])
     if not path.is_file():
         raise DatasetError(
-            f"table: {path} not found. Pass root= (the folder) and file= (the CSV / TSV / parquet inside it)."
+            f"table: {file!r} not found (looked for {' and '.join(str(p) for p in dict.fromkeys(tried))}). Pass "
+            "file= as an absolute path, or root= (the folder) and file= (the CSV / TSV / parquet inside it)."
         )
+    if path != tried[0]:
+        log.info("table: %s is not in %s; using %s (from the working directory)", given, root, path)
+    path = path.resolve()
     if name is not None:  # the documented option: a name for the table (its cache key), same as dataset_name
         if dataset_name is not None and name != dataset_name:
             raise DatasetError(f"table: name={name!r} and dataset_name={dataset_name!r} disagree; give one")
@@ -361,6 +371,6 @@ def load_table(
         "dtype": str, "keep_default_na": False}
     raw = read_table(path, "table", sep=sep, report=report, encoding=encoding, hint=hint, **as_text)
     name = dataset_name or f"table-{path.stem}"
-    return frame_to_dataset(raw, path, Path(root), name, report=report, variant="" if dataset_name else path_tag(path),
+    return frame_to_dataset(raw, path, path.parent, name, report=report, variant="" if dataset_name else path_tag(path),
                             **options)
 

@@ -47,6 +47,7 @@ class MainJob:
     rows: List[Dict[str, Any]]  # one result row per (model, seed)
     report: Optional[Report] = None  # None when MainJobConfig.report is False
     model_dir: Optional[Path] = None  # the saved model folder (the best head on validation); None when not saved
+    results: Optional[Path] = None  # the results files' common stem: <out>/embed_model_<dataset name> (+ .json ...)
 
 
 class JobConfigError(ValueError):
@@ -72,7 +73,8 @@ def check_job(cfg: MainJobConfig) -> None:
     if not isinstance(cfg.dataset_options, dict):
         raise JobConfigError(f"dataset_options must be a dict of loader options, got {cfg.dataset_options!r}")
     try:
-        data_mod.check_options(cfg.dataset, data_mod.DATASETS.get(cfg.dataset), dict(cfg.dataset_options))
+        data_mod.check_options(cfg.dataset, data_mod.DATASETS.get(cfg.dataset),
+                               {k: v for k, v in cfg.dataset_options.items() if k != "root"})  # root: the folder
     except data_mod.DatasetError as e:
         raise JobConfigError(f"dataset_options: {e}") from None
     unknown = [m for m in cfg.models if m not in HEADS.names()]
@@ -145,4 +147,4 @@ def main_job(config: Optional[MainJobConfig] = None, **options: Any) -> MainJob:
         from .predict import save_model
 
         model_dir = save_model(rows, out / "models" / name, report=rep, overwrite=True, device=cfg.device)
-    return MainJob(table, rows, rep, model_dir)
+    return MainJob(table, rows, rep, model_dir, out / name)

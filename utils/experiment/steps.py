@@ -44,8 +44,10 @@ def setup_logging(level: Union[int, str] = "INFO") -> None:
 
 
 def load_dataset(name: str, /, data_dir: Optional[PathLike] = None, **options: Any) -> MultimodalDataset:
-    """``utils.data.load`` with the folder taken from ``data_dir`` (``<data_dir>/<name>``) when given."""
-    root = Path(data_dir) / name if data_dir else None
+    """``utils.data.load`` with the folder taken from ``root`` among the options, else from ``data_dir``
+    (``<data_dir>/<name>``) when given."""
+    root = options.pop("root", None)  # a root among the options (the CLI's --dataset-options) wins over data_dir
+    root = Path(root).expanduser() if root else (Path(data_dir) / name if data_dir else None)
     ds = data_mod.load(name, root=root, **options)
     log.info("%r", ds)
     return ds
