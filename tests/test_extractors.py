@@ -19,6 +19,8 @@ def test_unknown_family_and_alias_list_valid_names():
     with pytest.raises(UnknownNameError) as e:
         extractors.create("minilmm")
     assert "minilm-offline" in str(e.value)
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'effnet-lite0'"):  # issue 19: 35 aliases, no hint
+        extractors.create("effnet-lite")
     assert "hf:" in extractors.names() and "random-convnext" in extractors.names()
 
 

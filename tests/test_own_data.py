@@ -81,3 +81,63 @@ def test_run_from_outside_the_repository_writes_where_it_was_started(tmp_path, m
     repo = Path(config.__file__).resolve().parents[1]
     monkeypatch.chdir(repo / "notebooks")  # the notebooks share the repository's folders
     assert config.embeddings_dir() == repo / "embeddings"
+
+
+def test_cli_heads_option_trains_only_those_and_refuses_an_unknown_one(tmp_path, tiny_bert, capsys):
+    args = ["--dataset-options", '{"n": 90}', "--text", f"hf:{tiny_bert}", "--image", "timm:test_vit",
+            "--image-options", '{"pretrained": false}', "--epochs", "1", "--no-report", "--no-save-model",
+            "--results-dir", str(tmp_path), "--embeddings-dir", str(tmp_path / "emb")]
+    assert main(args + ["--heads", "early_fusion, text_only"]) == 0
+    rows = json.loads((tmp_path / "embed_model_synthetic.json").read_text())
+    assert sorted({r["model"] for r in rows}) == ["early_fusion", "text_only"]
+    capsys.readouterr()
+    assert main(args + ["--heads", "early_fusion,erly_fusion"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown head(s) ['erly_fusion']" in err and "late_fusion" in err
+
+
+def test_a_dataframe_and_in_memory_images_load_like_the_csv(tmp_path, monkeypatch):
+    """Issue 19: no in-memory input. load("table", df=...) takes a pandas DataFrame (image paths relative to the
+    working directory) and in-memory images (PIL images, encoded bytes, Hugging Face {"bytes", "path"} dicts),
+    written once under <root>/media and read from there; the result equals the CSV's."""
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    table = _own_folder(tmp_path / "mydata")
+    from_csv = data.load("table", root=tmp_path / "mydata", name="study", **OPTS)
+    monkeypatch.chdir(tmp_path / "mydata")
+    frame = pd.read_csv(table, dtype=str)
+    from_df = data.load("table", df=frame, name="study", **OPTS)
+    cols = ["id", "text", "label", "split"]
+    assert from_df.df[cols].equals(from_csv.df[cols])
+    assert [Path(from_df.spec.root) / p for p in from_df.df["image_path"]] == \
+        [Path(from_csv.spec.root) / p for p in from_csv.df["image_path"]]
+
+    def as_bytes(p):
+        return (tmp_path / "mydata" / p).read_bytes()
+
+    kinds = [lambda p: Image.open(tmp_path / "mydata" / p).copy(), as_bytes, lambda p: {"bytes": as_bytes(p), "path": p}]
+    mem = frame.copy()
+    mem["file"] = [kinds[i % 3](p) for i, p in enumerate(frame["file"])]
+    media = tmp_path / "media-root"
+    ds = data.load("table", df=mem, root=media, **OPTS)
+    assert len(ds) == 40 and len(list((media / "media").iterdir())) == 40
+    for k in (0, 1, 2):  # every kind decodes to the pixels of its file
+        got = np.asarray(Image.open(Path(ds.spec.root) / ds.df["image_path"].iloc[k]).convert("RGB"))
+        want = np.asarray(Image.open(table.parent / frame["file"].iloc[k]).convert("RGB"))
+        assert np.array_equal(got, want)
+    before = {p.name: p.stat().st_mtime_ns for p in (media / "media").iterdir()}
+    data.load("table", df=mem, root=media, **OPTS)
+    assert {p.name: p.stat().st_mtime_ns for p in (media / "media").iterdir()} == before  # written once
+
+    class FakeHFDataset:  # what datasets.Dataset offers the loader
+        def to_pandas(self):
+            return mem
+
+    assert len(data.load("table", df=FakeHFDataset(), root=media, **OPTS)) == 40
+    mixed = mem.copy()
+    mixed.loc[0, "file"] = "imgs/0.png"
+    with pytest.raises(DatasetError, match="mixes file paths and in-memory images"):
+        data.load("table", df=mixed, root=media, **OPTS)

@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
                    help="image extractor, e.g. dinov2-base or timm:vit_small_patch14_dinov2.lvd142m (needs the hub)")
     p.add_argument("--text-options", default="{}", help='JSON dict of text extractor options, e.g. \'{"pooling": "cls"}\'')
     p.add_argument("--image-options", default="{}", help='JSON dict of image extractor options, e.g. \'{"precision": "fp32"}\'')
+    p.add_argument("--heads", default=None,
+                   help="comma-separated fusion heads to train (default: early_fusion,late_fusion,text_only,image_only; "
+                        "see utils.models.HEADS.names())")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--embed-batch-size", type=int, default=32, help="rows per forward pass during extraction")
@@ -105,6 +108,7 @@ def main(argv=None) -> int:
         data_dir=a.data_dir, embeddings_dir=a.embeddings_dir, out_dir=a.results_dir, device=a.device,
         embed_batch_size=a.embed_batch_size, report=not a.no_report, report_options={"n_resamples": a.bootstrap},
         save_model=not a.no_save_model,
+        **({"models": [h.strip() for h in a.heads.split(",") if h.strip()]} if a.heads else {}),
     )
     from .data import DatasetError
     from .experiment.main import JobConfigError

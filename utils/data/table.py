@@ -330,6 +330,82 @@ def path_tag(path: Path) -> str:
     return hashlib.sha1(str(Path(path).expanduser().resolve()).encode()).hexdigest()[:8]
 
 
+def _is_in_memory_image(v: Any) -> bool:
+    if isinstance(v, (bytes, bytearray)):
+        return True
+    if isinstance(v, dict):  # a Hugging Face datasets Image column: {"bytes": ..., "path": ...}
+        return v.get("bytes") is not None
+    return type(v).__module__.startswith("PIL.")
+
+
+def materialise_images(frame: pd.DataFrame, column: str, folder: Path) -> Tuple[pd.DataFrame, int]:
+    """A column of in-memory images (PIL images, encoded bytes, or Hugging Face ``{"bytes", "path"}`` dicts)
+    written once as files under ``folder``, named by the hash of their bytes (a second load writes nothing),
+    and replaced by paths relative to ``folder``'s parent. Returns the new frame and how many files were
+    written. Missing cells stay missing; a column mixing paths and images is refused."""
+    import io
+
+    values = frame[column].tolist()
+    kinds = {("missing" if v is None or (isinstance(v, float) and np.isnan(v)) else
+              "image" if _is_in_memory_image(v) else "path") for v in values}
+    if "image" not in kinds:
+        return frame, 0
+    if "path" in kinds:
+        raise DatasetError(f"table: column {column!r} mixes file paths and in-memory images; give one kind")
+    folder.mkdir(parents=True, exist_ok=True)
+    written, out = 0, []
+    for v in values:
+        if not _is_in_memory_image(v):
+            out.append(None)
+            continue
+        if isinstance(v, dict):
+            data = bytes(v["bytes"])
+        elif isinstance(v, (bytes, bytearray)):
+            data = bytes(v)
+        else:  # a PIL image: encoded losslessly, so the pixels embedded are the pixels given
+            buf = io.BytesIO()
+            v.save(buf, format="PNG")
+            data = buf.getvalue()
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                fmt = (im.format or "PNG").lower()
+        except Exception as e:  # noqa: BLE001 -- named below
+            raise DatasetError(f"table: a cell of {column!r} holds bytes that are not an image ({e})") from None
+        target = folder / f"{hashlib.sha256(data).hexdigest()[:24]}.{'jpg' if fmt == 'jpeg' else fmt}"
+        if not target.is_file():
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+            written += 1
+        out.append(f"{folder.name}/{target.name}")
+    frame = frame.copy()
+    frame[column] = out
+    return frame, written
+
+
+def frame_as_text(frame: Any) -> pd.DataFrame:
+    """A pandas DataFrame or a Hugging Face ``datasets.Dataset`` (``to_pandas``) as the loader reads a file:
+    row numbers from 1 as the index, and every cell that is not an image as text (so the same table read
+    from memory and from a CSV gives the same dataset)."""
+    if not isinstance(frame, pd.DataFrame):
+        if hasattr(frame, "to_pandas"):
+            frame = frame.to_pandas()
+        else:
+            raise DatasetError(f"table: df= must be a pandas DataFrame or a datasets.Dataset, got {type(frame).__name__}")
+    frame = frame.reset_index(drop=True).copy()
+    for c in frame.columns:
+        col = frame[c]
+        if any(_is_in_memory_image(v) for v in col.head(50).tolist()):
+            continue
+        frame[c] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else
+                    (str(int(v)) if isinstance(v, float) and v.is_integer() and pd.api.types.is_float_dtype(col)
+                     else str(v)) for v in col.tolist()]
+    frame.index = pd.RangeIndex(1, len(frame) + 1)
+    return frame
+
+
 @register("table", task="any", access="local")
 def load_table(
     root: Path,
@@ -339,6 +415,7 @@ def load_table(
     sep: Optional[str] = None,
     strict: bool = False,
     name: Optional[str] = None,
+    df: Any = None,
     **options: Any,
 ) -> MultimodalDataset:
     """Load a user table ``root/file`` (see the module docstring; ``options`` are :class:`TableOptions` fields).
@@ -346,6 +423,12 @@ def load_table(
     A relative ``file`` is looked up in ``root``, then in the working directory (where a command was typed).
     Relative image / audio paths in the table are resolved against the table's own folder, unless
     ``image_base`` names another (relative to that folder, or absolute)."""
+    if name is not None:  # the documented option: a name for the table (its cache key), same as dataset_name
+        if dataset_name is not None and name != dataset_name:
+            raise DatasetError(f"table: name={name!r} and dataset_name={dataset_name!r} disagree; give one")
+        dataset_name = name
+    if df is not None:
+        return _load_frame(df, Path(root), dataset_name, strict, options)
     given = Path(file).expanduser()
     tried = [given] if given.is_absolute() else [Path(root) / given, Path.cwd() / given]
     path = next((p for p in tried if p.is_file()), tried[0])
@@ -357,10 +440,6 @@ def load_table(
     if path != tried[0]:
         log.info("table: %s is not in %s; using %s (from the working directory)", given, root, path)
     path = path.resolve()
-    if name is not None:  # the documented option: a name for the table (its cache key), same as dataset_name
-        if dataset_name is not None and name != dataset_name:
-            raise DatasetError(f"table: name={name!r} and dataset_name={dataset_name!r} disagree; give one")
-        dataset_name = name
     hint = (f"Pass encoding='cp1252' (a CSV saved by Excel) or encoding='latin-1' if the file is not {encoding}; "
             "check sep= and the quoting otherwise.")
     report = LoadReport("table", root=str(root), strict=strict)
@@ -374,3 +453,26 @@ def load_table(
     return frame_to_dataset(raw, path, path.parent, name, report=report, variant="" if dataset_name else path_tag(path),
                             **options)
 
+
+
+def _load_frame(frame: Any, root: Path, dataset_name: Optional[str], strict: bool, options: Dict[str, Any]
+                ) -> MultimodalDataset:
+    """``load("table", df=...)``: a DataFrame / ``datasets.Dataset`` in memory. Image (audio) paths in it are
+    relative to the working directory, or to ``image_base``; in-memory images are written once under
+    ``<root>/media/`` (root: ``root=`` or ``<data dir>/table``) and read from there."""
+    raw = frame_as_text(frame)
+    name = dataset_name or "table-dataframe"
+    report = LoadReport("table", root=str(root), strict=strict)
+    base = Path.cwd()
+    for key in ("image_column", "audio_column"):
+        col = options.get(key, {"image_column": "image", "audio_column": None}[key])
+        if col and col in raw.columns:
+            raw, written = materialise_images(raw, col, root / "media")
+            if written or any(isinstance(v, str) and v.startswith("media/") for v in raw[col].head(1)):
+                base = root  # the written files live under root/media
+                log.info("table: %d image(s) of column %r written to %s (once; later loads reuse them)", written, col,
+                         root / "media")
+    text = raw.apply(lambda c: c.map(lambda v: "" if v is None else str(v)))  # images are paths by now
+    tag = hashlib.sha256(pd.util.hash_pandas_object(text, index=False).values.tobytes()).hexdigest()[:8]
+    return frame_to_dataset(raw, root / "<DataFrame>", base, name, report=report, variant="" if dataset_name else tag,
+                            description="an in-memory table", **options)

@@ -75,8 +75,12 @@ def parse_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
         family, model_id, _ = parse_spec(full)
         return family, model_id, dict(opts)
     if ":" not in spec:
+        import difflib
+
+        close = difflib.get_close_matches(str(spec), list(ALIASES), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownNameError(
-            f"extractor {spec!r} is neither an alias nor 'family:model_id'. "
+            f"extractor {spec!r} is neither an alias nor 'family:model_id'.{hint} "
             f"Families: {', '.join(sorted(_FAMILY_MODULES))}; aliases: {', '.join(sorted(ALIASES))}"
         )
     family, model_id = spec.split(":", 1)
