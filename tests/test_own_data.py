@@ -141,3 +141,21 @@ def test_a_dataframe_and_in_memory_images_load_like_the_csv(tmp_path, monkeypatc
     mixed.loc[0, "file"] = "imgs/0.png"
     with pytest.raises(DatasetError, match="mixes file paths and in-memory images"):
         data.load("table", df=mixed, root=media, **OPTS)
+
+
+def test_the_readmes_python_block_for_own_data_runs_as_written(tmp_path, monkeypatch):
+    """The five lines of Python in the README's "Your own data", run as written (only the folder replaced) with
+    the offline default models, on a folder made like a user's."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- own-data-python[^>]*-->\s*```python\n(.*?)```", readme, re.S).group(1)
+    assert len(block.strip().splitlines()) <= 5
+    _own_folder(tmp_path / "mydata")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMFUSION_EMBEDDINGS_DIR", str(tmp_path / "emb"))
+    code = block.replace("/path/to/mydata", str(tmp_path / "mydata"))
+    namespace: dict = {}
+    exec(compile(code, "README own-data block", "exec"), namespace)
+    assert (tmp_path / "results" / "models" / "mine" / "model.safetensors").is_file()
+    assert len(namespace["rows"]) == 4
