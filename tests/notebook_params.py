@@ -161,7 +161,7 @@ RULES: Dict[str, Callable[[Dict[str, Any]], Params]] = {
 
 # which notebooks save a report (pattern -> its JSON, relative to RESULTS_DIR) and the tables it must hold
 EXPECTED_REPORTS: Dict[str, str] = {
-    "notebooks/embed_model_*.ipynb": "{name}_report.json",
+    "notebooks/embed_model_*.ipynb": "{name}*_report.json",  # named by the dataset's own name (table-<file stem>)
 }
 
 # which result-row models each notebook must produce (pattern -> model names); default: at least one row

@@ -76,7 +76,9 @@ def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
             assert {r["model"] for r in rows} >= set(expected)
     report = _rule(notebook_params.EXPECTED_REPORTS, rel)
     if report:
-        saved = json.loads((Path(params["RESULTS_DIR"]) / report.format(name=ctx["name"])).read_text())
+        found = sorted(Path(params["RESULTS_DIR"]).glob(report.format(name=ctx["name"])))
+        assert len(found) == 1, found
+        saved = json.loads(found[0].read_text())
         assert saved["intervals"] and saved["calibration"] and saved["paired"]
         assert all(r["macro_f1_ci_low"] <= r["macro_f1_ci_high"] for r in saved["intervals"] if r["macro_f1_ci_low"] is not None)
     check = _rule(notebook_params.CHECKS, rel)

@@ -27,7 +27,7 @@ COMMENTS = {
     "N_BOOTSTRAP": "bootstrap resamples of every interval (1000 or more for reported figures)",
     "SUBGROUPS": "grouping columns of the table (None: the dataset's own list, ds.spec.extra['subgroups'])",
     "SHAPLEY": "Shapley values over modalities (trains each fusion head on every subset of modalities)",
-    "RESULTS_JSON": "None: RESULTS_DIR/embed_model_<DATASET>.json",
+    "RESULTS_JSON": "None: RESULTS_DIR/embed_model_<dataset name>.json (for a table: table-<file stem>, or the name option)",
 }
 
 TEXT_DEFAULT = "bge-base"  # a real sentence-embedding model (BAAI/bge-base-en-v1.5, CLS pooling)
@@ -120,16 +120,17 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         code("table = ex.results_table(rows)\ntable"),
         code(
             "out_dir = results_dir(RESULTS_DIR)\n"
-            "fig = ex.plot_results(table, out_dir / f\"embed_model_{DATASET}.png\", title=f\"{ds.spec.key}: \" + \" | \".join(emb.extractors.values()))"
+            "name = f\"embed_model_{ds.spec.name}\"  # the dataset's own name: each own table gets its own files\n"
+            "fig = ex.plot_results(table, out_dir / f\"{name}.png\", title=f\"{ds.spec.key}: \" + \" | \".join(emb.extractors.values()))"
         ),
         md(
             "## Report: how sure, how calibrated, for whom, without a modality, and what each modality adds\n"
-            "One call (`ex.report`) on the trained heads; it saves `embed_model_<DATASET>_report.json`, `.txt` and the "
+            "One call (`ex.report`) on the trained heads; it saves `embed_model_<dataset name>_report.json`, `.txt` and the "
             "figures beside the results. Every interval is a 95% stratified bootstrap over the test rows "
             "(`N_BOOTSTRAP` resamples, seeded), shared by all models, so differences between models are paired."
         ),
         code(
-            "rep = ex.report(rows, out_dir, f\"embed_model_{DATASET}\", n_resamples=N_BOOTSTRAP, subgroups=SUBGROUPS,\n"
+            "rep = ex.report(rows, out_dir, name, n_resamples=N_BOOTSTRAP, subgroups=SUBGROUPS,\n"
             "                shapley=SHAPLEY) if REPORT else None\n"
             "rep.intervals if rep else None"
         ),
@@ -169,5 +170,5 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
             "    display(rep.figures.get(\"shapley\"))"
         ),
         md("## Save\nOne row per trained model and seed, with its config, curves and library versions."),
-        code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"embed_model_{DATASET}.json\")"),
+        code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"{name}.json\")"),
     ]
