@@ -257,6 +257,24 @@ def test_lock_of_another_host_waits_for_its_heartbeat_to_stop(tmp_path, monkeypa
     assert lock is not None
 
 
+def test_a_lock_from_another_pid_namespace_on_this_kernel_is_judged_by_its_heartbeat(tmp_path, monkeypatch):
+    """Issue 20: a container restarted with the same host name and kernel left a lock (pid 1 of its old pid
+    namespace); the waiting job took it for alive forever ("waiting ... pid 1"). Same host and boot, another
+    pid namespace: the pid means nothing here, so the heartbeat decides."""
+    import time
+
+    import utils.store.locks as locks
+
+    here = locks.machine()
+    path = tmp_path / "store.lock"
+    _write_lock(path, host=here["host"], boot=here["boot"], pid_ns="pid:[4026531999]", pid=1)
+    monkeypatch.setattr(locks, "STALE_AFTER_S", 0.05)
+    assert locks.try_acquire(path)[0] is None  # first sight: it may be alive in its namespace
+    time.sleep(0.1)
+    lock, _ = locks.try_acquire(path)
+    assert lock is not None  # no refresh since: taken over
+
+
 def test_a_merge_lock_left_by_a_killed_job_does_not_jam_the_store(tmp_path, caplog):
     """Old code: `.finalize.lock` made every rerun log a false "embedded" and fail for an hour."""
     ds = make_ds()

@@ -174,8 +174,11 @@ def stale_reason(path: Path, owner: Optional[Dict[str, Any]]) -> Optional[str]:
     gone = owner_gone(owner)
     if gone:
         return gone
-    if owner.get("host") == machine()["host"] and owner.get("boot") == machine()["boot"]:
-        return None  # alive on this machine
+    here = machine()
+    if all(owner.get(k) == here[k] for k in ("host", "boot", "pid_ns")):
+        return None  # alive on this machine (owner_gone checked its pid)
+    # another machine, or this kernel seen from another pid namespace (a container restarted with the same host
+    # name): its pid means nothing here, so only its heartbeat can tell; a lock not refreshed is taken over
     first = _SEEN.get(str(path))
     now = time.monotonic()
     if first is None or first[0] != mtime:
