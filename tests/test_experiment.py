@@ -105,3 +105,40 @@ def test_cli_table_with_a_name_option_runs_and_results_follow_the_umask(tmp_path
     assert all(m == 0o664 for m in modes.values()), modes
     stored = [p for p in (tmp_path / "emb").rglob("*") if p.is_file() and p.name in ("manifest.json", "vectors.npy")]
     assert len(stored) >= 4 and all(stat.S_IMODE(p.stat().st_mode) == 0o664 for p in stored), stored
+
+
+def test_an_unwritable_results_folder_is_refused_before_training_and_a_full_disk_loses_nothing(
+        tmp_path, tiny_bert, monkeypatch, caplog):
+    """Issue 20: with the results folder read-only (or the disk full) every head trained, then a raw OSError
+    with no path; the table and report were lost. Now the folder is checked first, and a write error during
+    saving names the path and saves everything into a temporary folder instead."""
+    import errno
+
+    from utils.experiment import main as main_mod
+    from utils.experiment.main import JobConfigError
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setattr(main_mod, "load_dataset", lambda *a, **k: pytest.fail("loaded data before checking"))
+    with pytest.raises(JobConfigError, match=r"out_dir \(--results-dir\): cannot write to .*a-file"):
+        main_mod.main_job(out_dir=str(blocked / "results"))
+    monkeypatch.undo()
+
+    real = main_mod.save_results
+    calls = []
+
+    def full_disk_once(rows, path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(rows, path)
+
+    monkeypatch.setattr(main_mod, "save_results", full_disk_once)
+    with caplog.at_level(logging.ERROR):
+        job = main_mod.main_job(dataset_options={"n": 90}, text_extractor=f"hf:{tiny_bert}", image_extractor="timm:test_vit",
+                                extractor_options={"timm:test_vit": {"pretrained": False}}, epochs=1, report=False,
+                                out_dir=str(tmp_path / "results"), embeddings_dir=str(tmp_path / "emb"))
+    assert "No space left on device" in caplog.text and str(tmp_path / "results") in caplog.text
+    assert job.results.parent != tmp_path / "results" and str(job.results.parent) in caplog.text
+    assert (job.results.parent / "embed_model_synthetic.json").is_file() and job.model_dir.is_dir()
+    assert len(job.table) == 4

@@ -54,6 +54,36 @@ class JobConfigError(ValueError):
     """A main-job setting is wrong; the message names the option and the accepted values."""
 
 
+def check_writable(folder: Path, option: str) -> None:
+    """Refuse, before anything is trained, a results folder that cannot be written (read-only, not a folder,
+    no permission): the job used to train every head and then fail with a raw ``OSError`` and no path."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-", delete=True):
+            pass
+    except OSError as e:
+        raise JobConfigError(f"{option}: cannot write to {folder} ({e.strerror or e}); choose a writable folder "
+                             "(--results-dir / out_dir= / MMFUSION_RESULTS_DIR)") from None
+
+
+def _save_outputs(out: Path, name: str, save: Any) -> Path:
+    """Run ``save(folder)``; on a write error (a disk that filled, a folder made read-only meanwhile) say which
+    path failed and save everything again into a fresh temporary folder, so nothing computed is lost."""
+    import tempfile
+
+    try:
+        save(out)
+        return out
+    except OSError as e:
+        spare = Path(tempfile.mkdtemp(prefix=f"mmfusion-{name}-"))
+        log.error("could not write the results to %s (%s: %s); saving them to %s instead", out,
+                  getattr(e, "filename", None) or out, e.strerror or e, spare)
+        save(spare)
+        return spare
+
+
 def check_job(cfg: MainJobConfig) -> None:
     """Validate every setting of the main job before anything heavy runs (data, models, extraction).
 
@@ -90,6 +120,7 @@ def check_job(cfg: MainJobConfig) -> None:
         EmbedConfig(batch_size=cfg.embed_batch_size, device=cfg.device)
     except (TypeError, ValueError) as e:
         raise JobConfigError(str(e)) from None
+    check_writable(Path(cfg.out_dir) if cfg.out_dir else results_dir(), "out_dir (--results-dir)")
     if not (cfg.device in ("auto", "cpu", "mps") or str(cfg.device).startswith("cuda")):
         raise JobConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {cfg.device!r}")
     if str(cfg.device).startswith("cuda"):
@@ -138,13 +169,20 @@ def main_job(config: Optional[MainJobConfig] = None, **options: Any) -> MainJob:
     rows = train_heads(ds, emb, cfg.models, epochs=cfg.epochs, batch_size=cfg.batch_size, seeds=cfg.seeds, device=cfg.device)
     out = Path(cfg.out_dir) if cfg.out_dir else results_dir()
     name = f"embed_model_{ds.spec.name}"
-    save_results(rows, out / f"{name}.json")
     table = results_table(rows)
-    plot_results(table, out / f"{name}.png", title=f"{ds.spec.key}: text {emb.extractors['text']} | image {emb.extractors['image']}")
-    rep = report(rows, out, name, **dict(cfg.report_options)) if cfg.report else None
-    model_dir = None
-    if cfg.save_model:
-        from .predict import save_model
+    done: Dict[str, Any] = {}
 
-        model_dir = save_model(rows, out / "models" / name, report=rep, overwrite=True, device=cfg.device)
-    return MainJob(table, rows, rep, model_dir, out / name)
+    def save(folder: Path) -> None:
+        save_results(rows, folder / f"{name}.json")
+        plot_results(table, folder / f"{name}.png",
+                     title=f"{ds.spec.key}: text {emb.extractors['text']} | image {emb.extractors['image']}")
+        done["report"] = report(rows, folder, name, **dict(cfg.report_options)) if cfg.report else None
+        done["model"] = None
+        if cfg.save_model:
+            from .predict import save_model
+
+            done["model"] = save_model(rows, folder / "models" / name, report=done["report"], overwrite=True,
+                                       device=cfg.device)
+
+    out = _save_outputs(out, name, save)
+    return MainJob(table, rows, done["report"], done["model"], out / name)
