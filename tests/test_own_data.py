@@ -159,3 +159,20 @@ def test_the_readmes_python_block_for_own_data_runs_as_written(tmp_path, monkeyp
     exec(compile(code, "README own-data block", "exec"), namespace)
     assert (tmp_path / "results" / "models" / "mine" / "model.safetensors").is_file()
     assert len(namespace["rows"]) == 4
+
+
+def test_an_extractor_that_cannot_load_stops_the_job_before_any_extraction_and_leaves_nothing(tmp_path, tiny_bert):
+    """Issue 19: a model that cannot load (a hub id offline) was found only after the other modality had been
+    embedded, and a partial store folder was left behind."""
+    from utils import experiment as ex
+    from utils.embed import embed
+    from utils.extractors import ExtractorError, create
+
+    ds = ex.load_dataset("synthetic", n=60)
+    with pytest.raises(ExtractorError, match="could not load"):
+        ex.extract_embeddings(ds, {"text": f"hf:{tiny_bert}", "image": f"hf-image:{tmp_path / 'no-such-model'}"},
+                              embeddings_dir=tmp_path / "emb", show_progress=False)
+    assert not list((tmp_path / "emb").rglob("manifest.json")) if (tmp_path / "emb").exists() else True
+    with pytest.raises(ExtractorError):
+        embed(ds, "image", create(f"hf-image:{tmp_path / 'no-such-model'}"), root=tmp_path / "emb2", show_progress=False)
+    assert not (tmp_path / "emb2").exists() or not any((tmp_path / "emb2").rglob("*.json"))

@@ -180,6 +180,13 @@ def store_header(dataset: MultimodalDataset, modality: str, extractor: Extractor
     }
 
 
+def _finished(store: EmbeddingStore) -> bool:
+    try:
+        return store.is_complete()
+    except Exception:  # noqa: BLE001 -- a damaged store: open() below says what is wrong
+        return False
+
+
 def embed(
     dataset: MultimodalDataset,
     modality: str,
@@ -211,6 +218,8 @@ def embed(
 
     store = store_path(dataset, modality, extractor, cfg.root)
     n = len(dataset)
+    if cfg.engine != "ray" and not _finished(store):
+        extractor.load(cfg.device)  # fail fast: a model that cannot load leaves no store folder behind
     store.open(store_header(dataset, modality, extractor, cfg), overwrite=cfg.overwrite)
     if store.manifest().get("complete") and not store.is_complete():
         store.reset(f"{store.folder / 'vectors.npy'} is missing although the manifest says the store is finished")
