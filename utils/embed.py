@@ -180,7 +180,8 @@ def store_header(dataset: MultimodalDataset, modality: str, extractor: Extractor
     }
 
 
-def _finished(store: EmbeddingStore) -> bool:
+def is_finished(store: EmbeddingStore) -> bool:
+    """The store is complete (False for a damaged one too: :func:`embed` says what is wrong and repairs it)."""
     try:
         return store.is_complete()
     except Exception:  # noqa: BLE001 -- a damaged store: open() below says what is wrong
@@ -218,7 +219,7 @@ def embed(
 
     store = store_path(dataset, modality, extractor, cfg.root)
     n = len(dataset)
-    if cfg.engine != "ray" and not _finished(store):
+    if cfg.engine != "ray" and not is_finished(store):
         extractor.load(cfg.device)  # fail fast: a model that cannot load leaves no store folder behind
     store.open(store_header(dataset, modality, extractor, cfg), overwrite=cfg.overwrite)
     if store.manifest().get("complete") and not store.is_complete():

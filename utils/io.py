@@ -93,6 +93,15 @@ def created_mode(is_dir: bool = False) -> int:
     return (0o777 if is_dir else 0o666) & ~process_umask()
 
 
+def give_created_mode(fd: int) -> None:
+    """Give the temporary file open as ``fd`` the mode :func:`created_mode` names (no-op where modes or
+    ``fchmod`` do not exist)."""
+    try:
+        os.fchmod(fd, created_mode())
+    except (AttributeError, OSError):
+        pass
+
+
 def atomic_write_bytes(path: PathLike, write: Callable[[Any], Any]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path`` (with the
     mode the umask gives a new file, not the temporary file's 0600)."""
@@ -100,10 +109,7 @@ def atomic_write_bytes(path: PathLike, write: Callable[[Any], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        try:
-            os.fchmod(fd, created_mode())
-        except (AttributeError, OSError):  # no fchmod (Windows) or a file system without modes
-            pass
+        give_created_mode(fd)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

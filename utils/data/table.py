@@ -338,46 +338,43 @@ def _is_in_memory_image(v: Any) -> bool:
     return type(v).__module__.startswith("PIL.")
 
 
-def materialise_images(frame: pd.DataFrame, column: str, folder: Path) -> Tuple[pd.DataFrame, int]:
+def materialise_images(frame: pd.DataFrame, column: str, folder: Path) -> Tuple[pd.DataFrame, Optional[int]]:
     """A column of in-memory images (PIL images, encoded bytes, or Hugging Face ``{"bytes", "path"}`` dicts)
     written once as files under ``folder``, named by the hash of their bytes (a second load writes nothing),
     and replaced by paths relative to ``folder``'s parent. Returns the new frame and how many files were
-    written. Missing cells stay missing; a column mixing paths and images is refused."""
+    written, or ``None`` (and the frame as it is) when the column holds no in-memory image. Missing cells stay
+    missing; a column mixing paths and images is refused."""
     import io
 
+    from PIL import Image
+
+    from ..io import atomic_write_bytes
+
     values = frame[column].tolist()
-    kinds = {("missing" if v is None or (isinstance(v, float) and np.isnan(v)) else
-              "image" if _is_in_memory_image(v) else "path") for v in values}
+    kinds = {"missing" if is_missing(v) else "image" if _is_in_memory_image(v) else "path" for v in values}
     if "image" not in kinds:
-        return frame, 0
+        return frame, None
     if "path" in kinds:
         raise DatasetError(f"table: column {column!r} mixes file paths and in-memory images; give one kind")
-    folder.mkdir(parents=True, exist_ok=True)
     written, out = 0, []
     for v in values:
         if not _is_in_memory_image(v):
             out.append(None)
             continue
-        if isinstance(v, dict):
-            data = bytes(v["bytes"])
-        elif isinstance(v, (bytes, bytearray)):
-            data = bytes(v)
+        if isinstance(v, (bytes, bytearray, dict)):
+            data = bytes(v["bytes"] if isinstance(v, dict) else v)
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    fmt = (im.format or "png").lower()
+            except Exception as e:  # noqa: BLE001 -- named here
+                raise DatasetError(f"table: a cell of {column!r} holds bytes that are not an image ({e})") from None
         else:  # a PIL image: encoded losslessly, so the pixels embedded are the pixels given
             buf = io.BytesIO()
             v.save(buf, format="PNG")
-            data = buf.getvalue()
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                fmt = (im.format or "PNG").lower()
-        except Exception as e:  # noqa: BLE001 -- named below
-            raise DatasetError(f"table: a cell of {column!r} holds bytes that are not an image ({e})") from None
+            data, fmt = buf.getvalue(), "png"
         target = folder / f"{hashlib.sha256(data).hexdigest()[:24]}.{'jpg' if fmt == 'jpeg' else fmt}"
         if not target.is_file():
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            atomic_write_bytes(target, lambda f, b=data: f.write(b))
             written += 1
         out.append(f"{folder.name}/{target.name}")
     frame = frame.copy()
@@ -399,7 +396,7 @@ def frame_as_text(frame: Any) -> pd.DataFrame:
         col = frame[c]
         if any(_is_in_memory_image(v) for v in col.head(50).tolist()):
             continue
-        frame[c] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else
+        frame[c] = [None if is_missing(v) else
                     (str(int(v)) if isinstance(v, float) and v.is_integer() and pd.api.types.is_float_dtype(col)
                      else str(v)) for v in col.tolist()]
     frame.index = pd.RangeIndex(1, len(frame) + 1)
@@ -468,7 +465,7 @@ def _load_frame(frame: Any, root: Path, dataset_name: Optional[str], strict: boo
         col = options.get(key, {"image_column": "image", "audio_column": None}[key])
         if col and col in raw.columns:
             raw, written = materialise_images(raw, col, root / "media")
-            if written or any(isinstance(v, str) and v.startswith("media/") for v in raw[col].head(1)):
+            if written is not None:
                 base = root  # the written files live under root/media
                 log.info("table: %d image(s) of column %r written to %s (once; later loads reuse them)", written, col,
                          root / "media")

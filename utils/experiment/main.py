@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pandas as pd
 
@@ -68,7 +68,7 @@ def check_writable(folder: Path, option: str) -> None:
                              "(--results-dir / out_dir= / MMFUSION_RESULTS_DIR)") from None
 
 
-def _save_outputs(out: Path, name: str, save: Any) -> Path:
+def _save_outputs(out: Path, name: str, save: Callable[[Path], None]) -> Path:
     """Run ``save(folder)``; on a write error (a disk that filled, a folder made read-only meanwhile) say which
     path failed and save everything again into a fresh temporary folder, so nothing computed is lost."""
     import tempfile

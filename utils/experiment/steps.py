@@ -115,14 +115,10 @@ def extract_embeddings(
     built = {modality: create_for(spec, modality, **dict(by_spec.get(spec, {}))) for modality, spec in extractors.items()}
     if engine != "ray":  # every model that has work to do loads before the first extraction starts: an extractor
         # that cannot load (a hub id offline) is found before the other modality spent minutes being embedded
-        from ..embed import store_path
+        from ..embed import is_finished, store_path
 
         for modality, ext in built.items():
-            try:
-                done = store_path(ds, modality, ext, cfg.root).is_complete()
-            except Exception:  # noqa: BLE001 -- a damaged store is repaired by embed()
-                done = False
-            if not done:
+            if not is_finished(store_path(ds, modality, ext, cfg.root)):
                 ext.load(device)
     vectors, described, stores, reused, sources = {}, {}, {}, {}, {}
     for modality, ext in built.items():

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -93,8 +94,6 @@ class Extractor(ABC):
         """Local files or folders the model's weights are read from (a folder saved with ``save_pretrained``, a
         ``.pt`` / ``.gguf`` file): the model id when it is a path on this machine, and weight-file options.
         Empty for hub ids."""
-        from pathlib import Path
-
         found = []
         for v in [self.model_id] + [self.options.get(k) for k in self.WEIGHT_OPTIONS]:
             if isinstance(v, str) and v and not v.startswith(("http://", "https://")):
@@ -107,8 +106,6 @@ class Extractor(ABC):
         """Fingerprint of the local weights (see :meth:`local_weights`), None for a hub model. ``"stat"``: every
         file's relative name, size and modification time (cheap: a model edited and saved in place gets
         another one); ``"content"``: a sha256 of every byte (survives copies that do not keep times)."""
-        from pathlib import Path
-
         roots = self.local_weights()
         if not roots:
             return None

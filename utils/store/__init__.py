@@ -202,8 +202,12 @@ class EmbeddingStore:
     def is_complete(self) -> bool:
         return self.exists() and bool(self.manifest().get("complete")) and (self.folder / "vectors.npy").is_file()
 
+    @staticmethod
+    def _manifest_bytes(m: Dict[str, Any]) -> bytes:
+        return json.dumps(_jsonable(m), indent=2, sort_keys=True, allow_nan=False).encode()
+
     def _write_manifest(self, m: Dict[str, Any]) -> None:
-        text = json.dumps(_jsonable(m), indent=2, sort_keys=True, allow_nan=False).encode()
+        text = self._manifest_bytes(m)
         try:
             write_file(self.manifest_path, lambda f: f.write(text), expected=len(text))
         except OSError as e:
@@ -236,8 +240,7 @@ class EmbeddingStore:
                     "manifest.json, or run again with overwrite=True to recompute this store.", rebuild=True,
                 )
             self.folder.mkdir(parents=True, exist_ok=True)
-            text = json.dumps(_jsonable({**header, "complete": False, "created": _now()}), indent=2, sort_keys=True,
-                              allow_nan=False).encode()
+            text = self._manifest_bytes({**header, "complete": False, "created": _now()})
             if create_exclusive(self.manifest_path, text):  # another job that also found no manifest loses here
                 return self._opened(self.manifest())
             log.info("%s: another job created this store a moment ago; checking it was made for the same thing",

@@ -19,9 +19,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..io import created_mode
-
-from ..io import hasher
+from ..io import give_created_mode, hasher
 
 CHECKSUM = "xxh3_128"
 SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -122,10 +120,7 @@ def write_temp(path: Path, write: Callable[[Any], Any], expected: int = 0) -> Tu
         require_space(path.parent, expected)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        try:  # the mode a new file gets from the umask, not mkstemp's 0600: stores are shared on servers / Drive
-            os.fchmod(fd, created_mode())
-        except (AttributeError, OSError):
-            pass
+        give_created_mode(fd)  # the umask's mode, not mkstemp's 0600: stores are shared on servers / Drive
         with os.fdopen(fd, "wb") as f:
             w = HashingWriter(f)
             write(w)
@@ -237,8 +232,7 @@ def load_npy_bytes(data: bytes) -> np.ndarray:
 
 
 def read_json_object(path: Path) -> Dict[str, Any]:
-    """A store's JSON file (manifest, shard header, failed rows, lock owner) as a dict, read through one guarded
-    path: a missing file raises ``FileNotFoundError``; anything else that is not a UTF-8 JSON object (binary
+    """A store's JSON file (the manifest, a shard header) as a dict, read through one guarded path: a missing file raises ``FileNotFoundError``; anything else that is not a UTF-8 JSON object (binary
     bytes, a truncated file, a list, an unreadable file) raises ``ValueError`` saying what is wrong, never a raw
     decoding error. Callers turn it into the store's own error naming the file and the repair."""
     try:
