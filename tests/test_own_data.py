@@ -68,6 +68,9 @@ def test_cli_own_table_first_try(tmp_path, tiny_bert, capsys, monkeypatch, how):
     first = saved.split("saved: ", 1)[1].split(",", 1)[0]
     assert Path(first).is_file(), saved  # the printed path is the written one
     assert Path(first).name == "embed_model_table-records.json"
+    # the file checks are cached in the run's embeddings folder, not in the default one (MMFUSION_EMBEDDINGS_DIR)
+    assert list((tmp_path / "emb" / ".media-cache").glob("*.npz"))
+    assert not (tmp_path / "embeddings" / ".media-cache").exists()
 
 
 def test_run_from_outside_the_repository_writes_where_it_was_started(tmp_path, monkeypatch):
@@ -176,3 +179,13 @@ def test_an_extractor_that_cannot_load_stops_the_job_before_any_extraction_and_l
     with pytest.raises(ExtractorError):
         embed(ds, "image", create(f"hf-image:{tmp_path / 'no-such-model'}"), root=tmp_path / "emb2", show_progress=False)
     assert not (tmp_path / "emb2").exists() or not any((tmp_path / "emb2").rglob("*.json"))
+
+
+def test_the_media_check_cache_follows_the_embeddings_folder_given_to_load(tmp_path, monkeypatch):
+    _own_folder(tmp_path / "d", n=6)
+    monkeypatch.setenv("MMFUSION_EMBEDDINGS_DIR", str(tmp_path / "from_env"))
+    data.load("table", root=tmp_path / "d", **OPTS)
+    assert len(list((tmp_path / "from_env" / ".media-cache").glob("*.npz"))) == 1
+    ds = data.load("table", root=tmp_path / "d", embeddings_dir=tmp_path / "given", **OPTS)
+    assert len(list((tmp_path / "given" / ".media-cache").glob("*.npz"))) == 1
+    assert ds.take([0, 1]).embeddings_dir == str(tmp_path / "given")  # a subset keeps the folder

@@ -101,8 +101,10 @@ def test_shapley_values_sum_to_the_gain_over_the_empty_set(trained, rep):
 def test_report_is_saved_with_the_results(rep):
     saved = json.loads((rep.out / "planted_report.json").read_text())
     assert {"intervals", "paired", "calibration", "subgroups", "subgroup_gaps", "missing", "shapley"} <= set(saved)
-    for fig in ("reliability", "subgroups", "missing", "shapley"):
+    for fig in ("reliability", "subgroups", "missing", "shapley", "confusion", "roc_pr"):
         assert (rep.out / f"planted_{fig}.png").stat().st_size > 5_000
+        assert (rep.out / f"planted_{fig}.pdf").read_bytes()[:5] == b"%PDF-"  # a vector copy for a paper
+        assert rep.paths[f"{fig}_pdf"] == str(rep.out / f"planted_{fig}.pdf")
     text = (rep.out / "planted_report.txt").read_text()
     for heading in ("Paired differences", "Calibration", "Worst-group gaps", "Missing modality", "Shapley values"):
         assert heading in text
@@ -158,3 +160,57 @@ def test_the_synthetic_dataset_lists_how_each_image_was_drawn_as_subgroups():
     assert ds.spec.extra["subgroups"] == ["shape", "background"]
     assert set(ds.df["shape"]) == {"circle", "square", "triangle", "diamond"}
     assert set(ds.df["background"]) == {"noise", "stripes", "checks"}
+
+
+def test_the_confusion_matrix_shows_the_head_best_on_validation_and_curves_every_head(trained, rep):
+    from utils.evaluation import logits_probabilities
+    from utils.metrics import classification_metrics
+
+    rows = trained[2]
+    recipe = rows.recipe
+    y_val = recipe.y[recipe.parts["val"]]
+    by_val = {}
+    for i, r in enumerate(rows):
+        p = logits_probabilities(rows.outputs[i].val_logits, "multiclass")
+        by_val.setdefault(r["model"], []).append(classification_metrics(y_val, p, "multiclass", recipe.ds.spec.classes)["macro_f1"])
+    best = max(by_val, key=lambda m: np.mean(by_val[m]))
+    assert rep.curves["best"] == best != "image_only"
+    title = rep.figures["confusion"].axes[0].get_title()
+    assert title.startswith(best.replace("_", " ") + " (best on validation)")
+    # the cell counts are the test rows of that head's seed-mean prediction
+    y = rep.curves["y_test"]
+    pred = rep.curves["proba"][best].argmax(axis=1)
+    cells = [t for t in rep.figures["confusion"].axes[0].texts]
+    assert sum(int(t.get_text()) for t in cells) == len(y) and int(cells[0].get_text()) == int(((y == 0) & (pred == 0)).sum())
+    roc, pr = rep.figures["roc_pr"].axes[:2]
+    labels = [t.get_text() for t in roc.get_legend().get_texts()]
+    assert sum(lbl.startswith(("early fusion", "late fusion", "text only", "image only")) for lbl in labels) == 4
+    image_auc = float(next(lbl for lbl in labels if lbl.startswith("image only")).split("AUC ")[1].rstrip(")"))
+    text_auc = float(next(lbl for lbl in labels if lbl.startswith("text only")).split("AUC ")[1].rstrip(")"))
+    assert text_auc > 0.7 and image_auc < 0.62 and text_auc - image_auc > 0.15  # text carries the label, image is noise
+
+
+def test_reliability_panels_one_per_model_with_adaptive_bins_and_intervals(rep):
+    fig = rep.figures["reliability"]
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["early fusion", "late fusion", "text only", "image only"]
+    b = rep.reliability[(rep.reliability.model == "text_only") & (rep.reliability.stage == "before")]
+    n_test = rep.n_test
+    assert len(b) == min(15, max(4, 2 * n_test // 25))  # 2 seeds x n_test predictions, about 25 per bin
+    assert b["count"].max() - b["count"].min() <= 0.35 * b["count"].mean()  # equal-mass, not mostly empty bins
+    assert (b.accuracy_ci_low <= b.accuracy).all() and (b.accuracy <= b.accuracy_ci_high).all()
+
+
+def test_the_results_chart_draws_the_reports_intervals_with_readable_labels(trained, rep, tmp_path):
+    table = ex.results_table(trained[2])
+    fig = ex.plot_results(table, tmp_path / "r.png", title="planted", intervals=rep.intervals, formats=["png", "svg"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Accuracy", "Macro-F1", "ROC-AUC"]
+    assert "95% bootstrap CI" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["early fusion", "late fusion", "text only", "image only"]
+    # the first model's macro-F1 error bar spans exactly its interval
+    iv = rep.intervals.set_index("model").loc["early_fusion"]
+    bars = [c for c in ax.containers if hasattr(c, "lines") and c.lines[2]]
+    segs = bars[0].lines[2][0].get_segments()
+    assert np.allclose([segs[1][0][1], segs[1][1][1]], [iv.macro_f1_ci_low, iv.macro_f1_ci_high], atol=1e-6)
+    assert (tmp_path / "r.png").exists() and (tmp_path / "r.svg").read_text().lstrip().startswith("<?xml")

@@ -64,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="skip the report (intervals, calibration, subgroups, ...)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the report's intervals")
     p.add_argument("--no-save-model", action="store_true", help="do not save the best head as a model folder")
+    p.add_argument("--figure-formats", default="png,pdf",
+                   help="comma-separated formats of every figure (png, pdf, svg, eps); pdf / svg are vector, for a paper")
+    p.add_argument("--dpi", type=int, default=200, help="resolution of the PNG figures")
     return p
 
 
@@ -107,7 +110,8 @@ def main(argv=None) -> int:
         extractor_options=options, epochs=a.epochs, batch_size=a.batch_size, seeds=seeds if len(seeds) > 1 else seeds[0],
         data_dir=a.data_dir, embeddings_dir=a.embeddings_dir, out_dir=a.results_dir, device=a.device,
         embed_batch_size=a.embed_batch_size, report=not a.no_report, report_options={"n_resamples": a.bootstrap},
-        save_model=not a.no_save_model,
+        save_model=not a.no_save_model, figure_dpi=a.dpi,
+        figure_formats=[f.strip() for f in a.figure_formats.split(",") if f.strip()],
         **({"models": [h.strip() for h in a.heads.split(",") if h.strip()]} if a.heads else {}),
     )
     from .data import DatasetError
@@ -127,7 +131,7 @@ def main(argv=None) -> int:
         print()
         print(job.report.to_text())
     stem = job.results  # the paths as written: named by the dataset's own name (a table's includes its file)
-    saved = f"{stem}.json, .csv and .png"
+    saved = f"{stem}.json, .csv, " + " and ".join(f".{f.lower().lstrip('.')}" for f in dict.fromkeys(cfg.figure_formats))
     if job.report is not None:
         saved += f"; report: {stem}_report.json, .txt and figures"
     if job.model_dir is not None:

@@ -278,17 +278,58 @@ def calibration_pairs(y_true: np.ndarray, proba: np.ndarray, task: str) -> Tuple
     return p.reshape(-1), y.reshape(-1).astype(np.float64)
 
 
-def reliability_bins(y_true: np.ndarray, proba: np.ndarray, task: str, n_bins: int = 15) -> pd.DataFrame:
-    """Equal-width bins of confidence: ``lo, hi, confidence`` (mean), ``accuracy`` (mean outcome), ``count``."""
+def reliability_bins(y_true: np.ndarray, proba: np.ndarray, task: str, n_bins: int = 15,
+                     strategy: str = "uniform", level: float = LEVEL) -> pd.DataFrame:
+    """Bins of confidence: ``lo, hi, confidence`` (mean), ``accuracy`` (mean outcome), ``count``, and the Wilson
+    interval of the observed frequency (``accuracy_ci_low``, ``accuracy_ci_high``; NaN for an empty bin).
+
+    ``strategy``: ``"uniform"`` (equal-width bins over [0, 1], as ECE uses), ``"quantile"`` (equal-mass: every
+    bin holds about the same number of predictions) or ``"adaptive"`` (equal-mass, with ``adaptive_bin_count``
+    bins, so a small test split still gets bins with enough predictions to read, and a large one up to ``n_bins``).
+    """
     conf, outcome = calibration_pairs(y_true, proba, task)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
+    if strategy not in ("uniform", "quantile", "adaptive"):
+        raise ValueError(f"strategy must be 'uniform', 'quantile' or 'adaptive', got {strategy!r}")
+    if strategy == "uniform" or len(conf) == 0:
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+    else:
+        k = adaptive_bin_count(len(conf), n_bins) if strategy == "adaptive" else n_bins
+        edges = np.unique(np.quantile(conf, np.linspace(0.0, 1.0, k + 1)))
+        edges[0], edges[-1] = min(edges[0], 0.0), max(edges[-1], 1.0)
+        if len(edges) < 2:
+            edges = np.array([0.0, 1.0])
+    nb = len(edges) - 1
+    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, nb - 1)
+    count = np.bincount(idx, minlength=nb)
+    hits = np.bincount(idx, outcome, minlength=nb)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(idx, conf, minlength=n_bins) / count
-        mean_out = np.bincount(idx, outcome, minlength=n_bins) / count
+        mean_conf = np.bincount(idx, conf, minlength=nb) / count
+        mean_out = hits / count
+    low, high = wilson_interval(hits, count, level)
     return pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "confidence": mean_conf, "accuracy": mean_out,
-                         "count": count.astype(np.int64)})
+                         "count": count.astype(np.int64), "accuracy_ci_low": low, "accuracy_ci_high": high})
+
+
+def adaptive_bin_count(n: int, most: int = 15, per_bin: int = 25, fewest: int = 4) -> int:
+    """Bins for a reliability diagram of ``n`` predictions: about ``per_bin`` predictions each, between
+    ``fewest`` and ``most`` (40 predictions: 4 bins of 10; 450: 15 bins of 30)."""
+    return int(max(1, min(most, max(fewest, n // per_bin), n)))
+
+
+def wilson_interval(hits: np.ndarray, count: np.ndarray, level: float = LEVEL) -> Tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of ``hits / count`` (element-wise; NaN where ``count`` is 0). Unlike the normal
+    approximation it stays inside [0, 1] and is not zero-width at 0 or 1 successes."""
+    from scipy.stats import norm
+
+    hits, count = np.asarray(hits, np.float64), np.asarray(count, np.float64)
+    z = float(norm.ppf(0.5 + level / 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = hits / count
+        centre = (p + z * z / (2 * count)) / (1 + z * z / count)
+        half = z * np.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    low, high = centre - half, centre + half
+    low[count == 0] = high[count == 0] = np.nan
+    return np.clip(low, 0, 1), np.clip(high, 0, 1)
 
 
 def ece(y_true: np.ndarray, proba: np.ndarray, task: str, n_bins: int = 15) -> float:

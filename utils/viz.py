@@ -4,7 +4,7 @@ nothing calls ``plt.show()``, so notebooks display them and papermill / scripts 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -26,11 +26,40 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: Optional[str | Path], dpi: int = 130) -> None:
-    if path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+FIGURE_FORMATS = ("png", "pdf")  # every saved figure: a PNG to look at and a vector PDF for a paper
+FIGURE_DPI = 200  # the PNG's resolution (the PDF is vector; its embedded rasters, if any, use it too)
+
+LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "weighted_f1": "Weighted F1", "roc_auc": "ROC-AUC",
+          "pr_auc": "PR-AUC", "ece": "ECE", "brier": "Brier score"}
+
+
+def label(name: object) -> str:
+    """A readable label for a metric or model name: ``macro_f1`` -> ``Macro-F1``, ``early_fusion`` -> ``early fusion``."""
+    text = str(name)
+    return LABELS.get(text, text.replace("_", " "))
+
+
+def save_figure(fig, path: Optional[str | Path], dpi: Optional[int] = None,
+                formats: Optional[Sequence[str]] = None) -> List[Path]:
+    """Save ``fig`` as ``path`` in every format of ``formats`` (default :data:`FIGURE_FORMATS`: PNG and PDF,
+    the suffix of ``path`` replaced) at ``dpi`` (default :data:`FIGURE_DPI`); return the paths written.
+
+    A PDF is written without a creation date, so the same figure gives the same bytes."""
+    if not path:
+        return []
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    formats = [f.lower().lstrip(".") for f in (formats if formats is not None else FIGURE_FORMATS)]
+    unknown = [f for f in formats if f not in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "eps")]
+    if unknown or not formats:
+        raise ValueError(f"figure formats must be among png, pdf, svg, eps, jpg, tif; got {list(formats)}")
+    written = []
+    for fmt in dict.fromkeys(formats):
+        target = path.with_suffix(f".{fmt}")
+        meta = {"CreationDate": None} if fmt == "pdf" else ({"Date": None} if fmt == "svg" else None)
+        fig.savefig(target, dpi=dpi or FIGURE_DPI, bbox_inches="tight", format=fmt, metadata=meta)
+        written.append(target)
+    return written
 
 
 def detach(fig):
@@ -42,31 +71,53 @@ def detach(fig):
 
 
 def metric_bars(
-    table: pd.DataFrame, metrics: Sequence[str], path: Optional[str | Path] = None, title: str = "", model_col: str = "model"
+    table: pd.DataFrame, metrics: Sequence[str], path: Optional[str | Path] = None, title: str = "",
+    model_col: str = "model", intervals: Optional[pd.DataFrame] = None, subtitle: str = "",
+    dpi: Optional[int] = None, formats: Optional[Sequence[str]] = None,
 ):
-    """Grouped bars: one group per metric, one bar per model (error bars from ``<metric>_std`` columns)."""
-    import seaborn as sns
+    """Grouped bars: one group per metric, one bar per model, with error bars.
+
+    The error bars are the 95% bootstrap intervals when ``intervals`` (the report's interval table: ``model``,
+    ``<metric>_ci_low``, ``<metric>_ci_high``) or the table itself has them, else the spread over seeds
+    (``<metric>_std``), else none; the y label says which. ``subtitle``: a smaller second line (extractors)."""
+    import numpy as np
 
     plt = _pyplot()
-    long = table.melt(id_vars=[model_col], value_vars=list(metrics), var_name="metric", value_name="value")
-    fig, ax = plt.subplots(figsize=(1.6 + 1.9 * len(metrics), 4))
-    sns.barplot(data=long, x="metric", y="value", hue=model_col, ax=ax, errorbar=None)
-    stds = [f"{m}_std" for m in metrics]
-    bars = list(ax.containers)  # one BarContainer per model (error bars added below are containers too)
-    if all(s in table.columns for s in stds):
-        for container, (_, row) in zip(bars, table.iterrows()):
-            xs = [bar.get_x() + bar.get_width() / 2 for bar in container]
-            ax.errorbar(xs, [row[m] for m in metrics], yerr=[row[s] for s in stds], fmt="none", ecolor="black", capsize=3)
-    for container in bars:
-        ax.bar_label(container, fmt="%.2f", fontsize=7, padding=1)
-    ax.set_ylim(0, 1.08)
-    ax.set_xlabel("")
-    ax.set_ylabel("test score")
-    ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    t = table.set_index(model_col)
+    models = list(dict.fromkeys(table[model_col]))
+    source = intervals.set_index(model_col) if intervals is not None and not intervals.empty else t
+    has_ci = all(f"{m}_ci_low" in source.columns and f"{m}_ci_high" in source.columns for m in metrics)
+    has_std = not has_ci and all(f"{m}_std" in t.columns for m in metrics) and t[[f"{m}_std" for m in metrics]].notna().any().any()
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * len(metrics) * max(1.0, len(models) / 3), 3.8))
+    colours = plt.get_cmap("tab10")
+    width = 0.8 / max(len(models), 1)
+    for k, model in enumerate(models):
+        vals = np.array([float(t.loc[model, m]) if m in t.columns else np.nan for m in metrics])
+        pos = np.arange(len(metrics)) - 0.4 + width * (k + 0.5)
+        err = None
+        if has_ci and model in source.index:
+            lo = np.array([float(source.loc[model, f"{m}_ci_low"]) for m in metrics])
+            hi = np.array([float(source.loc[model, f"{m}_ci_high"]) for m in metrics])
+            err = np.nan_to_num(np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)]))
+        elif has_std:
+            err = np.nan_to_num(np.array([float(t.loc[model, f"{m}_std"]) for m in metrics]))
+        drawn = np.isfinite(vals)
+        bars = ax.bar(pos[drawn], vals[drawn], width * 0.92, color=colours(k % 10), label=label(model),
+                      yerr=None if err is None else (err[:, drawn] if err.ndim == 2 else err[drawn]),
+                      capsize=2.5, error_kw={"elinewidth": 0.9, "ecolor": "black"})
+        ax.bar_label(bars, labels=[f"{v:.2f}" if v >= 0.15 else "" for v in vals[drawn]], label_type="center", fontsize=7,
+                     rotation=90, color="white")
+    ax.set_xticks(np.arange(len(metrics)), [label(m) for m in metrics])
+    ax.set_ylim(0, 1.0 if not (has_ci or has_std) else 1.05)
+    ax.set_ylabel("test score" + (" (95% bootstrap CI)" if has_ci else " (mean ± sd over seeds)" if has_std else ""))
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+    elif subtitle:
+        ax.set_title(subtitle, fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, dpi, formats)
     return fig
 
 
@@ -275,7 +326,10 @@ def comparison_plot(df: pd.DataFrame, path=None):
 
 def grouped_bars(ax, table: pd.DataFrame, x: str, hue: str, value: str, low: Optional[str] = None,
                  high: Optional[str] = None, horizontal: bool = False, fmt: str = "%.2f"):
-    """Bars of ``value`` per ``x`` (groups) and ``hue`` (one colour each), with ``[low, high]`` error bars."""
+    """Bars of ``value`` per ``x`` (groups) and ``hue`` (one colour each), with ``[low, high]`` error bars.
+
+    A missing value (NaN, or no row for that pair) draws nothing, and a hue with no value at all gets no legend
+    entry; a value of exactly 0 is drawn as an outlined bar with its label, so it is seen, not mistaken for a gap."""
     import numpy as np
 
     xs = list(dict.fromkeys(table[x]))
@@ -283,50 +337,86 @@ def grouped_bars(ax, table: pd.DataFrame, x: str, hue: str, value: str, low: Opt
     width = 0.8 / max(len(hues), 1)
     colours = _pyplot().get_cmap("tab10")
     for k, h in enumerate(hues):
-        part = table[table[hue] == h].set_index(x).reindex(xs)
+        part = table[table[hue] == h].drop_duplicates(x).set_index(x).reindex(xs)
         pos = np.arange(len(xs)) - 0.4 + width * (k + 0.5)
         vals = part[value].to_numpy(dtype=float)
+        keep = np.isfinite(vals)
+        if not keep.any():
+            continue
         err = None
         if low and high:
             lo, hi = part[low].to_numpy(dtype=float), part[high].to_numpy(dtype=float)
             err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])
-            err = np.where(np.isfinite(err), err, 0)
+            err = np.where(np.isfinite(err), err, 0)[:, keep]
         bar = ax.barh if horizontal else ax.bar
         kw = {"xerr": err} if horizontal else {"yerr": err}
-        bars = bar(pos, np.nan_to_num(vals), width * 0.95, label=str(h), color=colours(k % 10), capsize=2,
-                   error_kw={"elinewidth": 0.8}, **kw)
-        ax.bar_label(bars, labels=[fmt % v if np.isfinite(v) else "" for v in vals], fontsize=6, padding=2)
+        bars = bar(pos[keep], vals[keep], width * 0.95, label=label(h), color=colours(k % 10), edgecolor=colours(k % 10),
+                   linewidth=1.2, capsize=2, error_kw={"elinewidth": 0.8}, **kw)
+        ax.bar_label(bars, labels=[fmt % v for v in vals[keep]], fontsize=6, padding=2)
     (ax.set_yticks if horizontal else ax.set_xticks)(np.arange(len(xs)))
-    (ax.set_yticklabels if horizontal else ax.set_xticklabels)([str(v) for v in xs], fontsize=8)
+    (ax.set_yticklabels if horizontal else ax.set_xticklabels)([label(v) for v in xs], fontsize=8)
     return xs
 
 
-def reliability_diagram(bins: pd.DataFrame, path=None, title: str = "", model_col: str = "model"):
-    """Reliability diagram: observed accuracy against confidence per bin, one line per model, one panel per
-    ``stage`` (e.g. before / after temperature scaling). ``bins``: columns ``model, stage, confidence,
-    accuracy, count`` and optionally ``ece`` (shown in the legend); the marker area follows the bin's count."""
+def reliability_diagram(bins: pd.DataFrame, path=None, title: str = "", model_col: str = "model",
+                        dpi: Optional[int] = None, formats: Optional[Sequence[str]] = None):
+    """Reliability diagram: observed frequency against confidence per bin, one panel per model (so no line
+    hides another), one line per ``stage`` (e.g. before / after temperature scaling), each point with the
+    Wilson 95% interval of its bin when ``accuracy_ci_low`` / ``accuracy_ci_high`` are given.
+
+    ``bins``: columns ``model, stage, confidence, accuracy, count`` (and ``lo, hi``: the bin edges; ``ece``,
+    shown in the panel's title). The grey strip at the bottom of a panel is the density of predictions over
+    confidence (count per unit of confidence), so equal-mass bins still show where the predictions lie."""
     import numpy as np
 
     plt = _pyplot()
+    models = list(dict.fromkeys(bins[model_col]))
     stages = list(dict.fromkeys(bins["stage"])) if "stage" in bins.columns else [""]
-    fig, axes = plt.subplots(1, len(stages), figsize=(4.3 * len(stages), 4.2), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        part = bins[bins["stage"] == stage] if stage else bins
+    ncols = min(len(models), 3)
+    nrows = -(-len(models) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 0.4, 3.2 * nrows + 0.6), squeeze=False,
+                             sharex=True, sharey=True)
+    styles = [dict(color="#4C72B0", marker="o", ls="-"), dict(color="#DD8452", marker="s", ls="--"),
+              dict(color="#55A868", marker="^", ls=":")]
+    for ax, model in zip(axes.flat, models):
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfect calibration")
-        for model, b in part.groupby(model_col, sort=False):
+        counts, eces = None, []
+        for k, stage in enumerate(stages):
+            b = bins[(bins[model_col] == model) & ((bins["stage"] == stage) if stage else True)]
             b = b[b["count"] > 0]
-            label = str(model) + (f" (ECE {b['ece'].iloc[0]:.3f})" if "ece" in b.columns and len(b) else "")
-            size = 8 + 60 * np.sqrt(b["count"] / max(part["count"].max(), 1))
-            line, = ax.plot(b["confidence"], b["accuracy"], lw=1.2, label=label)
-            ax.scatter(b["confidence"], b["accuracy"], s=size, color=line.get_color(), alpha=0.7, zorder=3)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (mean predicted probability in the bin)",
-               ylabel="observed frequency", title=str(stage))
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=7, loc="upper left")
+            if b.empty:
+                continue
+            st = styles[k % len(styles)]
+            yerr = None
+            if "accuracy_ci_low" in b.columns:
+                yerr = np.nan_to_num(np.vstack([b["accuracy"] - b["accuracy_ci_low"], b["accuracy_ci_high"] - b["accuracy"]]).clip(0))
+            ax.errorbar(b["confidence"], b["accuracy"], yerr=yerr, color=st["color"], marker=st["marker"], ls=st["ls"],
+                        lw=1.2, ms=4, capsize=2, elinewidth=0.7, label=str(stage) or "model")
+            if "ece" in b.columns:
+                eces.append(f"{b['ece'].iloc[0]:.3f}")
+            counts = b if counts is None else counts
+        if counts is not None and {"lo", "hi"} <= set(counts.columns):
+            density = counts["count"] / np.maximum(counts["hi"] - counts["lo"], 1e-9)
+            ax.bar(counts["lo"], 0.12 * density / max(density.max(), 1e-12), width=(counts["hi"] - counts["lo"]),
+                   align="edge", color="lightgrey", edgecolor="white", linewidth=0.5, zorder=0,
+                   label="where the predictions lie")
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.set_title(label(model) + (f"\nECE {' -> '.join(eces)}" if eces else ""), fontsize=8.5)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for i, ax in enumerate(axes.flat[:len(models)]):
+        if i + ncols >= len(models):  # nothing shown below it: it carries the x axis
+            ax.tick_params(labelbottom=True)
+            ax.set_xlabel("confidence (mean predicted probability)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("observed frequency (95% CI)", fontsize=8)
+    handles, labels_ = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=len(labels_), fontsize=7.5, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
+    fig.tight_layout(rect=(0, 0.06 if nrows == 1 else 0.035, 1, 1))
+    save_figure(fig, path, dpi, formats)
     return fig
 
 
@@ -351,7 +441,7 @@ def subgroup_plot(table: pd.DataFrame, metric: str = "macro_f1", path=None, titl
         ax.set_yticklabels(labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlim(0, 1.12)
-        ax.set_xlabel(f"test {metric} (95% bootstrap interval)", fontsize=8)
+        ax.set_xlabel(f"test {label(metric)} (95% bootstrap CI)", fontsize=8)
         ax.set_title(str(col), fontsize=9)
         if ax is axes[0, 0]:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -374,7 +464,7 @@ def missing_modality_plot(table: pd.DataFrame, metric: str = "macro_f1", path=No
         grouped_bars(ax, part, "model", "removed", f"{metric}_drop", f"{metric}_drop_ci_low", f"{metric}_drop_ci_high")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_title("removed modality replaced by " + ("its training mean" if kind == "mean" else str(kind)), fontsize=9)
-        ax.set_ylabel(f"drop in test {metric} (95% interval)")
+        ax.set_ylabel(f"drop in test {label(metric)} (95% CI)")
         ax.legend(title="removed", fontsize=7, title_fontsize=7, loc="best")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -424,7 +514,7 @@ def prediction_confusion(y_true: Sequence[str], y_pred: Sequence[str], classes: 
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class" if normalize else "records")
-    ax.set_title(title or f"Confusion matrix ({int(cm.sum()):,} labelled records)")
+    ax.set_title(title or f"Confusion matrix ({int(cm.sum()):,} labelled records)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     return detach(fig)
@@ -444,4 +534,58 @@ def probability_histogram(proba: "pd.DataFrame", path=None, title: str = "", bin
     ax.set_title(title or f"Confidence of {len(top):,} predictions")
     fig.tight_layout()
     save_figure(fig, path)
+    return detach(fig)
+
+
+def roc_pr_curves(curves: Dict[str, Tuple["object", "object"]], task: str, path=None, title: str = "",
+                  positive: str = "", dpi: Optional[int] = None, formats: Optional[Sequence[str]] = None):
+    """ROC and precision-recall curves, one line per model, the area in the legend.
+
+    ``curves``: model -> ``(y_true, proba)`` on the test split (``proba`` as the heads give it: ``[N]`` or
+    ``[N, 1]`` for binary, ``[N, C]`` otherwise; ``y_true`` class indices, or ``[N, C]`` 0/1 for multilabel).
+    Binary: the positive class (``positive`` names it); multiclass and multilabel: micro-averaged over the
+    classes (every class's one-vs-rest decisions pooled), which the axis labels say. The PR panel's dotted line
+    is the positive share (a classifier that guesses)."""
+    import numpy as np
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+    plt = _pyplot()
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(9.2, 4.0))
+    colours = plt.get_cmap("tab10")
+    base = None
+    for k, (model, (y, p)) in enumerate(curves.items()):
+        y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+        if task == "binary":
+            truth, score = (y.reshape(-1) == 1).astype(int), p.reshape(-1)
+        elif task == "multiclass":
+            truth = np.zeros_like(p, dtype=int)
+            truth[np.arange(len(y)), y.astype(int)] = 1
+            truth, score = truth.reshape(-1), p.reshape(-1)
+        else:
+            truth, score = (y.reshape(-1) > 0.5).astype(int), p.reshape(-1)
+        if truth.min(initial=1) == truth.max(initial=0):
+            continue  # one class only: no curve
+        fpr, tpr, _ = roc_curve(truth, score)
+        prec, rec, _ = precision_recall_curve(truth, score)
+        c = colours(k % 10)
+        ax_roc.plot(fpr, tpr, color=c, lw=1.4, label=f"{label(model)} (AUC {auc(fpr, tpr):.3f})")
+        ax_pr.step(rec, prec, where="post", color=c, lw=1.4,
+                   label=f"{label(model)} (AP {average_precision_score(truth, score):.3f})")
+        base = truth.mean()
+    ax_roc.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
+    if base is not None:
+        ax_pr.axhline(base, color="grey", lw=0.8, ls=":", label=f"chance ({base:.2f} positive)")
+    pooled = "" if task == "binary" else " (micro-average over classes)"
+    what = f" of {positive}" if positive and task == "binary" else ""
+    ax_roc.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"false positive rate{what}{pooled}", ylabel="true positive rate (sensitivity)")
+    ax_pr.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"recall (sensitivity){what}{pooled}", ylabel="precision (PPV)")
+    ax_roc.set_title("ROC curve", fontsize=9)
+    ax_pr.set_title("Precision-recall curve", fontsize=9)
+    for ax in (ax_roc, ax_pr):
+        ax.legend(fontsize=7, loc="lower right" if ax is ax_roc else "best", frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi, formats)
     return detach(fig)

@@ -77,6 +77,7 @@ def load(
     carve_val: bool = True,
     allow_absolute_paths: bool = False,
     media_check: str = "auto",
+    embeddings_dir: Optional[PathLike] = None,
     **options: Any,
 ) -> MultimodalDataset:
     """Load dataset ``name`` from ``root`` (default: ``<data dir>/<name>``) as a validated table.
@@ -89,7 +90,9 @@ def load(
     ``allow_absolute_paths``: media paths may be absolute or lead outside the dataset folder (by default
     such rows are refused, so a table cannot make the framework read ``/etc/passwd``).
     ``media_check``: how cached file facts are re-checked on a later load, ``"auto"``, ``"full"`` or
-    ``"folders"`` (see :mod:`utils.data.media`). Other options go to the loader (see each loader's
+    ``"folders"`` (see :mod:`utils.data.media`). ``embeddings_dir``: the embeddings folder whose
+    ``.media-cache`` caches those facts (default: ``MMFUSION_EMBEDDINGS_DIR``, ``.env`` or ``./embeddings``;
+    pass the folder the embeddings go to, as the main job does). Other options go to the loader (see each loader's
     docstring); an unknown one is an error naming the accepted ones.
     """
     from .media import CHECKS
@@ -109,7 +112,7 @@ def load(
         ds = MultimodalDataset(ds.df, dataclasses.replace(ds.spec, absolute_paths=True), validate_rows=False)
     ds = set_positive_class(ds, positive_class)
     ds = ensure_validation(ds, carve_val)
-    return check_media(ds, on_missing_image, media_check)
+    return check_media(ds, on_missing_image, media_check, embeddings_dir)
 
 
 def loader_options(name: str, loader: Callable) -> Optional[List[str]]:
@@ -140,7 +143,8 @@ def loader_options(name: str, loader: Callable) -> Optional[List[str]]:
     return names
 
 
-LOAD_OPTIONS = ("on_missing_image", "positive_class", "carve_val", "allow_absolute_paths", "media_check")
+LOAD_OPTIONS = ("on_missing_image", "positive_class", "carve_val", "allow_absolute_paths", "media_check",
+                "embeddings_dir")
 
 
 def check_options(name: str, loader: Callable, options: Dict[str, Any]) -> None:
@@ -222,7 +226,8 @@ def ensure_validation(ds: MultimodalDataset, carve: bool = True, fraction: float
     return MultimodalDataset(df, ds.spec, validate_rows=False)
 
 
-def check_media(ds: MultimodalDataset, on_missing: str = "error", media_check: Optional[str] = None) -> MultimodalDataset:
+def check_media(ds: MultimodalDataset, on_missing: str = "error", media_check: Optional[str] = None,
+                embeddings_dir: Optional[PathLike] = None) -> MultimodalDataset:
     """Check that every image/audio file the table names exists and lies inside the dataset root (see :func:`load`).
 
     File facts are gathered once and cached (:mod:`utils.data.media`); the returned dataset keeps them, so
@@ -232,6 +237,8 @@ def check_media(ds: MultimodalDataset, on_missing: str = "error", media_check: O
         raise ValueError(f"on_missing_image must be 'error', 'drop' or 'ignore', got {on_missing!r}")
     if media_check is not None:
         ds.media_check = media_check
+    if embeddings_dir is not None:
+        ds.embeddings_dir = str(Path(embeddings_dir).expanduser())
     if on_missing == "ignore":
         return ds
     bad_rows: List[int] = []

@@ -63,10 +63,12 @@ class MediaStats:
                           None if self.change is None else self.change[rows])
 
 
-def cache_dir() -> Path:
+def cache_dir(embeddings: Optional[str] = None) -> Path:
+    """Where file facts are cached: ``<embeddings>/.media-cache`` (default: the embeddings folder of
+    :func:`utils.config.embeddings_dir`, so ``MMFUSION_EMBEDDINGS_DIR`` and ``.env`` apply)."""
     from ..config import embeddings_dir
 
-    return embeddings_dir() / ".media-cache"
+    return embeddings_dir(embeddings) / ".media-cache"
 
 
 def table_key(root: Optional[str], modality: str, values: Sequence[Optional[str]]) -> str:
@@ -139,11 +141,12 @@ def _save_cache(path: Path, **arrays: np.ndarray) -> None:
 
 
 def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", content: bool = False,
-                use_cache: bool = True) -> MediaStats:
+                use_cache: bool = True, embeddings: Optional[str] = None) -> MediaStats:
     """Existence, size and time of every file in ``paths`` (and content hashes with ``content``), cached.
 
     ``key`` identifies the table (see :func:`table_key`); ``check`` says how a cached result is re-checked
-    (module docstring).
+    (module docstring); ``embeddings``: the embeddings folder whose ``.media-cache`` holds the cache
+    (default :func:`utils.config.embeddings_dir`).
     """
     if check not in CHECKS:
         raise ValueError(f"media_check must be one of {CHECKS}, got {check!r}")
@@ -151,7 +154,7 @@ def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", c
     n = len(paths)
     mode = check if check != "auto" else ("full" if n <= FULL_CHECK_MAX_FILES else "folders")
     t0 = time.perf_counter()
-    file = cache_dir() / f"{key}.npz"
+    file = cache_dir(embeddings) / f"{key}.npz"
     cached = _load_cache(file) if use_cache else None
     if cached is not None and len(cached["size"]) != n:
         cached = None

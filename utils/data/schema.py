@@ -88,16 +88,19 @@ class DatasetSpec:
 class MultimodalDataset:
     """A validated table (``df``) with its :class:`DatasetSpec` (``spec``).
 
-    ``media_check`` says how cached file facts are re-checked (see :mod:`utils.data.media`).
+    ``media_check`` says how cached file facts are re-checked (see :mod:`utils.data.media`);
+    ``embeddings_dir`` is the embeddings folder whose ``.media-cache`` caches them (None: the default one).
     """
 
-    def __init__(self, df: pd.DataFrame, spec: DatasetSpec, validate_rows: bool = True, media_check: str = "auto"):
+    def __init__(self, df: pd.DataFrame, spec: DatasetSpec, validate_rows: bool = True, media_check: str = "auto",
+                 embeddings_dir: Optional[str] = None):
         df = df.reset_index(drop=True)
         if validate_rows:
             validate(df, spec)
         self.df = df
         self.spec = spec
         self.media_check = media_check
+        self.embeddings_dir = embeddings_dir
         self._media: Dict[Tuple[str, bool], Any] = {}  # (modality, content) -> MediaStats, filled on first use
 
     def __len__(self) -> int:
@@ -114,7 +117,7 @@ class MultimodalDataset:
         """The dataset restricted to ``rows`` (positions), keeping the file facts already gathered."""
         rows = np.asarray(rows, dtype=np.int64)
         out = MultimodalDataset(self.df.iloc[rows].reset_index(drop=True), self.spec, validate_rows=False,
-                                media_check=self.media_check)
+                                media_check=self.media_check, embeddings_dir=self.embeddings_dir)
         out._media = {key: stats.subset(rows) for key, stats in self._media.items()}
         return out
 
@@ -169,7 +172,7 @@ class MultimodalDataset:
             col = pd.Series(self._column(modality), dtype=object)
             values = [None if m else v for v, m in zip(col.astype(str).tolist(), col.isna().tolist())]
             key = table_key(os.path.abspath(self.spec.root) if self.spec.root else None, modality, values)
-            got = media_stats(self.items(modality), key, self.media_check, content=content)
+            got = media_stats(self.items(modality), key, self.media_check, content=content, embeddings=self.embeddings_dir)
             self._media[(modality, content)] = got
         return got
 

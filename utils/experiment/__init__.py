@@ -34,7 +34,7 @@ from .runs import (
     RUN_KINDS, append_runs, load_runs, paper_table, plot_comparison, run, run_grid, run_seeds, summarize,
 )
 from .steps import (
-    DEFAULT_HEADS, extract_embeddings, format_table, load_dataset, plot_results, results_table, save_results,
+    DEFAULT_HEADS, extract_embeddings, format_table, load_dataset, tidy_table, plot_results, results_table, save_results,
     setup_logging, train_heads,
 )
 
@@ -43,7 +43,7 @@ __all__ = [
     "HeadOutputs", "JobConfigError", "MainJob", "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "Report", "ReportConfig", "TrainedHeads",
     "align_embeddings", "alignment_table", "append_runs", "check_job", "compare_alignments", "content_report",
     "ExtractorMismatchError", "extract_embeddings", "fit_head", "import_embeddings", "load_model", "predict",
-    "metrics_summary", "model_summary", "predict_proba", "prediction_metrics", "save_model", "save_predictions", "format_table", "gap_table", "image_guide_features", "lambda_sweep",
+    "metrics_summary", "model_summary", "predict_proba", "prediction_metrics", "save_model", "save_predictions", "format_table", "tidy_table", "gap_table", "image_guide_features", "lambda_sweep",
     "load_dataset", "load_runs", "main_job", "paper_table", "plot_comparison", "plot_results", "report", "result_row",
     "results_table", "run", "run_embedding_experiment", "run_grid", "run_seeds", "save_alignment_results",
     "save_results", "setup_logging", "summarize", "train_bert_clip", "train_full_models", "train_guided",

@@ -39,6 +39,8 @@ class MainJobConfig:
     report: bool = True  # the report (utils.experiment.report) saved beside the results
     save_model: bool = True  # save the best head on validation as a model folder under <out_dir>/models/
     report_options: Dict[str, Any] = field(default_factory=dict)  # ReportConfig fields, e.g. {"n_resamples": 2000}
+    figure_formats: List[str] = field(default_factory=lambda: ["png", "pdf"])  # every figure in these formats
+    figure_dpi: int = 200  # resolution of the PNGs
 
 
 @dataclass
@@ -120,6 +122,26 @@ def check_job(cfg: MainJobConfig) -> None:
         EmbedConfig(batch_size=cfg.embed_batch_size, device=cfg.device)
     except (TypeError, ValueError) as e:
         raise JobConfigError(str(e)) from None
+    if cfg.report:
+        from .report import ReportConfig
+
+        try:
+            ReportConfig(**{"figure_formats": list(cfg.figure_formats), "figure_dpi": cfg.figure_dpi,
+                            **dict(cfg.report_options)})
+        except (TypeError, ValueError) as e:
+            raise JobConfigError(f"report_options: {e}") from None
+    from ..viz import save_figure
+
+    try:  # the formats and the resolution are checked on a figure that is not kept
+        import tempfile
+
+        import matplotlib.figure
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_figure(matplotlib.figure.Figure(figsize=(0.5, 0.5)), Path(tmp) / "check.png", cfg.figure_dpi,
+                        cfg.figure_formats)
+    except ValueError as e:
+        raise JobConfigError(f"figure_formats (--figure-formats): {e}") from None
     check_writable(Path(cfg.out_dir) if cfg.out_dir else results_dir(), "out_dir (--results-dir)")
     if not (cfg.device in ("auto", "cpu", "mps") or str(cfg.device).startswith("cuda")):
         raise JobConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {cfg.device!r}")
@@ -161,7 +183,7 @@ def main_job(config: Optional[MainJobConfig] = None, **options: Any) -> MainJob:
     """:func:`run_embedding_experiment` returning the rows and the :class:`~utils.experiment.report.Report` too."""
     cfg = merge_config(MainJobConfig, config, options, "main_job")
     check_job(cfg)
-    ds = load_dataset(cfg.dataset, cfg.data_dir, **dict(cfg.dataset_options))
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.embeddings_dir, **dict(cfg.dataset_options))
     emb = extract_embeddings(
         ds, {"text": cfg.text_extractor, "image": cfg.image_extractor}, cfg.extractor_options,
         batch_size=cfg.embed_batch_size, device=cfg.device, embeddings_dir=cfg.embeddings_dir,
@@ -174,9 +196,13 @@ def main_job(config: Optional[MainJobConfig] = None, **options: Any) -> MainJob:
 
     def save(folder: Path) -> None:
         save_results(rows, folder / f"{name}.json")
-        plot_results(table, folder / f"{name}.png",
-                     title=f"{ds.spec.key}: text {emb.extractors['text']} | image {emb.extractors['image']}")
-        done["report"] = report(rows, folder, name, **dict(cfg.report_options)) if cfg.report else None
+        figure = {"figure_formats": list(cfg.figure_formats), "figure_dpi": cfg.figure_dpi}
+        done["report"] = report(rows, folder, name, **{**figure, **dict(cfg.report_options)}) if cfg.report else None
+        plot_results(table, folder / f"{name}.png", title=f"{ds.spec.key}: test scores (n={int(table['n_test'].max())})"
+                     if "n_test" in table.columns else ds.spec.key,
+                     subtitle=f"text: {emb.extractors['text']}, image: {emb.extractors['image']}",
+                     intervals=None if done["report"] is None else done["report"].intervals,
+                     dpi=cfg.figure_dpi, formats=cfg.figure_formats)
         done["model"] = None
         if cfg.save_model:
             from .predict import save_model

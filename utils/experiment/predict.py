@@ -735,7 +735,7 @@ def predict_main(argv: Optional[Sequence[str]] = None) -> int:
         cols = _json(a.columns, "--columns")
         model = load_model(a.model)
         if a.dataset:
-            data: Any = load_dataset(a.dataset, a.data_dir, **opts)
+            data: Any = load_dataset(a.dataset, a.data_dir, a.embeddings_dir, **opts)
             split = a.split or "test"
             name = f"{data.spec.key}_{split}"
         else:

@@ -66,7 +66,10 @@ class ReportConfig:
     shapley_metric: str = "macro_f1"  # the value of a subset: this test metric (mean over seeds)
     shapley_empty: str = "prior"  # the empty set: "prior" (classes drawn with the training shares) or "majority"
     max_shapley_modalities: int = 4  # exact Shapley values need 2^M subsets: refused above this
-    figures: bool = True  # draw the figures (saved as PNG when out_dir is given)
+    figures: bool = True  # draw the figures (saved when out_dir is given)
+    reliability_bins: str = "adaptive"  # the diagram's bins: "adaptive" (equal-mass, ~25 predictions each), "quantile", "uniform"
+    figure_formats: Sequence[str] = ("png", "pdf")  # each figure saved in these formats (pdf / svg: vector, for a paper)
+    figure_dpi: int = 200  # resolution of the PNG
 
     def __post_init__(self) -> None:
         if self.n_resamples < 1:
@@ -79,6 +82,12 @@ class ReportConfig:
             raise ValueError(f"shapley_empty must be 'prior' or 'majority', got {self.shapley_empty!r}")
         if isinstance(self.subgroups, str):
             self.subgroups = [self.subgroups]
+        if self.reliability_bins not in ("adaptive", "quantile", "uniform"):
+            raise ValueError(f"reliability_bins must be 'adaptive', 'quantile' or 'uniform', got {self.reliability_bins!r}")
+        if isinstance(self.figure_formats, str):
+            self.figure_formats = [f.strip() for f in self.figure_formats.split(",") if f.strip()]
+        if self.figure_dpi < 50:
+            raise ValueError(f"figure_dpi must be >= 50, got {self.figure_dpi}")
 
 
 @dataclass
@@ -99,6 +108,7 @@ class Report:
     shapley_subsets: pd.DataFrame
     notes: List[str] = field(default_factory=list)  # what was skipped and why
     figures: Dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    curves: Dict[str, Any] = field(default_factory=dict)  # y_test, classes, proba (model -> mean over seeds), best
     seconds: Dict[str, float] = field(default_factory=dict)  # time per section
     paths: Dict[str, str] = field(default_factory=dict)  # what save() wrote
 
@@ -115,7 +125,8 @@ class Report:
                 **{k: v.to_dict(orient="records") for k, v in self.tables().items()}}
 
     def save(self, out_dir: PathLike, name: str) -> Dict[str, str]:
-        """Write ``<name>_report.json``, ``<name>_report.txt`` and one PNG per figure into ``out_dir``."""
+        """Write ``<name>_report.json``, ``<name>_report.txt`` and each figure (``<name>_<figure>.png`` and, by
+        default, ``.pdf``: ``config.figure_formats`` at ``config.figure_dpi``) into ``out_dir``."""
         out = Path(out_dir)
         paths = {"json": str(write_json(self.to_dict(), out / f"{name}_report.json"))}
         txt = out / f"{name}_report.txt"
@@ -125,64 +136,82 @@ class Report:
 
         for key, fig in self.figures.items():
             if fig is not None:
-                png = out / f"{name}_{key}.png"
-                save_figure(fig, png)
-                paths[key] = str(png)
+                written = save_figure(fig, out / f"{name}_{key}.png", self.config.figure_dpi, self.config.figure_formats)
+                paths[key] = str(written[0])
+                for extra in written[1:]:
+                    paths[f"{key}_{extra.suffix[1:]}"] = str(extra)
         self.paths = paths
         log.info("report written to %s (%s)", out, ", ".join(Path(p).name for p in paths.values()))
         return paths
 
-    def to_text(self) -> str:
-        """A plain-text rendering of every table, for terminals and logs."""
+    def tidy(self) -> Dict[str, pd.DataFrame]:
+        """Every table as it is shown (a notebook's ``display``, :meth:`to_text`): the columns that matter, each
+        value with its interval as one cell (``0.904 [0.876, 0.929]``), other numbers to 3 decimals. Keys:
+        ``intervals``, ``paired``, ``calibration``, ``subgroups``, ``subgroup_gaps``, ``missing``, ``shapley``."""
         pct = f"{self.config.level:.0%}"
-        head = (f"Report: {self.dataset} ({self.task}, {self.n_test} test rows, {self.seeds} seed(s); {pct} stratified "
-                f"bootstrap intervals, {self.config.n_resamples} resamples)")
-        parts = [head, ""]
 
-        def section(title: str, table: pd.DataFrame, cols: Sequence[str]) -> None:
-            parts.append(title)
+        def pick(table: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
             if table.empty:
-                parts.append("  (none)")
-            else:
-                cols = [c for c in cols if c in table.columns]
-                parts.append(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-            parts.append("")
+                return pd.DataFrame(columns=list(cols))
+            out = table[[c for c in cols if c in table.columns]].copy()
+            for c in out.columns:
+                if out[c].dtype.kind == "f":
+                    out[c] = out[c].round(3)
+            return out.reset_index(drop=True)
 
         iv = self.intervals.copy()
         for m in METRICS:
             if f"{m}_ci_low" in iv.columns:
                 iv[f"{m} [{pct} CI]"] = [ci_text(v, lo, hi) for v, lo, hi in zip(iv[m], iv[f"{m}_ci_low"], iv[f"{m}_ci_high"])]
-        section(f"Test metrics: mean over seeds [{pct} interval of that mean]", iv,
-                ["model", "seeds", *[f"{m} [{pct} CI]" for m in METRICS], "macro_f1_std"])
         pr = self.paired.copy()
         if not pr.empty:
-            pr["difference"] = [ci_text(v, lo, hi, signed=True) for v, lo, hi in zip(pr["diff"], pr["ci_low"], pr["ci_high"])]
-        section("Paired differences (model_a - model_b, same test rows and resamples)", pr,
-                ["model_a", "model_b", "metric", "difference", "p_value"])
-        section("Calibration (ECE, Brier; after: temperature fitted on the validation split)", self.calibration,
-                ["model", "ece", "brier", "temperature", "ece_after", "brier_after"])
+            pr["difference [CI]"] = [ci_text(v, lo, hi, signed=True) for v, lo, hi in zip(pr["diff"], pr["ci_low"], pr["ci_high"])]
         sg = self.subgroups.copy()
         if not sg.empty:
             sg["macro_f1 [CI]"] = [ci_text(v, lo, hi) if s else "not scored" for v, lo, hi, s in
                                    zip(sg["macro_f1"], sg["macro_f1_ci_low"], sg["macro_f1_ci_high"], sg["scored"])]
-        section("Subgroups (test macro-F1 per group)", sg, ["column", "group", "n", "model", "macro_f1 [CI]", "reason"])
         gp = self.subgroup_gaps.copy()
         if not gp.empty:
             gp = gp[gp["metric"].isin(["macro_f1", "roc_auc"])]
             gp["gap [CI]"] = [ci_text(v, lo, hi) for v, lo, hi in zip(gp["gap"], gp["ci_low"], gp["ci_high"])]
-        section("Worst-group gaps (best minus worst scored group)", gp,
-                ["column", "model", "metric", "gap [CI]", "worst_group", "best_group", "note"])
         ms = self.missing.copy()
         if not ms.empty:
             ms["macro_f1 drop [CI]"] = [ci_text(v, lo, hi, signed=True) for v, lo, hi in
                                         zip(ms["macro_f1_drop"], ms["macro_f1_drop_ci_low"], ms["macro_f1_drop_ci_high"])]
-        section("Missing modality at test time (drop in macro-F1 when removed)", ms,
-                ["model", "modality", "stand_in", "macro_f1_full", "macro_f1_without", "macro_f1 drop [CI]"])
         sh = self.shapley.copy()
         if not sh.empty:
             sh["shapley [CI]"] = [ci_text(v, lo, hi, signed=True) for v, lo, hi in zip(sh["shapley"], sh["ci_low"], sh["ci_high"])]
-        section(f"Shapley values over modalities (test {self.config.shapley_metric}; they sum to full - empty)", sh,
-                ["model", "modality", "shapley [CI]", "value_full", "value_empty"])
+        return {
+            "intervals": pick(iv, ["model", "seeds", "n_test", *[f"{m} [{pct} CI]" for m in METRICS], "macro_f1_std"]),
+            "paired": pick(pr, ["model_a", "model_b", "metric", "difference [CI]", "p_value"]),
+            "calibration": pick(self.calibration, ["model", "ece", "brier", "temperature", "ece_after", "brier_after"]),
+            "subgroups": pick(sg, ["column", "group", "n", "model", "macro_f1 [CI]", "reason"]),
+            "subgroup_gaps": pick(gp, ["column", "model", "metric", "gap [CI]", "worst_group", "best_group", "note"]),
+            "missing": pick(ms, ["model", "modality", "stand_in", "macro_f1_full", "macro_f1_without", "macro_f1 drop [CI]"]),
+            "shapley": pick(sh, ["model", "modality", "shapley [CI]", "value_full", "value_empty"]),
+        }
+
+    def to_text(self) -> str:
+        """A plain-text rendering of every table (:meth:`tidy`), for terminals and logs."""
+        pct = f"{self.config.level:.0%}"
+        head = (f"Report: {self.dataset} ({self.task}, {self.n_test} test rows, {self.seeds} seed(s); {pct} stratified "
+                f"bootstrap intervals, {self.config.n_resamples} resamples)")
+        parts = [head, ""]
+        tidy = self.tidy()
+
+        def section(title: str, key: str, drop: Sequence[str] = ()) -> None:
+            parts.append(title)
+            table = tidy[key].drop(columns=list(drop), errors="ignore")
+            parts.append("  (none)" if table.empty else table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            parts.append("")
+
+        section(f"Test metrics: mean over seeds [{pct} interval of that mean]", "intervals", ["n_test"])
+        section("Paired differences (model_a - model_b, same test rows and resamples)", "paired")
+        section("Calibration (ECE, Brier; after: temperature fitted on the validation split)", "calibration")
+        section("Subgroups (test macro-F1 per group)", "subgroups")
+        section("Worst-group gaps (best minus worst scored group)", "subgroup_gaps")
+        section("Missing modality at test time (drop in macro-F1 when removed)", "missing")
+        section(f"Shapley values over modalities (test {self.config.shapley_metric}; they sum to full - empty)", "shapley")
         if self.notes:
             parts.append("Notes:")
             parts.extend(f"- {n}" for n in self.notes)
@@ -293,7 +322,8 @@ def report(rows: TrainedHeads, out_dir: Optional[PathLike] = None, name: Optiona
     seconds["subgroups"] = time.perf_counter() - t0
 
     rep = Report(spec.key, task, len(y_test), seeds, cfg, intervals, paired, calibration, reliability, subgroups, gaps,
-                 missing, shapley, shapley_subsets, notes, seconds=seconds)
+                 missing, shapley, shapley_subsets, notes, seconds=seconds,
+                 curves=test_curves(rows, by_model, y_test, y_val, task, list(spec.classes)))
     if cfg.figures:
         t0 = time.perf_counter()
         rep.figures = draw_figures(rep)
@@ -449,12 +479,35 @@ def calibration_tables(rows, by_model, y_test, y_val, task: str, cfg: ReportConf
         stages = [("before", before_p)] + ([("after temperature scaling", after_p)] if after_p else [])
         for stage, probas in stages:
             p_all = np.concatenate(probas)
-            b = reliability_bins(y_all, p_all, task, cfg.n_bins)
+            b = reliability_bins(y_all, p_all, task, cfg.n_bins, strategy=cfg.reliability_bins, level=cfg.level)
+            if len(idx) > 1:  # the seeds score the same test rows: the interval counts each row once, not once per seed
+                from ..evaluation import wilson_interval
+
+                rows_in_bin = b["count"].to_numpy() / len(idx)
+                b["accuracy_ci_low"], b["accuracy_ci_high"] = wilson_interval(b["accuracy"].to_numpy() * rows_in_bin,
+                                                                              rows_in_bin, cfg.level)
             b.insert(0, "stage", stage)
             b.insert(0, "model", model)
             b["ece"] = ece(y_all, p_all, task, cfg.n_bins)
             bins.append(b)
     return pd.DataFrame(lines), pd.concat(bins, ignore_index=True) if bins else pd.DataFrame()
+
+
+def test_curves(rows, by_model, y_test, y_val, task: str, classes: List[str]) -> Dict[str, Any]:
+    """What the ROC / PR curves and the confusion matrix are drawn from: each head's test probabilities
+    (mean over its seeds), the test labels, and the head best on *validation* macro-F1 (mean over seeds; the
+    confusion matrix shows that one, so the figure does not pick its head by the test split it shows)."""
+    from ..evaluation import logits_probabilities
+    from ..metrics import classification_metrics
+
+    proba, val_score = {}, {}
+    for model, idx in by_model.items():
+        proba[model] = np.mean([np.asarray(rows.outputs[i].test_proba, np.float64) for i in idx], axis=0)
+        scores = [classification_metrics(y_val, logits_probabilities(rows.outputs[i].val_logits, task), task, classes)["macro_f1"]
+                  for i in idx if len(rows.outputs[i].val_logits)]
+        val_score[model] = float(np.nanmean(scores)) if scores and np.isfinite(scores).any() else -np.inf
+    best = max(val_score, key=lambda m: val_score[m]) if val_score else None
+    return {"y_test": y_test, "classes": classes, "proba": proba, "best": best, "best_val_macro_f1": val_score.get(best)}
 
 
 def subgroup_columns(ds, cfg: ReportConfig, notes: List[str]) -> List[str]:
@@ -495,17 +548,32 @@ def subgroup_tables(rows, by_model, ds, test_rows, y_test, task: str, cfg: Repor
 
 
 def draw_figures(rep: Report) -> Dict[str, Any]:
-    """The report's figures (reliability, subgroups, missing, shapley: those with data), closed in pyplot."""
+    """The report's figures (those with data): ROC / PR curves, confusion matrix of the head best on validation,
+    reliability, subgroups, missing modalities, Shapley values; closed in pyplot."""
     from .. import viz
 
     figs: Dict[str, Any] = {}
-    title = f"{rep.dataset}: {rep.n_test} test rows, {rep.seeds} seed(s)"
+    title = f"{rep.dataset} (test n={rep.n_test}, {rep.seeds} seed{'s' if rep.seeds != 1 else ''})"
+    curves = rep.curves
+    if curves.get("proba"):
+        y = curves["y_test"]
+        data = {m: (y, p) for m, p in curves["proba"].items()}
+        positive = str(curves["classes"][1]) if rep.task == "binary" and len(curves["classes"]) > 1 else ""
+        figs["roc_pr"] = viz.roc_pr_curves(data, rep.task, title=title, positive=positive)
+        best = curves.get("best")
+        if best is not None and rep.task in ("binary", "multiclass"):
+            classes = curves["classes"]
+            p = np.asarray(curves["proba"][best])
+            pred = (p.reshape(-1) >= 0.5).astype(int) if rep.task == "binary" else p.argmax(axis=1)
+            figs["confusion"] = viz.prediction_confusion(
+                [classes[int(i)] for i in y], [classes[int(i)] for i in pred], classes,
+                title=f"{viz.label(best)} (best on validation)\n{rep.dataset}, test n={rep.n_test}")
     if not rep.reliability.empty:
-        figs["reliability"] = viz.reliability_diagram(rep.reliability, title=f"{title}: reliability")
+        figs["reliability"] = viz.reliability_diagram(rep.reliability, title=f"Reliability: {title}")
     if not rep.subgroups.empty:
-        figs["subgroups"] = viz.subgroup_plot(rep.subgroups, title=f"{title}: subgroups")
+        figs["subgroups"] = viz.subgroup_plot(rep.subgroups, title=f"Subgroups: {title}")
     if not rep.missing.empty:
-        figs["missing"] = viz.missing_modality_plot(rep.missing, title=f"{title}: a modality missing at test time")
+        figs["missing"] = viz.missing_modality_plot(rep.missing, title=f"A modality missing at test time: {title}")
     if not rep.shapley.empty:
-        figs["shapley"] = viz.shapley_plot(rep.shapley, title=f"{title}: what each modality adds (Shapley, test macro-F1)")
+        figs["shapley"] = viz.shapley_plot(rep.shapley, title=f"What each modality adds (Shapley values of test macro-F1): {title}")
     return {k: viz.detach(f) for k, f in figs.items()}  # shown where a notebook displays them, not all at once

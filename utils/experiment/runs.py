@@ -142,7 +142,8 @@ def full_config(config: Mapping[str, Any]) -> Dict[str, Any]:
 def run(config: Mapping[str, Any], ds=None) -> List[Dict[str, Any]]:
     """Run one config (every model for every seed in ``config["seeds"]``); return rows (not yet appended)."""
     cfg = full_config(config)
-    ds = ds if ds is not None else load_dataset(cfg["dataset"], cfg["data_dir"], **dict(cfg["dataset_options"]))
+    ds = ds if ds is not None else load_dataset(cfg["dataset"], cfg["data_dir"], cfg.get("embeddings_dir"),
+                                                  **dict(cfg["dataset_options"]))
     t0 = time.perf_counter()
     rows = RUN_KINDS.get(cfg["kind"])(ds, cfg)
     peak = peak_memory_mb()

@@ -32,20 +32,65 @@ log = logging.getLogger(__name__)
 DEFAULT_HEADS = ["early_fusion", "late_fusion", "text_only", "image_only"]
 
 
-def setup_logging(level: Union[int, str] = "INFO") -> None:
-    """Show this package's INFO messages (cache reuse, resume, dropped rows) in a notebook or terminal."""
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (a notebook, or papermill running one)."""
+    import sys
+
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+
+        return getattr(get_ipython(), "kernel", None) is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class _Below(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
+def setup_logging(level: Union[int, str] = "INFO", notebook: Optional[bool] = None) -> None:
+    """Show this package's INFO messages (cache reuse, resume, dropped rows) in a notebook or terminal.
+
+    In a terminal every message goes to stderr (stdout keeps the tables). In a notebook (``notebook=None``:
+    detected) INFO messages go to stdout as plain lines (``INFO embed: ...``) and only warnings and errors to
+    stderr, so what is routine is not shown as an error. Calling it again changes the level, not the handlers."""
+    import sys
+
     logger = logging.getLogger("utils")
     logger.setLevel(level)
-    if not any(getattr(h, "_utils_handler", False) for h in logger.handlers):
+    for h in [h for h in logger.handlers if getattr(h, "_utils_handler", False)]:
+        logger.removeHandler(h)
+    if in_notebook() if notebook is None else notebook:
+        info = logging.StreamHandler(sys.stdout)
+        info.addFilter(_Below(logging.WARNING))
+        info.setFormatter(logging.Formatter("%(levelname)s %(module)s: %(message)s"))
+        warn = logging.StreamHandler(sys.stderr)
+        warn.setLevel(logging.WARNING)
+        warn.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handlers = [info, warn]
+    else:
         h = logging.StreamHandler()
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handlers = [h]
+    for h in handlers:
         h._utils_handler = True  # type: ignore[attr-defined]
         logger.addHandler(h)
 
 
-def load_dataset(name: str, /, data_dir: Optional[PathLike] = None, **options: Any) -> MultimodalDataset:
+def load_dataset(name: str, /, data_dir: Optional[PathLike] = None, embeddings_dir: Optional[PathLike] = None,
+                 **options: Any) -> MultimodalDataset:
     """``utils.data.load`` with the folder taken from ``root`` among the options, else from ``data_dir``
-    (``<data_dir>/<name>``) when given."""
+    (``<data_dir>/<name>``) when given; ``embeddings_dir``: the embeddings folder of the run, whose
+    ``.media-cache`` caches the file checks (default: the default embeddings folder)."""
+    if embeddings_dir is not None:
+        options.setdefault("embeddings_dir", embeddings_dir)
     root = options.pop("root", None)  # a root among the options (the CLI's --dataset-options) wins over data_dir
     root = Path(root).expanduser() if root else (Path(data_dir) / name if data_dir else None)
     ds = data_mod.load(name, root=root, **options)
@@ -279,6 +324,8 @@ def results_table(rows: Sequence[Mapping[str, Any]], by_seed: bool = False) -> p
         out = out.join(std)
         out["seeds"] = g.size()
     out["n_params"] = out["n_params"].astype(int)
+    if out["n_test"].notna().all():
+        out["n_test"] = out["n_test"].round().astype(int)  # the same test rows for every seed: a count, not 450.0
     return out.loc[order].reset_index()
 
 
@@ -287,17 +334,38 @@ def save_results(rows: Sequence[Mapping[str, Any]], json_path: PathLike, table_p
     return write_rows(rows, json_path, results_table(rows), table_path)
 
 
-def plot_results(table: pd.DataFrame, path: Optional[PathLike] = None, title: str = ""):
-    """Bar plot of accuracy, macro-F1 and ROC-AUC per model; saved as PNG when ``path`` is given."""
+def plot_results(table: pd.DataFrame, path: Optional[PathLike] = None, title: str = "", intervals: Optional[pd.DataFrame] = None,
+                 subtitle: str = "", dpi: Optional[int] = None, formats: Optional[Sequence[str]] = None):
+    """Bar plot of accuracy, macro-F1 and ROC-AUC per model, with the report's 95% intervals as error bars when
+    ``intervals`` (``report.intervals``) is given, else the spread over seeds; saved as PNG and PDF when ``path``
+    is given (``formats``, ``dpi``: see :func:`utils.viz.save_figure`)."""
     from ..viz import metric_bars
 
-    return metric_bars(table, ["accuracy", "macro_f1", "roc_auc"], path=path, title=title)
+    return metric_bars(table, ["accuracy", "macro_f1", "roc_auc"], path=path, title=title, intervals=intervals,
+                       subtitle=subtitle, dpi=dpi, formats=formats)
+
+
+def tidy_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`results_table` as shown in a notebook or a terminal: the headline columns, scores to 3 decimals,
+    seconds to 4, counts as integers (``n_test`` 450, not 450.0)."""
+    cols = [c for c in RESULT_COLUMNS + ["seeds", "macro_f1_std", "n_test"] if c in table.columns]
+    out = table[cols].copy()
+    for c in ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "macro_f1_std"):
+        if c in out.columns:
+            out[c] = out[c].astype(float).round(3)
+    for c in ("train_s_per_epoch", "inference_s"):
+        if c in out.columns:
+            out[c] = out[c].astype(float).round(4)
+    for c in ("n_params", "n_test", "seeds"):
+        if c in out.columns and out[c].notna().all():
+            out[c] = out[c].round().astype(int)
+    return out
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """A plain-text rendering of :func:`results_table` for terminals and logs."""
-    cols = [c for c in RESULT_COLUMNS + ["n_test"] if c in table.columns]
+    """A plain-text rendering of :func:`results_table` for terminals and logs (:func:`tidy_table` as text)."""
+    out = tidy_table(table).drop(columns=["seeds", "macro_f1_std"], errors="ignore")
     fmt = {c: (lambda v: f"{v:.3f}") for c in ("accuracy", "macro_f1", "weighted_f1", "roc_auc")}
     fmt.update({"train_s_per_epoch": lambda v: f"{v:.4f}", "inference_s": lambda v: f"{v:.4f}",
                 "n_params": lambda v: f"{int(v):,}", "n_test": lambda v: f"{int(v):,}"})
-    return table[cols].to_string(index=False, formatters=fmt)
+    return out.to_string(index=False, formatters={k: f for k, f in fmt.items() if k in out.columns})

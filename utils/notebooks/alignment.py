@@ -62,7 +62,7 @@ def head_params(dataset: str = "synthetic") -> Dict[str, Any]:
 
 LOAD_AND_EMBED = [
     ("md", "## Load the dataset and its cached embeddings"),
-    ("code", "ds = ex.load_dataset(DATASET, DATA_DIR, **DATASET_OPTIONS)\n"
+    ("code", "ds = ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, **DATASET_OPTIONS)\n"
              "emb = ex.extract_embeddings(ds, {\"text\": TEXT_EXTRACTOR, \"image\": IMAGE_EXTRACTOR}, EXTRACTOR_OPTIONS,\n"
              "                            batch_size=EMBED_BATCH_SIZE, device=DEVICE, embeddings_dir=EMBEDDINGS_DIR)\n"
              "out_dir = results_dir(RESULTS_DIR)\n"

@@ -27,6 +27,8 @@ COMMENTS = {
     "N_BOOTSTRAP": "bootstrap resamples of every interval (1000 or more for reported figures)",
     "SUBGROUPS": "grouping columns of the table (None: the dataset's own list, ds.spec.extra['subgroups'])",
     "SHAPLEY": "Shapley values over modalities (trains each fusion head on every subset of modalities)",
+    "FIGURE_FORMATS": "every figure saved in these formats: png, and pdf or svg (vector, for a paper)",
+    "FIGURE_DPI": "resolution of the PNG figures",
     "RESULTS_JSON": "None: RESULTS_DIR/embed_model_<dataset name>.json (for a table: table-<file stem>, or the name option)",
 }
 
@@ -62,6 +64,8 @@ def parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
         "N_SEEDS": 1,
         "DEVICE": "auto",
         "RESULTS_DIR": None,
+        "FIGURE_FORMATS": ["png", "pdf"],
+        "FIGURE_DPI": 200,
         "RESULTS_JSON": None,
     }
     params.update({k: v for k, v in overrides.items() if k in params})
@@ -99,7 +103,7 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
             "    embed_batch_size=EMBED_BATCH_SIZE, device=DEVICE))"
         ),
         md("## Load the dataset\nThe table contract: `id, text, image_path, label, split` (see `utils/data/schema.py`)."),
-        code("ds = ex.load_dataset(DATASET, DATA_DIR, positive_class=POSITIVE_CLASS, **DATASET_OPTIONS)\nds.df.head()"),
+        code("ds = ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, positive_class=POSITIVE_CLASS, **DATASET_OPTIONS)\nds.df.head()"),
         md("## Extract embeddings\nCached in the embedding store: a second run reuses them, a killed run resumes."),
         code(
             "extractors = {m: spec for m, spec in {\"text\": TEXT_EXTRACTOR, \"image\": IMAGE_EXTRACTOR, \"audio\": AUDIO_EXTRACTOR}.items()\n"
@@ -117,11 +121,10 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
             "                      loss=LOSS, focal_gamma=FOCAL_GAMMA, focal_alpha=FOCAL_ALPHA, modality_dropout=MODALITY_DROPOUT)"
         ),
         md("## Results (test split)"),
-        code("table = ex.results_table(rows)\ntable"),
+        code("table = ex.results_table(rows)\nex.tidy_table(table)"),
         code(
             "out_dir = results_dir(RESULTS_DIR)\n"
-            "name = f\"embed_model_{ds.spec.name}\"  # the dataset's own name: each own table gets its own files\n"
-            "fig = ex.plot_results(table, out_dir / f\"{name}.png\", title=f\"{ds.spec.key}: \" + \" | \".join(emb.extractors.values()))"
+            "name = f\"embed_model_{ds.spec.name}\"  # the dataset's own name: each own table gets its own files"
         ),
         md(
             "## Report: how sure, how calibrated, for whom, without a modality, and what each modality adds\n"
@@ -131,24 +134,40 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         ),
         code(
             "rep = ex.report(rows, out_dir, name, n_resamples=N_BOOTSTRAP, subgroups=SUBGROUPS,\n"
-            "                shapley=SHAPLEY) if REPORT else None\n"
-            "rep.intervals if rep else None"
+            "                shapley=SHAPLEY, figure_formats=FIGURE_FORMATS, figure_dpi=FIGURE_DPI) if REPORT else None\n"
+            "rep.tidy()[\"intervals\"] if rep else None"
+        ),
+        md("### The results chart\nTest scores per head; the error bars are the report's 95% intervals (without the "
+           "report: the spread over seeds). Saved as PNG and PDF (`FIGURE_FORMATS`, `FIGURE_DPI`)."),
+        code(
+            "fig = ex.plot_results(table, out_dir / f\"{name}.png\", title=f\"{ds.spec.key}: test scores (n={int(table['n_test'].max())})\",\n"
+            "                      subtitle=\", \".join(f\"{m}: {e}\" for m, e in emb.extractors.items()),\n"
+            "                      intervals=rep.intervals if rep else None, dpi=FIGURE_DPI, formats=FIGURE_FORMATS)"
+        ),
+        md("### ROC and precision-recall curves, confusion matrix\nEvery head's curves on the test split (mean "
+           "probability over seeds; multiclass: micro-averaged), and the confusion matrix of the head that is best on the "
+           "*validation* split."),
+        code(
+            "if rep:\n"
+            "    display(rep.figures.get(\"roc_pr\"))\n"
+            "    if rep.figures.get(\"confusion\") is not None:\n"
+            "        display(rep.figures[\"confusion\"])"
         ),
         md("### Paired differences\nModel A minus model B on the same test rows and resamples: a difference whose "
            "interval excludes 0 is a claim the test split supports."),
-        code("rep.paired if rep else None"),
+        code("rep.tidy()[\"paired\"] if rep else None"),
         md("### Calibration\nExpected calibration error and Brier score, before and after temperature scaling "
            "(one temperature per head, fitted on the validation split only)."),
         code(
             "if rep:\n"
-            "    display(rep.calibration)\n"
+            "    display(rep.tidy()[\"calibration\"])\n"
             "    display(rep.figures.get(\"reliability\"))"
         ),
         md("### Subgroups\nMetrics per value of each grouping column the dataset carries, and the worst-group gap "
            "with its interval. Groups too small to score are listed, not hidden."),
         code(
             "if rep and not rep.subgroups.empty:\n"
-            "    display(rep.subgroup_gaps)\n"
+            "    display(rep.tidy()[\"subgroup_gaps\"])\n"
             "    display(rep.figures.get(\"subgroups\"))\n"
             "elif rep:\n"
             "    print(\"\\n\".join(rep.notes))"
@@ -158,7 +177,7 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
            "need it less."),
         code(
             "if rep and not rep.missing.empty:\n"
-            "    display(rep.missing)\n"
+            "    display(rep.tidy()[\"missing\"])\n"
             "    display(rep.figures.get(\"missing\"))"
         ),
         md("### What each modality adds\nShapley values of test macro-F1 over modalities: each fusion head trained on "
@@ -166,7 +185,7 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
            "over it."),
         code(
             "if rep and not rep.shapley.empty:\n"
-            "    display(rep.shapley)\n"
+            "    display(rep.tidy()[\"shapley\"])\n"
             "    display(rep.figures.get(\"shapley\"))"
         ),
         md("## Save\nOne row per trained model and seed, with its config, curves and library versions."),

@@ -56,7 +56,7 @@ def notebook_cells(modality: str) -> List[Dict[str, Any]]:
              "from utils.experiment import generate as gen\n\nex.setup_logging()"),
         code(parameters_cell(params, COMMENTS), tags=["parameters"]),
         md("## Load the dataset"),
-        code("ds = ex.load_dataset(DATASET, DATA_DIR, **DATASET_OPTIONS)\nds"),
+        code("ds = ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, **DATASET_OPTIONS)\nds"),
         md("## Extract\nA progress bar per extractor; cached stores are reused without loading the model."),
         code(
             f"rows = gen.generate(ds, {modality!r}, EXTRACTORS, EXTRACTOR_OPTIONS, batch_size=EMBED_BATCH_SIZE,\n"

@@ -41,7 +41,7 @@ def cells() -> List[Dict[str, Any]]:
         md("## The model\nWhat it predicts, what it was trained on and how it scored (its model card is `README.md` in the folder)."),
         code("model = ex.load_model(MODEL_DIR)\nex.model_summary(model)"),
         md("## Predict\nA table of new records, or a split of a dataset (its cached embeddings are reused)."),
-        code("data = TABLE if TABLE else ex.load_dataset(DATASET, DATA_DIR, **DATASET_OPTIONS)\n"
+        code("data = TABLE if TABLE else ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, **DATASET_OPTIONS)\n"
              "preds = ex.predict(model, data, split=None if TABLE else SPLIT, calibrated=CALIBRATED, strict=STRICT,\n"
              "                   columns=COLUMNS, embeddings_dir=EMBEDDINGS_DIR, device=DEVICE)\n"
              "preds.head(10)"),
