@@ -81,9 +81,30 @@ def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
         saved = json.loads(found[0].read_text())
         assert saved["intervals"] and saved["calibration"] and saved["paired"]
         assert all(r["macro_f1_ci_low"] <= r["macro_f1_ci_high"] for r in saved["intervals"] if r["macro_f1_ci_low"] is not None)
+    _output_is_tidy(tmp_path / "executed.ipynb", rel)
     check = _rule(notebook_params.CHECKS, rel)
     if check:
         check(params)
+
+
+def _output_is_tidy(executed: Path, rel: str) -> None:
+    """What a notebook shows is clean (issue 19): no progress-bar warning, no routine INFO lines dressed as errors
+    on stderr; in the embedding notebooks the interval table is the tidy one (value [low, high] in one cell)."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    stderr = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if o.get("output_type") == "stream" and o.get("name") == "stderr")
+    assert "IProgress not found" not in stderr and "TqdmWarning" not in stderr, stderr[:2000]
+    routine = [line for line in stderr.splitlines() if " INFO " in f" {line}" or line.startswith("INFO")]
+    assert not routine, routine[:5]
+    if Path(rel).name.startswith("embed_model_"):
+        shown = "".join(str(o.get("data", {}).get("text/plain", "")) for c in nb.cells if c.cell_type == "code"
+                        for o in c.get("outputs", []) if o.get("output_type") == "execute_result")
+        import re
+
+        assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", shown), "no tidy interval table shown"
+        assert not re.search(r"\d\.\d{6}", shown), "raw floats (six decimals) shown"
 
 
 @pytest.mark.parametrize("rel", NOTEBOOKS)

@@ -200,7 +200,7 @@ def encode_shards(
     import pandas as pd
     import ray
     import ray.data
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar as tqdm
 
     config = ray_config(config)
     shards = sorted(int(k) for k in shards)

@@ -293,7 +293,7 @@ class _Job:
 
     def fill(self, todo: List[int]) -> None:
         """Compute every shard in ``todo`` that nobody else has written or is writing; wait for the others."""
-        from tqdm.auto import tqdm
+        from .runtime import progress_bar as tqdm
 
         size, n = self.cfg.shard_size, len(self.ds)
         bar = tqdm(total=sum(min(size, n - k * size) for k in todo), disable=not self.cfg.show_progress,

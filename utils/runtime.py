@@ -195,3 +195,31 @@ def keep_large_blocks_on_heap() -> bool:
     except (OSError, AttributeError):
         pass
     return _HEAP_TUNED
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (a notebook, Colab, or papermill running one)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+
+        return getattr(get_ipython(), "kernel", None) is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def progress_bar(iterable: Any = None, **options: Any):
+    """A tqdm progress bar, the one every loop of this package uses.
+
+    In a terminal: tqdm's bar on stderr. In a notebook: the same plain text bar, on stdout and redrawn at most
+    once a second, rather than tqdm's widget. The widget warns ``IProgress not found`` without ipywidgets, and a
+    notebook saved by papermill keeps only its first state ("0%"); the text bar's last line is its final state,
+    in Jupyter, Colab and papermill alike."""
+    from tqdm.std import tqdm
+
+    if in_notebook():
+        options.setdefault("file", sys.stdout)
+        options.setdefault("mininterval", 1.0)
+        options.setdefault("ncols", 100)
+    return tqdm(iterable, **options)

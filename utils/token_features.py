@@ -50,7 +50,7 @@ def cache_token_features(
     Arrays are written to temporary names, then renamed; the manifest is written last.
     """
     import torch
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar as tqdm
     from transformers import AutoModel, AutoTokenizer
 
     if len(texts) != len(ids):

@@ -443,7 +443,7 @@ def subgroup_plot(table: pd.DataFrame, metric: str = "macro_f1", path=None, titl
         ax.set_xlim(0, 1.12)
         ax.set_xlabel(f"test {label(metric)} (95% bootstrap CI)", fontsize=8)
         ax.set_title(str(col), fontsize=9)
-        if ax is axes[0, 0]:
+        if ax is axes[0, 0] and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)

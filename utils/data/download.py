@@ -183,7 +183,7 @@ def download_file(
     a mismatch deletes the file and raises :class:`DownloadError`. ``auth`` is (user, password) for
     HTTP basic auth (PhysioNet); it is never logged.
     """
-    from tqdm.auto import tqdm
+    from ..runtime import progress_bar as tqdm
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

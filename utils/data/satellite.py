@@ -267,7 +267,7 @@ def load_satellite(
 
     ``strict``: raise on a line or file that would be skipped instead of skipping it.
     """
-    from tqdm.auto import tqdm
+    from ..runtime import progress_bar as tqdm
 
     if task not in TASKS:
         raise ValueError(f"satellite: task must be one of {list(TASKS)}, got {task!r}")

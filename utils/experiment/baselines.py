@@ -206,7 +206,7 @@ def train_full_models(
     ``checkpoint_dir``: save each model there (safetensors + config JSON).
     """
     import torch
-    from tqdm.auto import tqdm
+    from ..runtime import progress_bar as tqdm
 
     from ..models.full import (
         FullFusionModel, full_model_config, load_backbone, load_preprocessing, param_groups, parse_full_name,

@@ -32,20 +32,6 @@ log = logging.getLogger(__name__)
 DEFAULT_HEADS = ["early_fusion", "late_fusion", "text_only", "image_only"]
 
 
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (a notebook, or papermill running one)."""
-    import sys
-
-    if "ipykernel" not in sys.modules:
-        return False
-    try:
-        from IPython import get_ipython
-
-        return getattr(get_ipython(), "kernel", None) is not None
-    except Exception:  # noqa: BLE001
-        return False
-
-
 class _Below(logging.Filter):
     def __init__(self, level: int):
         super().__init__()
@@ -55,19 +41,38 @@ class _Below(logging.Filter):
         return record.levelno < self.level
 
 
+def quiet_notebook_bars() -> None:
+    """In a notebook: no ``TqdmWarning: IProgress not found`` (tqdm.auto's fallback, without ipywidgets, is the
+    plain bar this package uses anyway), and no transformers "Loading weights" bar per model load (a widget or
+    a warning for a step of under a second). Downloads from the hub keep their bars."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def setup_logging(level: Union[int, str] = "INFO", notebook: Optional[bool] = None) -> None:
     """Show this package's INFO messages (cache reuse, resume, dropped rows) in a notebook or terminal.
 
     In a terminal every message goes to stderr (stdout keeps the tables). In a notebook (``notebook=None``:
     detected) INFO messages go to stdout as plain lines (``INFO embed: ...``) and only warnings and errors to
-    stderr, so what is routine is not shown as an error. Calling it again changes the level, not the handlers."""
+    stderr, so what is routine is not shown as an error (and :func:`quiet_notebook_bars`). Calling it again
+    changes the level, not the handlers."""
     import sys
 
     logger = logging.getLogger("utils")
     logger.setLevel(level)
     for h in [h for h in logger.handlers if getattr(h, "_utils_handler", False)]:
         logger.removeHandler(h)
+    from ..runtime import in_notebook
+
     if in_notebook() if notebook is None else notebook:
+        quiet_notebook_bars()
         info = logging.StreamHandler(sys.stdout)
         info.addFilter(_Below(logging.WARNING))
         info.setFormatter(logging.Formatter("%(levelname)s %(module)s: %(message)s"))
@@ -213,7 +218,7 @@ def train_heads(
     """
     from dataclasses import replace
 
-    from tqdm.auto import tqdm
+    from ..runtime import progress_bar as tqdm
 
     from ..models.fusion import HeadConfig, head_modalities
     from ..runtime import n_params, seed_list

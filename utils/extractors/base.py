@@ -222,7 +222,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> List[np.nd
 
 
 def progress(iterable, total: Optional[int] = None, desc: str = "", enabled: bool = True, unit: str = "it"):
-    """A tqdm.auto bar (notebook widget or terminal) that can be switched off."""
-    from tqdm.auto import tqdm
+    """A progress bar (:func:`utils.runtime.progress_bar`) that can be switched off."""
+    from ..runtime import progress_bar as tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit=unit, leave=False)

@@ -208,7 +208,7 @@ def train_loop(
     device and ``train.n_features`` (see :func:`utils.runtime.resolve_train_precision`).
     ``on_epoch_end(row)`` may add fields to each history row.
     """
-    from tqdm.auto import trange
+    from ..runtime import progress_bar
 
     set_seed(config.seed)
     dev = resolve_device(config.device)
@@ -241,7 +241,7 @@ def train_loop(
     epoch_seconds: List[float] = []
     modules = [model, *extra]
     epoch = 0
-    for epoch in trange(1, config.epochs + 1, desc="epochs", disable=not show_progress, leave=False):
+    for epoch in progress_bar(range(1, config.epochs + 1), desc="epochs", disable=not show_progress, leave=False):
         for m in modules:
             m.train()
         t0 = time.perf_counter()
