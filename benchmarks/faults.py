@@ -42,7 +42,7 @@ import pandas as pd  # noqa: E402
 
 from utils.extractors.base import Extractor  # noqa: E402
 
-GOOD = ("identical", "repaired", "refused")
+GOOD = ("identical", "repaired", "refused", "reported")
 DIM = 16
 
 
@@ -257,6 +257,9 @@ KILL_POINTS = [  # (stage, which hit) inside embed(): 6 shards of 10 rows
 ]
 
 
+RANDOM_KILLS = 20
+
+
 def kill_cases(p: Probe) -> None:
     for stage, hit in KILL_POINTS:
         def run(stage=stage, hit=hit):
@@ -286,6 +289,47 @@ def kill_cases(p: Probe) -> None:
             return "UNCLEAR", again.stderr[-300:]
         return check_store(root)
     p.case("kill -9 from outside during extraction", external_kill)
+
+    def anywhere(kills: int = RANDOM_KILLS, seed: int = 7):
+        """SIGKILL at ``kills`` seeded random moments of a job's life (imports, extraction, merge, clean-up:
+        not only at the named points), each time restarting on the same store. A job that ended before its
+        kill moment must have left the store bit for bit that of an uninterrupted run; the store is then
+        wiped so the next kill again meets a job with all its work ahead. The last store is finished by one
+        clean run and compared too."""
+        def run():
+            rng = np.random.default_rng(seed)
+            timing = p.folder("kill-anywhere-timing")
+            t0 = time.perf_counter()
+            first = run_child(timing, "--sleep", "0.1", "--shard-size", "5")
+            total = time.perf_counter() - t0
+            if first.returncode != 0:
+                return "UNCLEAR", first.stderr[-300:]
+            root = p.folder("kill-anywhere")
+            landed, fresh = 0, True
+            for _ in range(kills):
+                proc = popen_child(root, "--sleep", "0.1", "--shard-size", "5")
+                # a fresh job: anywhere in its life; a resumed one has less left, so its moment comes earlier
+                time.sleep(float(rng.uniform(0.15, 1.0) if fresh else rng.uniform(0.1, 0.7)) * total)
+                alive = proc.poll() is None
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate()
+                if alive:
+                    landed += 1
+                    fresh = False
+                    continue
+                outcome, detail = check_store(root)  # the job ended first: what it left must be exact
+                if outcome != "identical":
+                    return outcome, f"after {landed} kills: {detail}"
+                shutil.rmtree(root)
+                root.mkdir()
+                fresh = True
+            again = run_child(root, "--shard-size", "5", timeout=60)
+            if again.returncode != 0:
+                return "UNCLEAR", f"the final run failed: {again.stderr.strip().splitlines()[-1:]}"
+            outcome, detail = check_store(root)
+            return outcome, detail or f"{kills} kill moments ({landed} while a job ran), every finished store bit for bit"
+        return run
+    p.case(f"kill -9 at {RANDOM_KILLS} random moments", anywhere())
 
 
 def concurrent_cases(p: Probe) -> None:
@@ -927,10 +971,215 @@ def archive_cases(p: Probe) -> None:
     p.case("archive: 300 KB zip expanding to 300 MB", bomb)
 
 
+# ------------------------------------------------------------------------------------------ fuzzing
+FUZZ_TABLES = 240  # seeded table mutations per run
+FUZZ_STORES = 60  # seeded byte-level damage to a finished store's files per run
+
+
+def _clean_table(n: int = 40) -> List[Tuple[str, str]]:
+    """``[(id, line)]`` of a clean table (header first, id ""): non-ASCII text, two classes in every split."""
+    splits = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
+    rows = [("", "id,text,label,split")]
+    for i in range(n):
+        rows.append((f"p{i:03d}", f"p{i:03d},caf\u00e9 note {i} \u2013 ok,{['benign', 'malignant'][i % 2]},{splits[(i // 2) % 10]}"))
+    return rows
+
+
+def _mutate(rng: np.random.Generator, rows: List[Tuple[str, str]]) -> Tuple[str, bytes, set]:
+    """One seeded mutation of the table: ``(what, file bytes, ids of the rows it touched)``. A mutation that
+    keeps the meaning touches no row (the load must equal the clean one); one that changes rows names them."""
+    body = list(rows)
+    ids = [r for r, _ in body[1:]]
+    kind = rng.choice(["bom", "crlf", "mixed_eol", "reorder", "exact_dup", "blank_lines", "label_case", "label_space",
+                       "id_space", "flip", "truncate", "drop_cell", "blank_label", "nan_label", "case_id", "conflict_id",
+                       "test_only_class", "typo_class", "latin1", "utf16", "mixed_encoding", "extra_column",
+                       "number_label", "quote"])
+    touched: set = set()
+    eol, enc, prefix = "\n", "utf-8", b""
+    k = int(rng.integers(1, len(body)))
+    rid, line = body[k]
+    if kind == "bom":
+        prefix = b"\xef\xbb\xbf"
+    elif kind == "crlf":
+        eol = "\r\n"
+    elif kind == "mixed_eol":
+        body = [(r, ln + ("\r" if rng.random() < 0.5 else "")) for r, ln in body]
+    elif kind == "reorder":
+        rest = body[1:]
+        rng.shuffle(rest)
+        body = [body[0]] + rest
+    elif kind == "exact_dup":
+        body.insert(int(rng.integers(1, len(body) + 1)), (rid, line))
+    elif kind == "blank_lines":
+        body.insert(k, ("", ""))
+        body.append(("", "   "))
+    elif kind == "label_case":
+        body[k] = (rid, line.replace(",benign,", ",Benign,").replace(",malignant,", ",MALIGNANT,"))
+    elif kind == "label_space":
+        body[k] = (rid, line.replace(",benign,", ", benign ,").replace(",malignant,", ",malignant ,"))
+    elif kind == "id_space":
+        body[k] = (rid, " " + line.replace(",", " ,", 1))
+    elif kind == "flip":
+        b = bytearray(line.encode())
+        b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
+        body[k] = (rid, b.decode("utf-8", "surrogateescape"))
+        touched = {rid}
+    elif kind == "truncate":
+        cut = int(rng.integers(0, len(line) + 1))
+        body = body[:k] + [(rid, line[:cut])]
+        touched = set(ids[k - 1:])
+        eol = "" if rng.random() < 0.5 else "\n"
+    elif kind == "drop_cell":
+        parts = line.split(",")
+        del parts[int(rng.integers(0, len(parts)))]
+        body[k] = (rid, ",".join(parts))
+        touched = {rid}
+    elif kind == "blank_label":
+        body[k] = (rid, line.replace(",benign,", ",,").replace(",malignant,", ",,"))
+        touched = {rid}
+    elif kind == "nan_label":
+        body[k] = (rid, line.replace(",benign,", ",NaN,").replace(",malignant,", ",null,"))
+        touched = {rid}
+    elif kind == "case_id":
+        other = body[int(rng.integers(1, len(body)))][0]
+        body.insert(k, ("*", other.upper() + ",an extra record,benign,train"))
+    elif kind == "conflict_id":
+        body.append((rid, rid + ",another text,malignant,train"))
+        touched = {rid}
+    elif kind == "test_only_class":
+        body[k] = (rid, line.rsplit(",", 2)[0] + ",rare,test")
+        touched = {rid}
+    elif kind == "typo_class":
+        body[k] = (rid, line.replace(",benign,", ",benigm,").replace(",malignant,", ",malignnt,"))
+        touched = {rid}
+    elif kind == "latin1":
+        enc = "latin-1"
+    elif kind == "utf16":
+        enc = "utf-16"
+    elif kind == "mixed_encoding":
+        body[k] = (rid, line.encode("utf-8").decode("utf-8").encode("cp1252", "replace").decode("latin-1"))
+        touched = {rid}
+        enc = "mixed"
+    elif kind == "extra_column":
+        body = [(r, ln + (",extra" if r == "" else f",{i}")) for i, (r, ln) in enumerate(body)]
+    elif kind == "number_label":
+        body = [(r, ln.replace(",benign,", ",1,").replace(",malignant,", ",2,")) for r, ln in body]
+        k2 = int(rng.integers(1, len(body)))
+        body[k2] = (body[k2][0], body[k2][1].replace(",1,", ",1.0,").replace(",2,", ",02,"))
+    elif kind == "quote":
+        body[k] = (rid, line.replace("caf", '"caf', 1))
+        touched = set(ids[k - 1:])  # an unclosed quote may swallow the lines after it
+    text = eol.join(ln for _, ln in body) + ("\n" if kind != "truncate" else eol)
+    if enc == "mixed":
+        data = b"".join((ln.encode("latin-1") if r == rid else ln.encode("utf-8")) + b"\n" for r, ln in body)
+    elif enc == "latin-1":
+        data = text.replace("\u2013", "-").encode("latin-1")
+    else:
+        data = text.encode(enc, "surrogateescape")
+    return str(kind), prefix + data, touched
+
+
+def _table_rows(ds) -> Dict[str, Tuple[str, str, str]]:
+    return {r.id: (r.text, str(r.label), r.split) for r in ds.df[["id", "text", "label", "split"]].itertuples()}
+
+
+def table_fuzz_outcome(data: bytes, touched: set, clean: Dict[str, Tuple[str, str, str]], folder: Path,
+                       kind: str) -> Tuple[str, str]:
+    """Load ``data`` as records.csv: ``identical`` (the clean rows), ``refused`` (a DatasetError naming the file),
+    ``reported`` (rows differ only where the mutation touched them, or the load report names what changed and the
+    line), ``WRONG`` (an untouched row changed, or the classes changed, without a word), ``UNCLEAR`` (a raw error)."""
+    from utils import data as data_mod
+    from utils.data import DatasetError
+    from utils.data.quirks import report_of
+
+    (folder / "records.csv").write_bytes(data)
+    try:
+        with Warnings() as told:
+            ds = data_mod.load("table", root=folder, id_column="id", image_column=None, carve_val=True)
+    except DatasetError as e:
+        return ("refused", str(e)[:120]) if "records.csv" in str(e) or "table" in str(e) else ("UNCLEAR", str(e)[:200])
+    except Exception as e:  # noqa: BLE001
+        return "UNCLEAR", f"{type(e).__name__}: {str(e)[:200]}"
+    got = _table_rows(ds)
+    rep = report_of(ds)
+    said = rep is not None and bool(rep.issues) or bool(told.lines)  # the load report, or a warning (val carved)
+    if got == clean:
+        return "identical", rep.headline() if rep is not None and rep.issues else ""
+    changed = {i for i in clean if got.get(i) != clean[i]} | {i for i in got if i not in clean}
+    quiet = [i for i in changed if i not in touched and i in clean]
+    if quiet and not said:
+        return "WRONG", f"{kind}: rows {sorted(quiet)[:5]} changed with no word"
+    if len([i for i in got if i not in clean]) > max(len(touched), 1) and not said:
+        return "WRONG", f"{kind}: new ids {sorted(i for i in got if i not in clean)[:5]} with no word"
+    if set(ds.spec.classes) != {"benign", "malignant"} and not (rep is not None and (rep.n_noted or rep.n_skipped)) \
+            and kind != "number_label":
+        return "WRONG", f"{kind}: classes became {ds.spec.classes} with no word"
+    if said:
+        return "reported", rep.headline() if rep is not None and rep.issues else told.first()
+    return "reported", f"only the touched row(s) {sorted(changed)[:3]} differ"
+
+
+def fuzz_cases(p: Probe, seed: int = 0, tables: int = FUZZ_TABLES, stores: int = FUZZ_STORES) -> None:
+    """Seeded mutation of dataset tables and of a finished store's files: every outcome must be identical to a
+    clean run, a clear error, or (tables) a change the load report names."""
+    from utils import data as data_mod
+    from utils import experiment as ex
+
+    rng = np.random.default_rng(seed)
+    rows = _clean_table()
+    folder = p.folder("fuzz-clean")
+    (folder / "records.csv").write_text("\n".join(ln for _, ln in rows) + "\n", encoding="utf-8")
+    clean = _table_rows(data_mod.load("table", root=folder, id_column="id", image_column=None))
+    work = p.folder("fuzz-table")
+    for i in range(tables):
+        kind, data, touched = _mutate(rng, rows)
+        p.case(f"fuzz table {i:03d} ({kind})", lambda d=data, t=touched, k=kind: table_fuzz_outcome(d, t, clean, work, k))
+
+    # stores: random byte flips and truncations in the files of a finished store
+    from utils.store import StoreBusyError, StoreIntegrityError, StoreMismatchError
+
+    ds = text_dataset(300)
+    ref = reference(ds)
+    pristine = p.folder("fuzz-store-pristine")
+    ex.extract_embeddings(ds, {"text": "det:m"}, embeddings_dir=pristine, show_progress=False)
+    files = sorted(f.relative_to(pristine) for f in store_folder(pristine).rglob("*") if f.is_file())
+
+    def store_case(rel: Path, how: str, at: float, value: int):
+        def run():
+            root = p.folder("fuzz-store")
+            shutil.copytree(pristine, root, dirs_exist_ok=True)
+            target = root / rel
+            data = bytearray(target.read_bytes())
+            if how == "truncate":
+                data = data[: int(len(data) * at)]
+            elif data:
+                pos = min(int(len(data) * at), len(data) - 1)
+                data[pos] = (data[pos] ^ value) or 1
+            target.write_bytes(bytes(data))
+            try:
+                with Warnings() as told:
+                    got = ex.extract_embeddings(ds, {"text": "det:m"}, embeddings_dir=root, show_progress=False).vectors["text"]
+            except (StoreIntegrityError, StoreMismatchError, StoreBusyError) as e:
+                text = str(e)
+                return ("refused", text[:120]) if rel.name in text or "overwrite=True" in text else ("UNCLEAR", text[:200])
+            except Exception as e:  # noqa: BLE001
+                return "UNCLEAR", f"{type(e).__name__}: {str(e)[:200]}"
+            if not np.array_equal(got, ref):
+                return "WRONG", f"vectors differ after {how} of {rel.name}"
+            return ("repaired", told.first().replace(str(root), "…")) if told.lines else ("identical", "")
+        return run
+
+    for i in range(stores):
+        rel = files[int(rng.integers(0, len(files)))]
+        how = "truncate" if rng.random() < 0.3 else "flip"
+        p.case(f"fuzz store {i:02d} ({how} {rel.name})",
+               store_case(rel, how, float(rng.random()), int(rng.integers(1, 256))))
+
+
 # ------------------------------------------------------------------------------------------ main
 GROUPS = {"kills": kill_cases, "concurrent": concurrent_cases, "damage": damage_cases, "space": space_cases,
           "fingerprint": fingerprint_cases, "images": image_cases, "tables": table_cases,
-          "parameters": parameter_cases, "openai": openai_cases, "archives": archive_cases}
+          "parameters": parameter_cases, "openai": openai_cases, "archives": archive_cases, "fuzz": fuzz_cases}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -947,11 +1196,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     try:
         order = ["kills", "concurrent", "damage", "space", "fingerprint", "images", "tables", "parameters", "openai",
-                 "archives"]
+                 "archives", "fuzz"]
         for name in order:
             if a.only and name not in a.only:
                 continue
-            if name == "tables" and "damage" not in (a.only or order):
+            if name in ("tables", "fuzz") and "damage" not in (a.only or order):
                 from utils.extractors import FAMILIES, register_family
 
                 if "det" not in FAMILIES.names():
@@ -961,12 +1210,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
-    counts = {k: sum(1 for r in probe.rows if r[1] == k) for k in ("identical", "repaired", "refused", "WRONG", "UNCLEAR")}
+    counts = {k: sum(1 for r in probe.rows if r[1] == k) for k in ("identical", "repaired", "refused", "reported", "WRONG",
+                                                                    "UNCLEAR")}
     print()
     print(f"cases_tried: {len(probe.rows)}")
     print(f"identical_after_resume_or_correct: {counts['identical']}")
     print(f"repaired: {counts['repaired']}")
     print(f"refused_with_clear_error: {counts['refused']}")
+    print(f"loaded_with_the_change_reported: {counts['reported']}")
     print(f"silently_wrong: {counts['WRONG']}")
     print(f"unclear_errors: {counts['UNCLEAR']}")
     print(f"seconds: {time.perf_counter() - t0:.1f}")

@@ -1,9 +1,11 @@
-"""The reliability probe (benchmarks/faults.py) as a test: kill -9 at ten points, concurrent jobs, damaged
-files, a full disk, bad images / tables / settings, a fake OpenAI server, hostile archives. Every case must
-end identical, repaired or refused with a clear error; none silently wrong (about a minute)."""
+"""The reliability probe (benchmarks/faults.py) as a test: kill -9 at ten named points and at 20 random
+moments, concurrent jobs, damaged files (and 300 seeded random damages of tables and stores), a full disk,
+bad images / tables / settings, a fake OpenAI server, hostile archives. Every case must end identical,
+repaired, refused with a clear error or loaded with the change reported; none silently wrong (about 3 min)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,14 @@ def test_fault_probe_finds_nothing_silently_wrong(tmp_path):
     bad = [line for line in lines if ": WRONG" in line or ": UNCLEAR" in line]
     assert out.returncode == 0 and not bad, "\n".join(bad) + out.stderr[-3000:]
     assert int(totals["silently_wrong"]) == 0 and int(totals["unclear_errors"]) == 0
-    assert int(totals["cases_tried"]) >= 70
+    assert int(totals["cases_tried"]) >= 370
+    assert int(totals["loaded_with_the_change_reported"]) >= 80  # the fuzzed tables: loaded, every change said
     assert int(totals["repaired"]) >= 15 and int(totals["identical_after_resume_or_correct"]) >= 20
     kills = [line for line in lines if line.startswith("kill -9 at")]
     assert len(kills) >= 8 and all(": identical" in line for line in kills)
+    fuzz = [line for line in lines if line.startswith("fuzz ")]
+    assert len(fuzz) >= 300 and sum(line.startswith("fuzz store") for line in fuzz) >= 60
+    # the random kills: most must land while a job runs (a kill after the end tests nothing)
+    random_kills = next(line for line in lines if "random moments" in line)
+    landed = int(re.search(r"\((\d+) while a job ran\)", random_kills).group(1))
+    assert ": identical" in random_kills and landed >= 10, random_kills

@@ -209,3 +209,46 @@ def test_table_reads_parquet_and_names_rows_from_one(tmp_path):
     pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["x", None, "y", "x"]}).to_parquet(tmp_path / "t.parquet")
     ds = data.load("table", root=tmp_path, file="t.parquet", image_column=None)
     assert ds.spec.extra["load_report"].where("skipped") == ["t.parquet:2"] and len(ds) == 3
+
+
+# ------------------------------------------------------------------------------- valid but doubtful (noted)
+
+
+def test_doubtful_rows_are_loaded_as_written_but_noted_with_their_lines(tmp_path, caplog):
+    """Ids that differ only by case, a label that reads like a missing value, a one-row class that is a typo
+    of another and a class with no training rows: each loads as written and is noted (file:line, why) in the
+    load report, which is logged as a warning; strict=True does not refuse them (they parse)."""
+    rows = ["record_id,text,label,split"]
+    for i in range(24):
+        rows.append(f"P{i},note {i},{['benign', 'malignant'][i % 2]},{['train', 'train', 'val', 'test'][i % 4]}")
+    rows += ["p3,note again,benign,train",  # line 26: P3 and p3
+             "P30,note,NaN,train",  # line 27: a label that reads like a missing value
+             "P31,note,malignnant,train",  # line 28: a typo of malignant
+             "P32,note,rare,test", "P33,note,rare,test"]  # lines 29-30: a class seen only in test
+    (tmp_path / "records.csv").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="utils.data"):
+        ds = data.load("table", root=tmp_path, id_column="record_id", image_column=None, strict=True)
+    assert len(ds) == 29 and {"P3", "p3"} <= set(ds.df["id"]) and "NaN" in ds.spec.classes
+    rep = ds.spec.extra["load_report"]
+    counts = rep.counts("noted")
+    case = next(r for r in counts if r.startswith("id differs from another only by case"))
+    assert counts[case] == 2 and rep.where("noted", case) == ["records.csv:5", "records.csv:26"]
+    missing = next(r for r in counts if r.startswith("label reads like a missing value"))
+    assert rep.where("noted", missing) == ["records.csv:27"]
+    assert rep.where("noted", "class 'malignnant' has a single row (a typo of 'malignant'?)") == ["records.csv:28"]
+    assert any(r.startswith("class 'rare' has no training rows (2 test)") for r in counts)
+    assert rep.n_skipped == 0 and "noted 6 to check" in rep.headline()
+    assert "noted 6 to check" in caplog.text and "malignnant" in caplog.text
+    assert rep.to_dict()["noted"] == 6
+
+
+def test_a_clean_table_notes_nothing(tmp_path):
+    ds = data.load("table", root=_two_class_table(tmp_path / "c"), on_missing_image="ignore")
+    assert ds.spec.extra["load_report"].n_noted == 0
+
+
+@pytest.mark.parametrize("content", ["text,image,label\n", "", "\n\n"])
+def test_a_table_with_no_records_is_a_clear_error(tmp_path, content):
+    (tmp_path / "records.csv").write_text(content)
+    with pytest.raises(DatasetError, match=r"records\.csv (has no records|is empty)"):
+        data.load("table", root=tmp_path)

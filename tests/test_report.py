@@ -193,7 +193,11 @@ def test_the_confusion_matrix_shows_the_head_best_on_validation_and_curves_every
 def test_reliability_panels_one_per_model_with_adaptive_bins_and_intervals(rep):
     fig = rep.figures["reliability"]
     shown = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in shown] == ["early fusion", "late fusion", "text only", "image only"]
+    titles = [ax.get_title().split("\n") for ax in shown]
+    assert [t[0] for t in titles] == ["early fusion", "late fusion", "text only", "image only"]
+    # every panel names its ECE (over the seeds' pooled predictions) before -> after temperature scaling
+    r = rep.reliability[rep.reliability.model == "text_only"].groupby("stage", sort=False)["ece"].first()
+    assert titles[2][1] == f"ECE {r['before']:.3f} -> {r['after temperature scaling']:.3f}"
     b = rep.reliability[(rep.reliability.model == "text_only") & (rep.reliability.stage == "before")]
     n_test = rep.n_test
     assert len(b) == min(15, max(4, 2 * n_test // 25))  # 2 seeds x n_test predictions, about 25 per bin

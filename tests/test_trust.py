@@ -200,3 +200,46 @@ def test_cca_correlations_are_found_on_a_shared_factor():
     exact = np.linalg.svd(qa.T @ qb, compute_uv=False)[:2]
     np.testing.assert_allclose(cca.correlations, exact, atol=1e-3)
     assert cca.correlations[1] > 0.85  # both shared directions are recovered
+
+
+def _tiny_ds(labels, splits):
+    from utils.data import DatasetSpec, MultimodalDataset
+
+    n = len(labels)
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "text": ["x"] * n, "image_path": ["x.png"] * n,
+                       "label": labels, "split": splits})
+    classes = sorted(set(labels))
+    return MultimodalDataset(df, DatasetSpec("tiny", "binary" if len(classes) == 2 else "multiclass", classes))
+
+
+def test_a_class_without_training_rows_is_warned_and_small_test_splits_carry_an_interval_note(caplog):
+    """A class seen only in validation / test cannot be learnt: training says so, naming it. Its 3 test rows
+    also make the intervals near meaningless, which the result row says in ``interval_note``."""
+    from utils import experiment as ex
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b"] * 40 + ["c"] * 5
+    splits = ["train"] * 60 + ["val"] * 10 + ["test"] * 10 + ["val"] * 2 + ["test"] * 3
+    ds = _tiny_ds(labels, splits)
+    y = ds.labels()
+    text = rng.normal(size=(len(ds), 6)).astype(np.float32) + 2.0 * np.eye(3, 6, dtype=np.float32)[y]
+    emb = ex.Embeddings({"text": text, "image": rng.normal(size=(len(ds), 4)).astype(np.float32)},
+                        {"text": "t", "image": "i"}, ids=ds.df["id"])
+    with caplog.at_level(logging.WARNING, logger="utils"):
+        rows = ex.train_heads(ds, emb, ["text_only"], epochs=3, show_progress=False)
+    assert "['c'] have no training rows" in caplog.text
+    note = rows[0]["interval_note"]
+    assert note and "test split too small" in note and "'c' 3" in note and "'a' 5" in note
+
+
+def test_identical_predictions_get_a_zero_width_interval_note_not_silent_certainty():
+    from utils.data import DatasetSpec
+    from utils.experiment.rows import interval_note
+
+    spec = DatasetSpec("tiny", "binary", ["a", "b"])
+    y = np.array([0, 1] * 30)
+    row = {"macro_f1_ci_low": 0.333, "macro_f1_ci_high": 0.333, "roc_auc_ci_low": 0.5, "roc_auc_ci_high": 0.5}
+    note = interval_note(y, spec, row)
+    assert note.startswith("zero-width interval for macro_f1, roc_auc") and "too small" not in note
+    assert interval_note(y, spec, {"macro_f1_ci_low": 0.4, "macro_f1_ci_high": 0.6}) is None
+    assert "'b' 2" in interval_note(np.array([0] * 40 + [1] * 2), spec, {})

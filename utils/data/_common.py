@@ -86,6 +86,9 @@ def read_table(
         if sep is None:
             sep = "\t" if (name.endswith(".tsv") or name.endswith(".tsv.gz")) else ","
         return _read_delimited(path, dataset, sep, report, encoding, **kw)
+    except pd.errors.EmptyDataError as e:
+        raise DatasetError(f"{dataset}: {path} is empty (no header line and no records: a truncated copy or the "
+                           "wrong file?)") from e
     except UnicodeDecodeError as e:
         raise DatasetError(f"{dataset}: {path} is not valid {encoding} text ({_decode_error_place(path, encoding)}). {fix}") from e
     except (pd.errors.ParserError, ValueError) as e:

@@ -6,7 +6,9 @@ typos, numbers that do not parse, parallel files that drift apart. Every loader 
 - **recovered**: the intent is unambiguous (``" Chair"`` is the class ``chair``; ``"5O"`` is 50): the line
   is fixed, loaded and counted;
 - **skipped**: it is not (an answer with no question, a label that is no class): the record is left out and
-  counted, with its file, line number and why.
+  counted, with its file, line number and why;
+- **noted**: loaded exactly as written, but likely not what was meant (a class named ``NaN``, ids ``P7`` and
+  ``p7``, a class with no training rows): kept, counted and logged as a warning, so it is seen.
 
 The :class:`LoadReport` travels with the dataset (``ds.spec.extra["load_report"]``), is logged when the
 loader finishes, and is shown by ``utils.data.summary(ds)``. With ``strict=True`` a loader raises a
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RECOVERED = "recovered"
 SKIPPED = "skipped"
+NOTED = "noted"
 SHOWN = 5  # line numbers shown per reason in the log and in summary()
 
 
@@ -77,6 +80,10 @@ class LoadReport:
         self._skip_keys.add(key)
         self.issues.append(LineIssue(key[0], key[1], reason, SKIPPED, _short(value)))
 
+    def noted(self, file: Any, line: int, reason: str, value: Any = "") -> None:
+        """Record that ``line`` of ``file`` (0: the whole file) was loaded as written but looks unintended."""
+        self.issues.append(LineIssue(self._name(file), int(line), reason, NOTED, _short(value)))
+
     def _name(self, file: Any) -> str:
         p = Path(str(file))
         if self.root:
@@ -105,6 +112,11 @@ class LoadReport:
         """Records left out."""
         return len(self.of(SKIPPED))
 
+    @property
+    def n_noted(self) -> int:
+        """Lines (or whole-file facts) loaded as written that look unintended."""
+        return len(self.of(NOTED))
+
     def counts(self, action: str) -> Dict[str, int]:
         """``{reason: number of lines}`` for ``action`` (``"recovered"`` or ``"skipped"``)."""
         out: Dict[str, int] = {}
@@ -123,7 +135,7 @@ class LoadReport:
     def table(self) -> pd.DataFrame:
         """One row per (action, reason): how many lines and the first few ``file:line`` places."""
         rows = []
-        for action in (SKIPPED, RECOVERED):
+        for action in (SKIPPED, RECOVERED, NOTED):
             for reason, n in self.counts(action).items():
                 where = self.where(action, reason)
                 rows.append({"action": action, "reason": reason, "lines": n,
@@ -134,11 +146,12 @@ class LoadReport:
         """``"recovered 3 line(s), skipped 2 record(s)"`` (or ``"every line as documented"``)."""
         if not self.issues:
             return "every line as documented"
-        return f"recovered {self.n_recovered} line(s), skipped {self.n_skipped} record(s)"
+        noted = f", noted {self.n_noted} to check" if self.n_noted else ""
+        return f"recovered {self.n_recovered} line(s), skipped {self.n_skipped} record(s){noted}"
 
     def __str__(self) -> str:
         out = f"{self.dataset}: {self.headline()}"
-        for action in (SKIPPED, RECOVERED):
+        for action in (SKIPPED, RECOVERED, NOTED):
             for reason, n in self.counts(action).items():
                 where = self.where(action, reason)
                 out += f"\n  {action} {n}: {reason} ({', '.join(where[:SHOWN])}{' ...' if n > SHOWN else ''})"
@@ -154,6 +167,7 @@ class LoadReport:
             "dataset": self.dataset, "rows": self.rows, "recovered": self.n_recovered, "skipped": self.n_skipped,
             "recovered_by_reason": self.counts(RECOVERED), "skipped_by_reason": self.counts(SKIPPED),
             "first_skipped": self.where(SKIPPED)[: 4 * SHOWN],
+            "noted": self.n_noted, "noted_by_reason": self.counts(NOTED), "first_noted": self.where(NOTED)[: 4 * SHOWN],
         }
 
     # -- finishing ---------------------------------------------------------------------------------------
@@ -176,7 +190,7 @@ class LoadReport:
         self.check()
         if rows == 0:
             raise DatasetError(f"{self.dataset}: no usable rows under {self.root or 'the dataset folder'}.\n{self}")
-        if self.of(SKIPPED):
+        if self.of(SKIPPED) or self.of(NOTED):
             log.warning("%s", self)
         elif self.issues:
             log.info("%s", self)

@@ -299,9 +299,10 @@ def frame_to_dataset(
     if o.split_column:
         df["split"] = normalise_split(raw[o.split_column].tolist(), path, o.split_column, name, report, lines)
         keep = list(np.asarray(keep, dtype=bool) & df["split"].notna().to_numpy())
-    df = df[keep]
+    df = df.loc[np.asarray(keep, dtype=bool)]  # a list would select columns when empty (a header-only file)
     if o.id_column:
         df = drop_duplicates(df, "id", report, path, o.id_column)
+    note_doubtful(df, path, o, report)
     report.finish(len(df))
     df = df.reset_index(drop=True)
     if o.classes is not None:
@@ -323,6 +324,49 @@ def frame_to_dataset(
         description=description or f"user table {path.name}", extra=attach(extra, report),
     )
     return MultimodalDataset(df, spec)
+
+
+LOOKS_MISSING = {"nan", "na", "n/a", "null", "none", "nil", "missing", "unknown", "-", "?", "#n/a"}
+
+
+def note_doubtful(df: pd.DataFrame, path: Path, o: TableOptions, report: LoadReport) -> None:
+    """Record (as *noted*: loaded as written, logged as a warning) what is valid but likely unintended: ids that
+    differ from another only by case (kept as two records), labels that read like a missing value (kept as a
+    class of that name, as every cell is read as text), classes with a single row in a table of 20 or more
+    (a typo of a class name, named when one is close), and classes with no training rows in the table's own
+    split (no head can learn them, and their test rows all count as errors)."""
+    lines = df.index.tolist()
+    if o.id_column:
+        folded: Dict[str, List[int]] = {}
+        for line, rid in zip(lines, df["id"].tolist()):
+            folded.setdefault(str(rid).casefold(), []).append(line)
+        for group in (g for g in folded.values() if len(g) > 1):
+            shown = df.loc[group, "id"].tolist()
+            for line in group:
+                report.noted(path, line, f"id differs from another only by case ({', '.join(map(repr, shown[:3]))}; "
+                             "kept as separate records)", df.at[line, "id"])
+    if o.task != "multilabel":
+        for line, lab in zip(lines, df["label"].tolist()):
+            if isinstance(lab, str) and lab.strip().casefold() in LOOKS_MISSING:
+                report.noted(path, line, f"label reads like a missing value; kept as the class {lab!r} (remove or "
+                             "fix the row if it has no label)", lab)
+    if o.task != "multilabel" and o.classes is None and len(df) >= 20:
+        import difflib
+
+        counts = df["label"].astype(str).value_counts()
+        common = [c for c, n in counts.items() if n > 1]
+        for cls in [c for c, n in counts.items() if n == 1]:
+            near = difflib.get_close_matches(cls, common, n=1, cutoff=0.75)
+            line = df.index[df["label"].astype(str) == cls][0]
+            report.noted(path, line, f"class {cls!r} has a single row" + (f" (a typo of {near[0]!r}?)" if near else ""), cls)
+    if o.split_column and "split" in df.columns:
+        flat = (df["label"] if o.task != "multilabel" else df["label"].explode()).astype(str)
+        split = df["split"] if o.task != "multilabel" else df["split"].reindex(flat.index)
+        trained = set(flat[split.to_numpy() == "train"])
+        for cls in sorted(set(flat) - trained):
+            where = split[flat.to_numpy() == cls].value_counts().to_dict()
+            report.noted(path, 0, f"class {cls!r} has no training rows ({', '.join(f'{n} {s}' for s, n in where.items())}): "
+                         "no head can learn it and its rows are scored as errors", cls)
 
 
 def path_tag(path: Path) -> str:
@@ -446,6 +490,9 @@ def load_table(
     as_text = {} if path.name.lower().endswith((".parquet", ".json", ".jsonl", ".json.gz", ".jsonl.gz")) else {
         "dtype": str, "keep_default_na": False}
     raw = read_table(path, "table", sep=sep, report=report, encoding=encoding, hint=hint, **as_text)
+    if len(raw) == 0:
+        raise DatasetError(f"table: {path} has no records (only a header line {list(map(str, raw.columns))[:8]}, or "
+                           "nothing): a truncated file, or the wrong file=?")
     name = dataset_name or f"table-{path.stem}"
     return frame_to_dataset(raw, path, path.parent, name, report=report, variant="" if dataset_name else path_tag(path),
                             **options)

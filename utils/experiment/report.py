@@ -182,7 +182,8 @@ class Report:
         if not sh.empty:
             sh["shapley [CI]"] = [ci_text(v, lo, hi, signed=True) for v, lo, hi in zip(sh["shapley"], sh["ci_low"], sh["ci_high"])]
         return {
-            "intervals": pick(iv, ["model", "seeds", "n_test", *[f"{m} [{pct} CI]" for m in METRICS], "macro_f1_std"]),
+            "intervals": pick(iv, ["model", "seeds", "n_test", *[f"{m} [{pct} CI]" for m in METRICS], "macro_f1_std",
+                                   *(["note"] if "note" in iv.columns and iv["note"].notna().any() else [])]),
             "paired": pick(pr, ["model_a", "model_b", "metric", "difference [CI]", "p_value"]),
             "calibration": pick(self.calibration, ["model", "ece", "brier", "temperature", "ece_after", "brier_after"]),
             "subgroups": pick(sg, ["column", "group", "n", "model", "macro_f1 [CI]", "reason"]),
@@ -349,6 +350,12 @@ def interval_table(rows, by_model, of, samples, level: float, n_test: int) -> pd
             low, high = percentile_interval(mean_over(samples[m], [of(model)])[:, 0], level)
             line.update({m: float(np.mean(vals)), f"{m}_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
                          f"{m}_ci_low": float(low), f"{m}_ci_high": float(high)})
+        flat = [m for m in ("macro_f1", "roc_auc") if np.isfinite(line[f"{m}_ci_low"]) and line[f"{m}_ci_low"] == line[f"{m}_ci_high"]]
+        notes = list(dict.fromkeys(n for i in idx for n in str(rows[i].get("interval_note") or "").split("; ")
+                                   if n and not n.startswith("zero-width")))
+        if flat:
+            notes.append(f"zero-width interval for {', '.join(flat)} (every resample scored the same: not certainty)")
+        line["note"] = "; ".join(notes) or None
         lines.append(line)
     return pd.DataFrame(lines)
 

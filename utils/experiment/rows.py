@@ -13,6 +13,7 @@ scores ``ece`` and ``brier`` (see :mod:`utils.evaluation`).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from ..config import library_versions
@@ -22,8 +23,39 @@ from ..evaluation import N_RESAMPLES, bootstrap_intervals, brier, ece
 RESULT_COLUMNS = ["model", "accuracy", "macro_f1", "weighted_f1", "roc_auc", "train_s_per_epoch", "inference_s", "n_params"]
 METRIC_FIELDS = ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "per_class_f1", "confusion_matrix")
 OPTIONAL_METRIC_FIELDS = ("n_classes_scored", "roc_auc_classes")
+log = logging.getLogger(__name__)
+
 CI_FIELDS = ("macro_f1_ci_low", "macro_f1_ci_high", "roc_auc_ci_low", "roc_auc_ci_high")
 CI_METHOD = f"95% stratified bootstrap, {N_RESAMPLES} resamples, percentile, seed 0"
+
+
+MIN_CLASS_ROWS = 10  # fewer test rows of a class (or, binary, of either outcome) and an interval means little
+
+
+def interval_note(y_true: Any, spec: Any, row: Mapping[str, Any]) -> Optional[str]:
+    """Why the row's intervals should not be read as they stand, or None: a test split with fewer than
+    ``MIN_CLASS_ROWS`` rows of some class (a binary split with 2 positives scores AUC 1.000 [1.000, 1.000] by
+    luck), or a zero-width interval (every resample scored the same: identical predictions, not certainty)."""
+    import numpy as np
+
+    y = np.asarray(y_true)
+    names = list(spec.classes)
+    if y.ndim == 2:
+        counts = {names[c]: int(n) for c, n in enumerate(y.sum(axis=0))}
+    else:
+        counts = {names[c]: int((y == c).sum()) for c in range(len(names))}
+    small = {c: n for c, n in counts.items() if n < MIN_CLASS_ROWS}
+    notes = []
+    if small:
+        shown = ", ".join(f"{c!r} {n}" for c, n in list(small.items())[:4])
+        notes.append(f"test split too small for the intervals to mean much (test rows per class: {shown}; "
+                     f"fewer than {MIN_CLASS_ROWS})")
+    flat = [m for m in ("macro_f1", "roc_auc") if row.get(f"{m}_ci_low") is not None
+            and row.get(f"{m}_ci_low") == row.get(f"{m}_ci_high")]
+    if flat:
+        notes.append(f"zero-width interval for {', '.join(flat)} (every resample scored the same: the predictions do "
+                     "not vary, which is not certainty)")
+    return "; ".join(notes) or None
 
 
 def result_row(
@@ -78,6 +110,10 @@ def result_row(
     if y_true is not None and proba is not None:
         row.update(bootstrap_intervals(y_true, proba, spec.task), ci_method=CI_METHOD,
                    ece=ece(y_true, proba, spec.task), brier=brier(y_true, proba, spec.task))
+        note = interval_note(y_true, spec, row)
+        row["interval_note"] = note
+        if note:
+            log.warning("%s, %s seed %s: %s", spec.key, model, seed, note)
     if n_rows is not None:
         row.update({f"n_{s}": int(n) for s, n in n_rows.items()})
     if train_config is not None:

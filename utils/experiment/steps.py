@@ -241,6 +241,7 @@ def train_heads(
     parts = split_rows(ds.df["split"].to_numpy(), usable)
     require_rows(ds, parts)
     y = ds.labels()
+    warn_untrained_classes(ds, y, parts)
     vectors, stand_ins, imputed = with_stand_ins(ds, embeddings.vectors, used, parts["train"],
                                                  embedded_here=embedded_from_records(embeddings))
     recipe = HeadRecipe(ds, vectors, parts, y, configs, head_config, standardize, dict(embeddings.sources), stand_ins)
@@ -302,6 +303,21 @@ def with_stand_ins(ds: MultimodalDataset, vectors: Mapping[str, np.ndarray], mod
             log.info("%s: %d record(s) have no %s; the training mean of the %s vectors stands in for them (as a saved "
                      "model does when predicting)", ds.spec.key, imputed[m], m, m)
     return out, stand_ins, imputed
+
+
+def warn_untrained_classes(ds: MultimodalDataset, y: np.ndarray, parts: Mapping[str, np.ndarray]) -> List[str]:
+    """Warn about (and return) classes that have test or validation rows but no training row: no head can
+    predict them, so every such test row is an error and the class's F1 is 0 in every macro average."""
+    present = (lambda rows: set(np.flatnonzero(y[rows].sum(axis=0) > 0).tolist())) if y.ndim == 2 else \
+        (lambda rows: set(np.unique(y[rows]).tolist()))
+    trained = present(parts["train"])
+    missing = sorted((present(parts["test"]) | present(parts["val"])) - trained)
+    names = [ds.spec.classes[int(c)] for c in missing]
+    if names:
+        log.warning("%s: class(es) %s have no training rows but appear in validation / test: no head can learn them; "
+                    "their test rows are scored as errors (move some of their rows to train, or drop the class)",
+                    ds.spec.key, names)
+    return names
 
 
 def require_rows(ds: MultimodalDataset, parts: Mapping[str, np.ndarray]) -> None:
