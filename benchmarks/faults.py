@@ -54,10 +54,11 @@ class Det(Extractor):
 
     def __init__(self, model_id: str = "m", **options: Any):
         super().__init__(model_id, **options)
-        self.calls, self.sleep = 0, 0.0
+        self.calls, self.rows, self.sleep = 0, 0, 0.0
 
     def _encode(self, items, batch_size, device, show_progress, on_error):
         self.calls += 1
+        self.rows += len(items)
         if self.sleep:
             time.sleep(self.sleep)
         return np.stack([vector_of(t) for t in items])
@@ -73,7 +74,10 @@ class Bytes(Extractor):
 
     family, modality = "bytes", "image"
 
+    rows = 0  # rows encoded by every Bytes extractor so far (what a reuse saved)
+
     def _encode(self, items, batch_size, device, show_progress, on_error):
+        Bytes.rows += len(items)
         return np.stack([vector_of(Path(p).read_bytes().hex()) for p in items])
 
 
@@ -556,8 +560,16 @@ def fingerprint_cases(p: Probe) -> None:
             victim.write_bytes(new)  # same name, same size, other content
             if keep_time:
                 os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
-            return refused(lambda: embed(image_ds(data), "image", Bytes("b"), root=emb, show_progress=False,
-                                         fingerprint=mode), (StoreMismatchError,), ["fingerprint", "overwrite=True"])
+            before = Bytes.rows
+            got = embed(image_ds(data), "image", Bytes("b"), root=emb, show_progress=False, fingerprint=mode)
+            computed = Bytes.rows - before
+            clean = embed(image_ds(data), "image", Bytes("b"), root=p.folder(f"fp-clean-{keep_time}-{mode}"),
+                          show_progress=False, fingerprint=mode)
+            if not np.array_equal(got.aligned(image_ds(data).df["id"]), clean.aligned(image_ds(data).df["id"])):
+                return "WRONG", "vectors differ from a clean run on the changed files"
+            if computed != 1:
+                return "WRONG", f"{computed} rows computed again, expected the 1 replaced image"
+            return "identical", "the replaced image computed again (1 of 6 rows), the others reused by id; bit for bit a clean run"
         return run
     p.case("same-size image replaced in place (fingerprint by stat)", replaced(False, "stat"))
     p.case("same-size image replaced, time set back (fingerprint by content)", replaced(True, "content"))
@@ -577,6 +589,40 @@ def fingerprint_cases(p: Probe) -> None:
             return "WRONG", "the copy was not recognised as the same inputs"
         return "identical", "reused after copying with new file times"
     p.case("dataset copied elsewhere (fingerprint by content)", copied)
+
+    def reuse(how: str):
+        """A finished store, asked for by another shard_size, order, subset, superset or an edited table: the
+        vectors must be a clean run's, bit for bit, and only new or changed rows computed."""
+        def run():
+            from utils.embed import embed as embed_store
+
+            full = text_dataset(120)
+            emb = p.folder(f"reuse-{how}")
+            embed_store(full, "text", Det("m"), root=emb, shard_size=25, show_progress=False)
+            shard, expect = 25, 0
+            if how == "shard_size":
+                ds, shard = full, 40
+            elif how == "order":
+                ds = full.take(np.random.default_rng(3).permutation(120))
+            elif how == "subset":
+                ds = full.take(np.arange(7, 120, 5))
+            elif how == "superset":
+                ds, expect = text_dataset(150), 30
+            else:  # edited: three texts changed
+                ds, expect = text_dataset(120), 3
+                ds.df.loc[[5, 60, 119], "text"] = ["edited a", "edited b", "edited c"]
+            ext = Det("m")
+            got = embed_store(ds, "text", ext, root=emb, shard_size=shard, show_progress=False)
+            vectors = got.aligned(ds.df["id"], verify="full")
+            if not np.array_equal(vectors, reference(ds)):
+                return "WRONG", "vectors differ from a clean run"
+            if ext.rows != expect:
+                return "WRONG", f"{ext.rows} rows computed, expected {expect}"
+            return "identical", f"reused by id, {expect} row(s) computed, bit for bit a clean run"
+        return run
+    for how in ("shard_size", "order", "subset", "superset", "edited"):
+        p.case(f"store reused for another {how}" if how in ("shard_size", "order") else f"store reused for a {how}"
+               if how in ("subset", "superset") else "store reused for an edited table (3 texts)", reuse(how))
 
 
 # ---------------------------------------------------------------------------------- bad images

@@ -88,21 +88,71 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(np.asarray(store.read()[1]), np.asarray(full.read()[1]))
 
 
-def test_store_of_other_inputs_is_refused_never_mixed(tmp_path):
+def test_an_edited_row_is_recomputed_the_rest_reused_by_id_never_mixed(tmp_path, caplog):
+    """Issue 20: one text edited: only that row is computed again (the others' vectors are reused by id and
+    input key), and the result equals a clean run on the edited table bit for bit."""
     ds = make_ds()
     embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
     changed = make_ds()
     changed.df.loc[4, "text"] = "edited"
-    with pytest.raises(StoreMismatchError, match="fingerprint"):
-        embed(changed, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
-    store = embed(changed, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False, overwrite=True)
-    assert store.manifest()["fingerprint"] == changed.fingerprint("text")
-    # a manifest written by another extractor in the same folder is refused too
+    ext = CountingExtractor()
+    with caplog.at_level(logging.INFO, logger="utils.embed"):
+        store = embed(changed, "text", ext, root=tmp_path, shard_size=10, show_progress=False)
+    assert "reusing 24 vector(s) by id and computing 1 new or changed row(s)" in caplog.text
+    assert ext.calls == 1 and store.manifest()["fingerprint"] == changed.fingerprint("text")
+    clean = embed(changed, "text", CountingExtractor(), root=tmp_path / "clean", shard_size=10, show_progress=False)
+    np.testing.assert_array_equal(store.aligned(changed.df["id"]), clean.aligned(changed.df["id"]))
+    # a manifest written by another extractor in the same folder is refused, never reused by id
     m = json.loads(store.manifest_path.read_text())
     m["extractor"]["id"] = "fake:other"
     store.manifest_path.write_text(json.dumps(m))
     with pytest.raises(StoreMismatchError, match="extractor"):
         embed(changed, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+
+
+@pytest.mark.parametrize("how", ["shard_size", "reversed", "subset"])
+def test_a_store_is_reused_by_id_for_another_shard_size_order_or_a_subset(tmp_path, caplog, how):
+    """Issue 20: these used to be refused with a hint to overwrite=True (which discards the store)."""
+    ds = make_ds(30)
+    first = embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    want = first.aligned(ds.df["id"])
+    rows = {"shard_size": np.arange(30), "reversed": np.arange(29, -1, -1), "subset": np.arange(0, 30, 3)}[how]
+    other = ds.take(rows)
+    ext = CountingExtractor()
+    with caplog.at_level(logging.INFO, logger="utils.embed"):
+        store = embed(other, "text", ext, root=tmp_path, shard_size=7 if how == "shard_size" else 10,
+                      show_progress=False)
+    assert ext.calls == 0 and store.reused and "by id" in caplog.text
+    np.testing.assert_array_equal(store.aligned(other.df["id"]), want[rows])
+    assert store.manifest()["count"] == 30  # the store itself is left as it was, for the full table
+
+
+def test_reuse_by_id_needs_the_same_input_not_only_the_same_id(tmp_path):
+    """Ids reused for other rows (a table renumbered r0, r1, ...) get their own vectors; a superset computes
+    only its new rows; a store whose inputs record is damaged is not trusted for reuse by id, and a store with
+    no row in common is refused as before (overwrite=True rebuilds it)."""
+    ds = make_ds(20)
+    embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    renumbered = make_ds(20)
+    renumbered.df.loc[:9, "text"] = [f"another record {i}" for i in range(10)]  # same ids, other texts
+    ext = CountingExtractor()
+    store = embed(renumbered, "text", ext, root=tmp_path, shard_size=10, show_progress=False)
+    assert ext.calls == 1  # shard 0 (the 10 changed rows) only
+    clean = embed(renumbered, "text", CountingExtractor(), root=tmp_path / "clean", shard_size=10, show_progress=False)
+    np.testing.assert_array_equal(store.aligned(renumbered.df["id"]), clean.aligned(renumbered.df["id"]))
+    bigger = make_ds(26)
+    bigger.df["text"] = list(renumbered.df["text"]) + list(bigger.df["text"][20:])
+    ext = CountingExtractor()
+    store = embed(bigger, "text", ext, root=tmp_path, shard_size=10, show_progress=False)
+    assert ext.calls == 1 and len(store.read()[0]) == 26  # one call: the 6 new rows of the last shard
+    (store.folder / "inputs.npy").write_bytes(b"\x93NUMPY garbage")
+    assert store.inputs() is None
+    with pytest.raises(StoreMismatchError):
+        embed(bigger.take(np.arange(5)), "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
+    other = make_ds(20)
+    other.df["text"] = [f"nothing alike {i}" for i in range(20)]
+    with pytest.raises(StoreMismatchError, match="fingerprint"):
+        embed(other, "text", CountingExtractor(), root=tmp_path / "clean", shard_size=10, show_progress=False)
 
 
 def test_sliced_jobs_merge_into_one_store(tmp_path):

@@ -25,7 +25,8 @@ import numpy as np
 from .config import embeddings_dir, library_versions, merge_config
 from .data.schema import FINGERPRINT_MODES, MultimodalDataset
 from .extractors import Extractor, create
-from .store import DamagedShardsError, EmbeddingStore, StoreIntegrityError, store_for
+from .store import DamagedShardsError, EmbeddingStore, StoreIntegrityError, StoreMismatchError, store_for
+from .store.files import load_npy_bytes
 from .store.locks import describe_owner
 
 log = logging.getLogger(__name__)
@@ -149,8 +150,16 @@ def extractor_identity(extractor: Extractor, mode: str = "stat") -> Dict[str, An
     return config
 
 
-def store_header(dataset: MultimodalDataset, modality: str, extractor: Extractor, cfg: EmbedConfig) -> Dict[str, Any]:
-    """What a store of ``dataset``'s ``modality`` by ``extractor`` records, and compares before reuse.
+def store_inputs(dataset: MultimodalDataset, modality: str, cfg: EmbedConfig) -> bytes:
+    """The bytes of the store's ``inputs.npy``: every row's id and input key (what lets a later run reuse
+    its vectors by id, from another order, a subset, or a table with some rows edited)."""
+    return EmbeddingStore.inputs_bytes(dataset.df["id"].astype(str).tolist(), dataset.row_keys(modality, cfg.fingerprint))
+
+
+def store_header(dataset: MultimodalDataset, modality: str, extractor: Extractor, cfg: EmbedConfig,
+                 inputs: Optional[bytes] = None) -> Dict[str, Any]:
+    """What a store of ``dataset``'s ``modality`` by ``extractor`` records, and compares before reuse
+    (``inputs``: :func:`store_inputs`, recorded by size and checksum so the file can be trusted later).
 
     Imported vectors (the ``imported`` family) were made from no file of the dataset: their input
     fingerprint is the ids alone.
@@ -177,6 +186,7 @@ def store_header(dataset: MultimodalDataset, modality: str, extractor: Extractor
         "normalized": bool(cfg.normalize),
         "versions": library_versions(),
         "description": extractor.describe(),
+        **({"inputs": EmbeddingStore.inputs_entry(inputs)} if inputs is not None else {}),
     }
 
 
@@ -221,10 +231,21 @@ def embed(
     n = len(dataset)
     if cfg.engine != "ray" and not is_finished(store):
         extractor.load(cfg.device)  # fail fast: a model that cannot load leaves no store folder behind
-    store.open(store_header(dataset, modality, extractor, cfg), overwrite=cfg.overwrite)
+    inputs = store_inputs(dataset, modality, cfg)
+    header = store_header(dataset, modality, extractor, cfg, inputs)
+    seeds: Dict[str, np.ndarray] = {}
+    try:
+        store.open(header, overwrite=cfg.overwrite)
+    except StoreMismatchError as refused:
+        if reusable_by_id(store, header, cfg, inputs, seeds, refused):
+            return store
+        if cfg.engine != "ray":
+            extractor.load(cfg.device)  # fail fast, before the store is rebuilt
+        store.open(header, overwrite=True)  # rebuilt for these rows, seeded with the vectors that still hold
+    store.write_inputs(inputs)
     if store.manifest().get("complete") and not store.is_complete():
         store.reset(f"{store.folder / 'vectors.npy'} is missing although the manifest says the store is finished")
-    job = _Job(dataset, modality, extractor, store, cfg)
+    job = _Job(dataset, modality, extractor, store, cfg, seeds)
     if store.is_complete() and job.reuse():
         return store
 
@@ -259,12 +280,63 @@ def embed(
     return store
 
 
+BY_ID_DIFFS = {"fingerprint", "count", "shard_size"}  # a store differing only in these may be reused by id
+
+
+def reusable_by_id(store: EmbeddingStore, header: Dict[str, Any], cfg: EmbedConfig, inputs: bytes,
+                   seeds: Dict[str, np.ndarray], refused: Exception) -> bool:
+    """A finished store made by the same extractor and settings for other rows (another order, a subset or
+    superset, another ``shard_size``, some rows edited): True when it holds a vector for every row of
+    the dataset (``header``: what this run would record) whose input is unchanged (it is then used as it is; vectors are looked up by id). Otherwise
+    ``seeds`` gets the vectors that still hold (by id and input key) and False is returned: the caller
+    rebuilds the store for these rows and computes only the others. Raises ``refused`` when nothing can be
+    reused (another model, settings or dataset, a store still being written, or no row in common)."""
+    from .store import FORMAT_VERSION, identity
+
+    modality = header["modality"]
+    try:
+        current = store.manifest()
+        want = identity({**header, "format": FORMAT_VERSION})
+        diffs = {k for k, v in identity(current).items() if v != want[k]}
+        stored = store.inputs() if store.is_complete() and diffs <= BY_ID_DIFFS else None
+    except Exception:  # noqa: BLE001 -- a damaged store: refuse as before (overwrite=True rebuilds it)
+        stored = None
+    if stored is None:
+        raise refused
+    arr = load_npy_bytes(inputs)
+    ids, keys = arr["id"].tolist(), arr["key"].tolist()
+    have = set(store.read()[0].tolist())  # rows with a vector (failed rows are recomputed)
+    same = [i for i, k in zip(ids, keys) if stored.get(i) == k and i in have]
+    if not same:
+        raise refused
+    kept, asked = set(stored), set(ids)
+    what = ("the same rows" + (" in another order" if "fingerprint" in diffs else "") if asked == kept
+            else f"{len(ids)} of its {len(stored)} rows" if asked < kept else f"{len(same)} rows in common with these {len(ids)}")
+    if "shard_size" in diffs:
+        what += f", shard_size {current.get('shard_size')}"
+    if len(same) == len(ids):
+        report = store.verify(full=cfg.verify == "full")
+        if report.ok:
+            log.info("reusing %d %s vectors of %s by id (it was made for %s); no extraction needed", len(same),
+                     modality, store.folder, what)
+            store.reused = True
+            return True
+        log.warning("%s; it is rebuilt for these rows", report)
+        return False
+    vectors = store.aligned(same, verify="full")
+    seeds.update(zip(same, vectors))
+    log.info("%s was made for %s: reusing %d vector(s) by id and computing %d new or changed row(s); the store "
+             "is rebuilt for these rows", store.folder, what, len(same), len(ids) - len(same))
+    return False
+
+
 class _Job:
     """One embed() call's work on a store: compute shards under claims, merge, check and repair."""
 
     def __init__(self, dataset: MultimodalDataset, modality: str, extractor: Extractor, store: EmbeddingStore,
-                 cfg: EmbedConfig):
+                 cfg: EmbedConfig, seeds: Optional[Dict[str, np.ndarray]] = None):
         self.ds, self.modality, self.ext, self.store, self.cfg = dataset, modality, extractor, store, cfg
+        self.seeds = seeds or {}  # id -> vector from a store made for other rows (same model, same input)
         self.rows_computed = 0
         self._items: Optional[List[Any]] = None
         self._ids: List[str] = []
@@ -276,13 +348,26 @@ class _Job:
             self._ids = self.ds.df["id"].astype(str).tolist()
         size, n = self.cfg.shard_size, len(self.ds)
         lo, hi = k * size, min(n, (k + 1) * size)
-        vectors = self.ext.encode(self._items[lo:hi], batch_size=self.cfg.batch_size, device=self.cfg.device,
-                                  normalize=self.cfg.normalize, show_progress=False, on_error=self.cfg.on_error)
-        failed = {self._ids[lo + i]: reason for i, reason in self.ext.last_failures.items()}
-        if failed:
-            log.warning("shard %d: %d row(s) could not be read and were recorded as failed", k, len(failed))
-        self.rows_computed += hi - lo
-        return self._ids[lo:hi], vectors, failed
+        ids = self._ids[lo:hi]
+        new = [j for j, i in enumerate(ids) if i not in self.seeds]
+        vectors = np.stack([self.seeds[i] for i in ids]) if not new else None  # every row of the shard reused
+        failed: Dict[str, str] = {}
+        if new:
+            got = self.ext.encode([self._items[lo + j] for j in new], batch_size=self.cfg.batch_size,
+                                  device=self.cfg.device, normalize=self.cfg.normalize, show_progress=False,
+                                  on_error=self.cfg.on_error)
+            failed = {ids[new[j]]: reason for j, reason in self.ext.last_failures.items()}
+            if failed:
+                log.warning("shard %d: %d row(s) could not be read and were recorded as failed", k, len(failed))
+            if len(new) == len(ids):
+                vectors = got
+            else:
+                vectors = np.empty((len(ids), got.shape[1]), dtype=got.dtype)
+                vectors[new] = got
+                old = [j for j in range(len(ids)) if ids[j] in self.seeds]
+                vectors[old] = np.stack([self.seeds[ids[j]] for j in old])
+        self.rows_computed += len(new)
+        return ids, vectors, failed
 
     def info(self) -> Dict[str, Any]:
         """What the shard records about how it was made: the model's description, the resolved precision."""

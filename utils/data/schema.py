@@ -194,6 +194,27 @@ class MultimodalDataset:
             h.update(stats.mtime_ns.tobytes())
         return h.hexdigest()
 
+    def row_keys(self, modality: str, mode: str = "stat") -> np.ndarray:
+        """``[N]`` 16-byte keys, one per row: a hash of the row's id and its input (the text; for files the path
+        as in the table with its size and modification time, or with ``mode="content"`` a hash of its bytes).
+        Two rows with the same key embed to the same vector, whatever table, order or subset they come from:
+        the embedding store reuses vectors by these keys."""
+        import xxhash
+
+        ids = self.df["id"].astype(str).tolist()
+        if modality == "text":
+            values, extra = [str(v) for v in self.items("text")], [""] * len(ids)
+        else:
+            col = pd.Series(self._column(modality), dtype=object)
+            values = col.where(col.notna(), "").astype(str).tolist()
+            stats = self.media_stats(modality, content=mode == "content")
+            extra = (list(stats.content) if mode == "content" and stats.content is not None
+                     else [f"{s}:{t}" for s, t in zip(stats.size.tolist(), stats.mtime_ns.tolist())])
+        out = np.empty(len(ids), dtype="S16")
+        for i, (rid, v, e) in enumerate(zip(ids, values, extra)):
+            out[i] = xxhash.xxh3_128_digest(f"{modality}\0{rid}\0{v}\0{e}".encode("utf-8", "surrogatepass"))
+        return out
+
     def fingerprint_detail(self, modality: str, mode: str = "stat") -> Dict[str, str]:
         """What helps explain a fingerprint mismatch: the mode, and for files the hash without modification times."""
         if modality == "text":

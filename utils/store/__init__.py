@@ -815,6 +815,56 @@ class EmbeddingStore:
         m = self.manifest()
         return m.get("precision") or (m.get("extractor") or {}).get("precision_resolved")
 
+    # ------------------------------------------------------------------------- inputs (reuse by id)
+    INPUTS_FILE = "inputs.npy"
+
+    @staticmethod
+    def inputs_bytes(ids: Sequence[str], keys: np.ndarray) -> bytes:
+        """The bytes of ``inputs.npy``: each row's id and the 16-byte key of its input
+        (:meth:`~utils.data.schema.MultimodalDataset.row_keys`), in the order the store was made for."""
+        import io
+
+        ids = [str(i) for i in ids]
+        arr = np.empty(len(ids), dtype=[("id", f"U{max([1, *map(len, ids)])}"), ("key", "S16")])
+        arr["id"], arr["key"] = ids, keys
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        return buf.getvalue()
+
+    @staticmethod
+    def inputs_entry(data: bytes) -> Dict[str, Any]:
+        """What the manifest records of ``inputs.npy`` (its size and checksum)."""
+        return {"size": len(data), CHECKSUM: checksum(data)}
+
+    def write_inputs(self, data: bytes) -> None:
+        """Write ``inputs.npy`` (atomically) when it is missing or is not the one the manifest names."""
+        path = self.folder / self.INPUTS_FILE
+        want = self.manifest().get("inputs") or {}
+        if not want or (path.is_file() and path.stat().st_size == want.get("size")
+                        and checksum(path.read_bytes()) == want.get(CHECKSUM)):
+            return
+        if checksum(data) != want.get(CHECKSUM):
+            return  # the manifest was written for other inputs (another job's): leave it to that job
+        try:
+            write_file(path, lambda f: f.write(data), expected=len(data))
+        except OSError as e:  # the inputs only allow reuse by id later: the store works without them
+            log.warning("%s: could not write %s (%s); this store will only be reused for exactly these rows",
+                        self.folder, path.name, e)
+
+    def inputs(self) -> Optional[Dict[str, bytes]]:
+        """``{id: input key}`` of the rows this store was made for, or None when it has no sound record of them
+        (made by an older version, or the file is missing or fails its checksum): then no reuse by id."""
+        want = self.manifest().get("inputs") or {}
+        path = self.folder / self.INPUTS_FILE
+        try:
+            data = path.read_bytes()
+            if not want or len(data) != want.get("size") or checksum(data) != want.get(CHECKSUM):
+                return None
+            arr = load_npy_bytes(data)
+            return dict(zip(arr["id"].tolist(), arr["key"].tolist()))
+        except Exception:  # noqa: BLE001 -- any damage means: no reuse by id (the vectors are recomputed)
+            return None
+
     def aligned(self, ids: Iterable[str], missing: str = "raise", verify: str = "auto") -> np.ndarray:
         """Vectors for ``ids`` in that order: float32 ``[len(ids), D]`` (a copy).
 

@@ -191,13 +191,20 @@ def npy_header(path: Path) -> Tuple[Tuple[int, ...], np.dtype, int]:
 
 
 def npy_header_of(f: Any) -> Tuple[Tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)``; a damaged header is a ValueError (numpy parses it as Python and can
+    raise SyntaxError, or tokenize's TokenError, for some damaged bytes)."""
+    import tokenize
+
     version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise ValueError(f"unsupported .npy version {version}")
+    try:
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (SyntaxError, tokenize.TokenError, TypeError, KeyError) as e:
+        raise ValueError(f"its header is unreadable ({type(e).__name__}: {e})") from None
     if fortran:
         raise ValueError("Fortran-ordered array")
     return tuple(shape), dtype, f.tell()
@@ -228,7 +235,13 @@ def check_npy(path: Path, shape: Tuple[int, ...], dtype: Any, size: Optional[int
 
 
 def load_npy_bytes(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    """The array in ``data`` (a ``.npy``'s bytes); damaged bytes are a ValueError, whatever numpy raised."""
+    import tokenize
+
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (SyntaxError, tokenize.TokenError, TypeError, KeyError, EOFError) as e:
+        raise ValueError(f"not a readable .npy ({type(e).__name__}: {e})") from None
 
 
 def read_json_object(path: Path) -> Dict[str, Any]:
