@@ -454,8 +454,35 @@ def test_nan_rows_are_refused_at_write_and_reported_at_read(tmp_path, caplog):
     m["blocks"][0]["xxh3_128"] = checksum(np.load(store.folder / "vectors.npy").tobytes())
     store.manifest_path.write_text(json.dumps(m))
     with caplog.at_level(logging.WARNING, logger="utils"):
-        out = store.aligned(["a", "b", "c"], missing="nan")
-    assert store.nan_ids == ["c"] and "NaN" in caplog.text and np.isnan(out[2]).all()
+        out, nan_ids = store.lookup(["a", "b", "c"], missing="nan")
+    assert nan_ids == ["c"] and "NaN" in caplog.text and np.isnan(out[2]).all() and np.isfinite(out[0]).all()
+    np.testing.assert_array_equal(store.aligned(["a", "b", "c"], missing="nan"), out)
+    assert not hasattr(store, "nan_ids")  # returned, not left on the store by the last read
+
+
+def test_lookup_names_the_nan_rows_asked_for_whether_blocks_are_checked_or_not(tmp_path):
+    """Issue 21: aligned() used to set ``store.nan_ids`` as a side effect, and the block-checking path listed
+    every NaN row of the store, even rows not asked for. lookup() returns the NaN ids among those asked, in
+    the order asked, the same on both paths."""
+    from utils.store.files import checksum
+
+    store = EmbeddingStore(tmp_path / "s")
+    store.open({"dataset": "d", "modality": "text", "extractor": {"id": "x"}, "fingerprint": "f", "count": 4,
+                "shard_size": 4, "normalized": False})
+    store.write_shard(0, ["a", "b", "c", "d"], np.arange(8, dtype=np.float32).reshape(4, 2), {})
+    store.finalize(1)
+    mm = np.load(store.folder / "vectors.npy", mmap_mode="r+")
+    mm[1, 0], mm[3, 1] = np.nan, np.inf  # rows b and d
+    mm.flush()
+    del mm
+    m = store.manifest()
+    m["blocks"][0]["xxh3_128"] = checksum(np.load(store.folder / "vectors.npy").tobytes())
+    store.write_manifest(m)
+    for verify in ("full", "header", "auto"):
+        assert store.lookup(["d", "a", "b"], verify=verify).nan_ids == ["d", "b"], verify
+        assert store.lookup(["a", "c"], verify=verify).nan_ids == [], verify  # b and d are not asked for
+        vectors, nan_ids = store.lookup(["c", "a"], verify=verify)
+        np.testing.assert_array_equal(vectors, [[4, 5], [0, 1]])
 
 
 def test_full_disk_during_the_merge_is_a_clear_error_that_leaves_nothing(tmp_path):
@@ -524,21 +551,35 @@ def test_a_bf16_store_made_on_a_gpu_is_reused_on_a_laptop_and_shows_its_precisio
         embed(ds, "text", PrecisionExtractor(), root=tmp_path, shard_size=10, show_progress=False)
 
 
-def test_a_store_written_before_checksums_is_upgraded_not_refused(tmp_path):
-    """A format-1 store (no checksums, fingerprint of file name + size) keeps working."""
+def test_a_store_of_an_older_format_is_refused_with_the_fix(tmp_path):
+    """Issue 21: a format-1 store (no checksums) is no longer accepted and upgraded: embed, read and verify
+    refuse it, naming the folder and overwrite=True, and leave it as it is; overwrite=True rebuilds it."""
+    import re
+
     ds = make_ds()
+    clean = embed(ds, "text", CountingExtractor(), root=tmp_path / "clean", shard_size=10, show_progress=False)
     store = embed(ds, "text", CountingExtractor(), root=tmp_path, shard_size=10, show_progress=False)
     m = store.manifest()
     for key in ("files", "blocks", "checksum", "fingerprint_detail"):
         m.pop(key)
-    m["format"] = 1
-    m["extractor"]["precision_resolved"] = "fp32"
-    store.manifest_path.write_text(json.dumps(m))
+    for version in (1, None):  # format 1, or no format field at all (what format-1 stores wrote)
+        m.pop("format", None)
+        if version is not None:
+            m["format"] = version
+        store.manifest_path.write_text(json.dumps(m))
+        ext = CountingExtractor()
+        with pytest.raises(StoreMismatchError, match=re.escape(str(store.folder)) + r" was written by an older "
+                           r"version of this package \(store format 1.*overwrite=True"):
+            embed(ds, "text", ext, root=tmp_path, shard_size=10, show_progress=False)
+        assert ext.calls == 0 and json.loads(store.manifest_path.read_text()) == m  # not upgraded, not touched
+        with pytest.raises(StoreMismatchError, match="older version"):
+            store.read()
+        report = store.verify()
+        assert not report.ok and report.rebuild and "overwrite=True" in str(report)
     ext = CountingExtractor()
-    again = embed(ds, "text", ext, root=tmp_path, shard_size=10, show_progress=False)
-    assert again.reused and ext.calls == 0
-    m = again.manifest()
-    assert m["format"] == 2 and m["blocks"] and m["precision"] == "fp32" and again.verify().ok
+    again = embed(ds, "text", ext, root=tmp_path, shard_size=10, show_progress=False, overwrite=True)
+    assert ext.calls == 3 and not again.reused and again.manifest()["format"] == 2 and again.verify().ok
+    np.testing.assert_array_equal(again.aligned(ds.df["id"]), clean.aligned(ds.df["id"]))
 
 
 def test_a_binary_manifest_names_the_file_and_the_repair(tmp_path):
@@ -628,7 +669,7 @@ def test_one_shards_files_copied_over_anothers_are_recomputed_not_merged(tmp_pat
         embed(ds, "text", CountingExtractor(crash_on_call=3), root=root, shard_size=10, show_progress=False)
     store = EmbeddingStore(next(p.parent for p in root.rglob("manifest.json")))
     for suffix in (".npy", ".ids.npy", ".failed.json", ".meta.json"):
-        shutil.copyfile(store._shard_file(0, suffix), store._shard_file(1, suffix))
+        shutil.copyfile(store.shard_file(0, suffix), store.shard_file(1, suffix))
     assert "belongs to shard 0" in store.check_shard(1, full=True)
     ext = CountingExtractor()
     got = embed(ds, "text", ext, root=root, shard_size=10, show_progress=False).read()
@@ -645,7 +686,7 @@ def test_one_shards_files_copied_over_anothers_are_recomputed_not_merged(tmp_pat
     m = done.manifest()
     m["files"]["ids.npy"] = {"size": size, "sha256": digest} if "sha256" in m["files"]["ids.npy"] else {
         "size": size, **{k: digest for k in m["files"]["ids.npy"] if k != "size"}}
-    done._write_manifest(m)
+    done.write_manifest(m)
     report = done.verify(full=True)
     assert not report.ok and "appear more than once" in " ".join(report.problems) and report.rebuild
 

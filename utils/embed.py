@@ -169,18 +169,16 @@ def store_header(dataset: MultimodalDataset, modality: str, extractor: Extractor
 
         h = hashlib.sha256(f"imported\0{dataset.spec.key}\0".encode())
         h.update("\0".join(dataset.df["id"].astype(str).tolist()).encode("utf-8", "surrogatepass"))
-        fingerprint, detail, legacy = h.hexdigest(), {"mode": "ids"}, None
+        fingerprint, detail = h.hexdigest(), {"mode": "ids"}
     else:
         fingerprint = dataset.fingerprint(modality, mode=cfg.fingerprint)
         detail = dataset.fingerprint_detail(modality, mode=cfg.fingerprint)
-        legacy = lambda: dataset.fingerprint(modality, mode="legacy")  # noqa: E731
     return {
         "dataset": dataset.spec.key,
         "modality": modality,
         "extractor": extractor_identity(extractor, cfg.fingerprint),
         "fingerprint": fingerprint,
         "fingerprint_detail": detail,
-        "fingerprint_legacy": legacy,
         "count": len(dataset),
         "shard_size": int(cfg.shard_size),
         "normalized": bool(cfg.normalize),

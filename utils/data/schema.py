@@ -181,8 +181,6 @@ class MultimodalDataset:
         and modification time (``mode="stat"``) or a hash of their bytes (``mode="content"``)."""
         if modality == "text":
             return self._text_fingerprint()
-        if mode == "legacy":
-            return self._legacy_fingerprint(modality)
         if mode not in FINGERPRINT_MODES:
             raise ValueError(f"fingerprint mode must be one of {FINGERPRINT_MODES}, got {mode!r}")
         stats = self.media_stats(modality, content=mode == "content")
@@ -230,19 +228,6 @@ class MultimodalDataset:
         for rid, item in zip(self.df["id"].tolist(), self.items("text")):
             h.update(str(rid).encode() + b"\x00")
             h.update(str(item).encode() + b"\x01")
-        return h.hexdigest()
-
-    def _legacy_fingerprint(self, modality: str) -> str:
-        """The fingerprint as versions before checksums computed it (file name and size): to accept their stores."""
-        h = hashlib.sha256()
-        h.update(self.spec.key.encode())
-        stats = self.media_stats(modality)
-        for rid, item, size in zip(self.df["id"].tolist(), self.items(modality), stats.size.tolist()):
-            h.update(str(rid).encode() + b"\x00")
-            if item is None:
-                h.update(b"None\x01")
-            else:
-                h.update(f"{Path(item).name}:{size}".encode() + b"\x01")
         return h.hexdigest()
 
 

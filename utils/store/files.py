@@ -32,6 +32,15 @@ def checksum(data: bytes) -> str:
     return h.hexdigest()
 
 
+def file_digest(path: Path) -> str:
+    """The checksum of a file's bytes, read in 16 MB blocks."""
+    h = hasher()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 class StoreSpaceError(OSError):
     """The disk is full (or over quota); the message names the device, the path and how much to free."""
 
