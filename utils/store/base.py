@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Sequence
 
@@ -33,11 +34,11 @@ class DamagedShardsError(StoreIntegrityError):
 def fault_point(stage: str) -> None:
     """Call ``utils.store.FAULT_HOOK`` (the reliability probe's, ``benchmarks/faults.py``) with ``stage``: a
     point where a crash could leave something behind. The hook is read from the package at each call, so
-    setting ``utils.store.FAULT_HOOK`` reaches every module of the store."""
-    from . import FAULT_HOOK
-
-    if FAULT_HOOK is not None:
-        FAULT_HOOK(stage)
+    setting ``utils.store.FAULT_HOOK`` reaches every module of the store (looked up in ``sys.modules``, not
+    imported: the package imports this module, and an import back would be a cycle)."""
+    hook = getattr(sys.modules[__package__], "FAULT_HOOK", None)
+    if hook is not None:
+        hook(stage)
 
 
 def now() -> str:
