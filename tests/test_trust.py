@@ -133,8 +133,9 @@ def test_extractor_options_are_keyed_by_spec_and_unknown_keys_are_errors(tiny_be
     specs = {"text": f"hf:{tiny_bert}", "image": "timm:test_vit"}
     with pytest.raises(ValueError, match="not one of the extractors"):
         ex.extract_embeddings(ds, specs, {"timm:test_resnet": {"pretrained": False}}, show_progress=False)
-    with pytest.warns(DeprecationWarning, match="keyed by modality"):
-        emb = ex.extract_embeddings(ds, specs, {"image": {"pretrained": False}}, show_progress=False)
+    with pytest.raises(ValueError, match="'image', which is not one of the extractors"):  # a modality is no key
+        ex.extract_embeddings(ds, specs, {"image": {"pretrained": False}}, show_progress=False)
+    emb = ex.extract_embeddings(ds, specs, {"timm:test_vit": {"pretrained": False}}, show_progress=False)
     assert "RANDOM" in emb.extractors["image"]
     from utils.experiment import generate as gen
 

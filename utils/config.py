@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from .deprecation import moved
+from .colab_setup import COLAB_DRIVE_FOLDER, COLAB_MOUNT, use_drive
 
 log = logging.getLogger(__name__)
 
@@ -156,27 +156,16 @@ def in_colab() -> bool:
         return False
 
 
-# Colab's fixed places: where Drive mounts, the project's folder on it, where the Colab cell clones the repository
-COLAB_MOUNT = "/content/drive"
-COLAB_DRIVE_FOLDER = "MyDrive/mmfusion"
-COLAB_CLONE = "/content/mmfusion"
-
-
 def setup_colab(drive_folder: str = COLAB_DRIVE_FOLDER, mount_point: str = COLAB_MOUNT) -> Optional[Paths]:
-    """On Colab: mount Google Drive and point data, embeddings and results into ``drive_folder``.
+    """On Colab: mount Google Drive and point data, embeddings and results into ``drive_folder``
+    (:func:`utils.colab_setup.use_drive`, which the notebooks' first cell runs before ``utils`` is installed).
 
     Does nothing (returns ``None``) outside Colab, so notebooks can call it unconditionally.
     Returns the resolved :class:`Paths`.
     """
     if not in_colab():
         return None
-    from google.colab import drive  # type: ignore
-
-    drive.mount(mount_point)
-    base = Path(mount_point) / drive_folder
-    for env, sub in ((ENV_DATA, "data"), (ENV_EMBEDDINGS, "embeddings"), (ENV_RESULTS, "results")):
-        os.environ.setdefault(env, str(base / sub))
-        Path(os.environ[env]).mkdir(parents=True, exist_ok=True)
+    use_drive(mount_point, drive_folder)
     paths = get_paths()
     log.info("Colab: data=%s embeddings=%s results=%s", paths.data, paths.embeddings, paths.results)
     return paths
@@ -196,6 +185,3 @@ def library_versions() -> Dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-__getattr__ = moved(__name__, {"resolve_device": "utils.runtime"})

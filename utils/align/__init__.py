@@ -6,10 +6,9 @@
 - :mod:`utils.align.unified`      one projection per modality into a shared space, trained with InfoNCE
 
 The study that fits on train, trains heads and builds tables (``compare_alignments``, ``lambda_sweep``, ...)
-is an experiment step: :mod:`utils.experiment.alignment` (the old names here still work for one release).
+is an experiment step: :mod:`utils.experiment.alignment`.
 """
 
-from ..deprecation import moved
 from .gap import (
     centroid_gap_vector, gap_report, l2_normalize, linear_cka, modality_gap, pair_similarity, pairwise_gap_table,
     pca_variance,
@@ -25,9 +24,6 @@ __all__ = [
 ]
 
 UNIFIED = ("UnifiedConfig", "fit_unified", "project", "synthetic_modality")  # imported on first use: they need torch
-old_study_names = moved(__name__, {n: "utils.experiment.alignment" for n in (
-    "align_embeddings", "alignment_table", "compare_alignments", "gap_table", "lambda_sweep", "save_alignment_results",
-)})
 
 
 def __getattr__(name: str):
@@ -35,4 +31,4 @@ def __getattr__(name: str):
         from . import unified
 
         return getattr(unified, name)
-    return old_study_names(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

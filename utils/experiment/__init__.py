@@ -4,7 +4,8 @@ study, the generate-embeddings step, runs and grids. ``from utils import experim
 - :mod:`utils.experiment.steps`      load_dataset, extract_embeddings, train_heads, results_table, save / plot
 - :mod:`utils.experiment.rows`       the one result-row builder
 - :mod:`utils.experiment.baselines`  logreg, guided selection, BERT + ViT end to end, BERT + CLIP (Trainer)
-- :mod:`utils.experiment.alignment`  gap tables, post-hoc alignment against the ``none`` control, lambda sweeps
+- :mod:`utils.experiment.alignment`  gap tables, post-hoc alignment against the ``none`` control, lambda sweeps,
+                                     and the other steps of the Alignment/ notebooks (unified space, retrieval)
 - :mod:`utils.experiment.generate`   fill the store for a list of extractors
 - :mod:`utils.experiment.heads`      fit_head (one head on cached embeddings) and what train_heads keeps for the report
 - :mod:`utils.experiment.report`     report(): intervals, calibration, subgroups, missing modalities, Shapley values
@@ -16,8 +17,10 @@ study, the generate-embeddings step, runs and grids. ``from utils import experim
 from ..embed import EmbedConfig, Embeddings
 from ..imported import import_embeddings
 from .alignment import (
-    AlignmentConfig, align_embeddings, alignment_table, compare_alignments, content_report, gap_table, lambda_sweep,
-    save_alignment_results,
+    AlignmentConfig, align_embeddings, alignment_table, class_map, collection, compare_alignments, content_report,
+    gap_table, hit_shares, label_names, lambda_sweep, pair_vectors, pairwise_gaps, plot_before_after, plot_gap_shift,
+    retrieval_spaces, retrieval_table, save_alignment_results, split_indices, train_heads_per_space, unified_space,
+    with_synthetic_modality,
 )
 from .baselines import (
     BertClipConfig, FullTrainConfig, image_guide_features, train_bert_clip, train_full_models, train_guided, train_logreg,
@@ -48,4 +51,8 @@ __all__ = [
     "results_table", "run", "run_embedding_experiment", "run_grid", "run_seeds", "save_alignment_results",
     "save_results", "setup_logging", "summarize", "train_bert_clip", "train_full_models", "train_guided",
     "train_heads", "train_logreg",
+    # the steps of the Alignment/ notebooks
+    "class_map", "collection", "hit_shares", "label_names", "pair_vectors", "pairwise_gaps", "plot_before_after",
+    "plot_gap_shift", "retrieval_spaces", "retrieval_table", "split_indices", "train_heads_per_space", "unified_space",
+    "with_synthetic_modality",
 ]

@@ -234,3 +234,171 @@ def content_report(ds: MultimodalDataset, emb: Embeddings) -> pd.DataFrame:
             log.warning("%s: the %s modality is class-level (%d distinct contents for %d classes): it encodes the label",
                         ds.spec.key, m, distinct, len(per_class))
     return pd.DataFrame(lines)
+
+
+# ------------------------------------------------------------------ the steps of the Alignment/ notebooks
+# Each notebook cell is one call: the row selections (a split, rows with both modalities), label and id lookups
+# and the bookkeeping of derived embeddings live here, where they are tested.
+
+
+def split_indices(ds: MultimodalDataset, split: str) -> np.ndarray:
+    """``[n]`` row indices of ``split`` in table order (every row of it, with or without vectors)."""
+    return np.flatnonzero(ds.split_mask(split))
+
+
+def label_names(ds: MultimodalDataset) -> np.ndarray:
+    """``[N]`` the label of each row as a string (what figures colour by and retrieval compares)."""
+    return ds.df["label"].astype(str).to_numpy()
+
+
+def pair_vectors(emb: Embeddings, a: str = "text", b: str = "image") -> Dict[str, np.ndarray]:
+    """``{a: [N, D], b: [N, D]}``: the two modalities a joint figure or a search space holds (others left out)."""
+    missing = [m for m in (a, b) if m not in emb.vectors]
+    if missing:
+        raise KeyError(f"no vectors for modality {missing}; the embeddings hold {emb.modalities}")
+    return {a: emb.vectors[a], b: emb.vectors[b]}
+
+
+def plot_before_after(ds: MultimodalDataset, before: Embeddings, after: Embeddings, method: str = "umap",
+                      path: Optional[Union[str, Path]] = None, a: str = "text", b: str = "image", seed: int = 0):
+    """Joint 2-D maps of ``a`` and ``b`` before and after an alignment (rows: before / after; columns: coloured
+    by class / by modality); rows missing a vector are left out. Returns the figure (saved when ``path``)."""
+    from ..viz import umap_before_after
+
+    before, after = before.for_dataset(ds), after.for_dataset(ds)
+    return umap_before_after(pair_vectors(before, a, b), pair_vectors(after, a, b), label_names(ds), method,
+                             path=path, seed=seed)
+
+
+def plot_gap_shift(ds: MultimodalDataset, emb: Embeddings, shift: Aligner, dims: Sequence[int] = (2, 3),
+                   lambdas: Sequence[float] = (-1.0, 0.0, 1.0), path: Optional[Union[str, Path]] = None,
+                   a: str = "text", b: str = "image") -> List[Any]:
+    """The centroid shift of ``shift`` (a fitted :class:`~utils.align.posthoc.CentroidShift`) drawn on the training
+    rows that have both ``a`` and ``b`` in ``emb`` (the normalised vectors before alignment), one figure per
+    entry of ``dims`` (2 or 3). ``path`` ``.../name.png`` saves ``.../name_2d.png``, ``.../name_3d.png``."""
+    from ..viz import gap_shift_plot
+
+    emb = emb.for_dataset(ds)
+    train = paired_rows(ds, emb, a, b, "train")
+    gap_vector = getattr(shift, "gap_vector", None)
+    figs = []
+    for d in dims:
+        out = None if path is None else Path(path).with_name(f"{Path(path).stem}_{d}d{Path(path).suffix or '.png'}")
+        figs.append(gap_shift_plot(emb.vectors[a][train], emb.vectors[b][train], lambdas, dims=d, names=(a, b),
+                                   gap_vector=gap_vector, path=out))
+    return figs
+
+
+def with_synthetic_modality(ds: MultimodalDataset, emb: Embeddings, name: Optional[str], dim: int = 64,
+                            noise: float = 1.0, seed: int = 0) -> Embeddings:
+    """``emb`` plus a stand-in modality ``name`` built from the labels (:func:`utils.align.synthetic_modality`:
+    a fixed prototype per class plus Gaussian noise), or ``emb`` unchanged when ``name`` is empty. It is not
+    audio: it lets the three-modality code run on datasets without a third input."""
+    from ..align.unified import synthetic_modality
+
+    emb = emb.for_dataset(ds)
+    if not name:
+        return emb
+    if name in emb.vectors:
+        raise ValueError(f"the embeddings already have a modality {name!r}; name the stand-in otherwise")
+    vectors = {**emb.vectors, name: synthetic_modality(ds.labels(), dim, noise, seed=seed)}
+    extractors = {**emb.extractors, name: f"synthetic: class prototype + noise {noise:g}"}
+    return Embeddings(vectors, extractors, dict(emb.stores), dict(emb.reused), ids=emb.ids, sources=dict(emb.sources))
+
+
+def unified_space(ds: MultimodalDataset, emb: Embeddings, config: Any = None, show_progress: bool = False):
+    """Learn the shared space (:func:`utils.align.fit_unified`: trained on the ``train`` rows, stopped on ``val``)
+    and project every modality into it. Returns ``(result, unified)``: the fitted
+    :class:`~utils.align.unified.UnifiedResult` and :class:`Embeddings` ``{m: [N, dim]}`` (NaN where a row had
+    no input), each described as ``"<extractor> -> unified <dim>-d"``."""
+    from ..align.unified import UnifiedConfig, fit_unified, project
+
+    emb = emb.for_dataset(ds)
+    config = config or UnifiedConfig()
+    result = fit_unified(emb.vectors, ds.df["split"].to_numpy(), config, show_progress=show_progress)
+    z = project(result, emb.vectors)
+    extractors = {m: f"{emb.extractors.get(m, m)} -> unified {config.dim}-d" for m in z}
+    return result, Embeddings(z, extractors, ids=emb.ids)
+
+
+def pairwise_gaps(ds: MultimodalDataset, emb: Embeddings, split: str = "test") -> pd.DataFrame:
+    """Gap, matched / unmatched similarity and CKA of every pair of modalities on the rows of ``split``."""
+    from ..align.gap import pairwise_gap_table
+
+    emb = emb.for_dataset(ds)
+    return pairwise_gap_table(dict(emb.vectors), split_indices(ds, split))
+
+
+def train_heads_per_space(ds: MultimodalDataset, spaces: Mapping[str, Embeddings], heads: Sequence[str],
+                          **options: Any) -> List[Dict[str, Any]]:
+    """:func:`~utils.experiment.steps.train_heads` on each space (name -> embeddings), one list of rows. The first
+    space is the reference: its rows keep the head's name; the others' models are named ``<head>+<space>``.
+    Every row says its ``space``. ``options``: train_heads options (``epochs``, ``batch_size``, ``seeds``, ...)."""
+    if not spaces:
+        raise ValueError("train_heads_per_space needs at least one space (name -> Embeddings)")
+    rows: List[Dict[str, Any]] = []
+    for i, (name, emb) in enumerate(spaces.items()):
+        for r in train_heads(ds, emb, heads, **options):
+            if i:
+                r["model"] = f"{r['model']}+{name}"
+            r["space"] = name
+            rows.append(r)
+    return rows
+
+
+def retrieval_spaces(ds: MultimodalDataset, emb: Embeddings, common: str = "pca", unified: Any = None,
+                     a: str = "text", b: str = "image") -> Dict[str, Dict[str, np.ndarray]]:
+    """Three spaces to search, all fitted on the training split: ``common`` (each modality L2-normalised and
+    mapped to one width, no alignment), ``shift`` (the centroid shift with lambda = 1) and ``unified`` (the
+    contrastive projections, :class:`~utils.align.unified.UnifiedConfig` ``unified``). name -> ``{a, b}``."""
+    emb = emb.for_dataset(ds)
+    base, _ = align_embeddings(ds, emb, "none", a, b, common=common)
+    shifted, _ = align_embeddings(ds, emb, "shift", a, b, lam=1.0, common=common)
+    _, projected = unified_space(ds, emb, unified)
+    return {"common": pair_vectors(base, a, b), "shift": pair_vectors(shifted, a, b),
+            "unified": pair_vectors(projected, a, b)}
+
+
+def retrieval_table(ds: MultimodalDataset, spaces: Mapping[str, Mapping[str, np.ndarray]], split: str = "test",
+                    ks: Sequence[int] = (1, 5, 10), **index_options: Any) -> pd.DataFrame:
+    """:func:`utils.retrieval.compare_spaces` with the rows of ``split`` as queries and every record as the
+    collection: pair Recall@k (the same record), class Recall@1 and mAP, per space and (query, target) pair."""
+    from ..retrieval import compare_spaces
+
+    return compare_spaces(spaces, ds.df["id"].to_numpy(), label_names(ds), split_indices(ds, split), ks,
+                          **index_options)
+
+
+def collection(ds: MultimodalDataset, vectors: Mapping[str, np.ndarray], **index_options: Any):
+    """A :class:`utils.retrieval.Collection` (one index per modality and one over all) of ``ds``'s records."""
+    from ..retrieval import Collection
+
+    return Collection.build(vectors, ds.df["id"].to_numpy(), **index_options)
+
+
+def class_map(ds: MultimodalDataset, vectors: Mapping[str, np.ndarray], query: str = "text", target: str = "image",
+              split: str = "test", k: int = 10, coll: Any = None, **index_options: Any) -> pd.DataFrame:
+    """mAP@k per class of ``query`` -> ``target`` search (relevant: a record of the query's class): the rows of
+    ``split`` that have a ``query`` vector are the queries; ``coll`` (default: built here) the collection. One
+    line per class plus ``all`` (:func:`utils.retrieval.map_by_class`); padded slots count as misses."""
+    from ..retrieval import map_by_class
+
+    coll = coll if coll is not None else collection(ds, vectors, **index_options)
+    labels = label_names(ds)
+    label_of = dict(zip(ds.df["id"].astype(str).tolist(), labels.tolist()))
+    rows = split_indices(ds, split)
+    q = np.asarray(vectors[query])[rows]
+    ok = np.isfinite(q).all(1)
+    _, hit_ids, _ = coll.search(q[ok], k, target=target)
+    hit_labels = np.vectorize(label_of.get, otypes=[object])(hit_ids)  # a padded slot (None) has no label
+    target_labels = [label_of[i] for i in np.asarray(coll.indexes[target].ids).astype(str).tolist()]
+    return map_by_class(labels[rows][ok], hit_labels, target_labels)
+
+
+def hit_shares(ds: MultimodalDataset, vectors: Mapping[str, np.ndarray], query: str = "text", split: str = "test",
+               ks: Sequence[int] = (1, 5, 10, 20, 50), **index_options: Any) -> pd.DataFrame:
+    """Share of each modality among the top-k hits of the ``query`` vectors of ``split``'s rows, searched over
+    every modality of every record (the query's own vector left out): does one modality crowd the others out?"""
+    from ..retrieval import hit_share
+
+    return hit_share(vectors, ds.df["id"].to_numpy(), query, split_indices(ds, split), ks, **index_options)

@@ -157,7 +157,7 @@ def check_job(cfg: MainJobConfig) -> None:
             raise JobConfigError(str(e)) from None
     specs = {"text": cfg.text_extractor, "image": cfg.image_extractor}
     try:  # the same convention (and the same unknown-key error) as extract_embeddings
-        by_spec = extractor_options(list(specs.values()), cfg.extractor_options, list(specs))
+        by_spec = extractor_options(list(specs.values()), cfg.extractor_options)
     except (TypeError, ValueError, AttributeError) as e:
         raise JobConfigError(f"extractor_options: {e}") from None
     for modality, spec in specs.items():

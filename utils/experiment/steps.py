@@ -103,26 +103,14 @@ def load_dataset(name: str, /, data_dir: Optional[PathLike] = None, embeddings_d
     return ds
 
 
-def extractor_options(specs: Sequence[str], options: Optional[Mapping[str, Mapping[str, Any]]],
-                      modalities: Sequence[str] = ()) -> Dict[str, Dict[str, Any]]:
-    """Options keyed by extractor spec (the one convention); an unknown key is an error.
-
-    Options keyed by modality (the convention before release 0.2) are accepted for one release, with a warning.
-    """
-    import warnings
-
+def extractor_options(specs: Sequence[str], options: Optional[Mapping[str, Mapping[str, Any]]]) -> Dict[str, Dict[str, Any]]:
+    """Options keyed by extractor spec as written (the one convention); any other key is an error."""
     out: Dict[str, Dict[str, Any]] = {}
     for key, opts in dict(options or {}).items():
-        if key in specs:
-            out.setdefault(key, {}).update(opts)
-        elif key in modalities:
-            warnings.warn(f"extractor options keyed by modality ({key!r}) are deprecated: key them by the extractor "
-                          f"spec, e.g. {{{specs[list(modalities).index(key)]!r}: {dict(opts)!r}}}", DeprecationWarning,
-                          stacklevel=3)
-            out.setdefault(specs[list(modalities).index(key)], {}).update(opts)
-        else:
+        if key not in specs:
             raise ValueError(f"extractor options for {key!r}, which is not one of the extractors {list(specs)}: key the "
                              "options by the extractor spec as written")
+        out.setdefault(key, {}).update(opts)
     return out
 
 
@@ -157,8 +145,8 @@ def extract_embeddings(
 
     if for_training:
         check_trainable(ds)
-    mods, specs = list(extractors), [extractors[m] for m in extractors]
-    by_spec = extractor_options(specs, options, mods)
+    specs = list(extractors.values())
+    by_spec = extractor_options(specs, options)
     cfg = EmbedConfig(root=None if embeddings_dir is None else str(embeddings_dir), batch_size=batch_size,
                       device=device, normalize=normalize, on_error=on_error, show_progress=show_progress,
                       engine=engine, ray=ray)

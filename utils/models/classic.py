@@ -11,8 +11,6 @@ from typing import Optional
 
 import numpy as np
 
-from ..deprecation import moved
-
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +46,3 @@ def logreg_n_params(clf) -> int:
     (one-vs-rest), which has no weights: it counts as 1 parameter."""
     ests = getattr(clf, "estimators_", [clf])
     return int(sum(e.coef_.size + e.intercept_.size if hasattr(e, "coef_") else 1 for e in ests))
-
-
-__getattr__ = moved(__name__, {"train_logreg": "utils.experiment.baselines"})

@@ -28,7 +28,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..deprecation import moved
 from .fusion import HeadConfig, build_head
 
 log = logging.getLogger(__name__)
@@ -377,11 +376,3 @@ def load_bert_clip(bert_path: os.PathLike, clip_path: os.PathLike, n_out: int, l
 
     return BertClipClassifier(AutoModel.from_pretrained(str(bert_path)), load_clip_image_encoder(clip_path, lora_path, lora_alpha, clip_base),
                               n_out, head_config)
-
-
-__getattr__ = moved(__name__, {
-    "train_full_models": "utils.experiment.baselines", "train_bert_clip": "utils.experiment.baselines",
-    "FullTrainConfig": "utils.experiment.baselines", "RecordsDataset": "utils.train.batches",
-    "MultimodalCollator": "utils.train.batches", "WeightedTrainer": "utils.train.hf_trainer",
-    "peak_memory_mb": "utils.runtime",
-})

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..deprecation import moved
 from .fusion import block
 
 log = logging.getLogger(__name__)
@@ -77,9 +76,3 @@ class GuidedEndToEnd(nn.Module):
         with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
             h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **text).last_hidden_state
         return self.selector(h, attention_mask, image)
-
-
-__getattr__ = moved(__name__, {
-    "cache_token_features": "utils.token_features", "load_token_features": "utils.token_features",
-    "image_guide_features": "utils.experiment.baselines", "train_guided": "utils.experiment.baselines",
-})

@@ -70,7 +70,7 @@ LOAD_AND_EMBED = [
 ]
 
 IMPORTS = (
-    "import numpy as np\nimport pandas as pd\n\n"
+    "import pandas as pd\n\n"
     "from utils import align, retrieval, viz\n"
     "from utils import experiment as ex\n"
     "from utils.config import results_dir\n\n"
@@ -117,13 +117,8 @@ def alignment_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, A
                  "sweep_table"),
         ("md", "## See it\nJoint 2-D maps before and after the shift (lambda = 1), and the shift itself in 2-D and 3-D."),
         ("code", "after, shift = ex.align_embeddings(ds, emb, \"shift\", lam=1.0, common=COMMON_DIM)\n"
-                 "pick = lambda e: {m: e.vectors[m] for m in (\"text\", \"image\")}\n"
-                 "fig = viz.umap_before_after(pick(before), pick(after), ds.df[\"label\"].astype(str), PROJECTION,\n"
-                 "                            path=out_dir / f\"alignment_{DATASET}_umap.png\")"),
-        ("code", "train = np.flatnonzero((ds.df[\"split\"] == \"train\").to_numpy() & np.isfinite(before.vectors[\"text\"]).all(1))\n"
-                 "for d in (2, 3):\n"
-                 "    fig = viz.gap_shift_plot(before.vectors[\"text\"][train], before.vectors[\"image\"][train], [-1.0, 0.0, 1.0], dims=d,\n"
-                 "                             gap_vector=shift.gap_vector, path=out_dir / f\"alignment_{DATASET}_shift_{d}d.png\")"),
+                 "fig = ex.plot_before_after(ds, before, after, PROJECTION, path=out_dir / f\"alignment_{DATASET}_umap.png\")"),
+        ("code", "figs = ex.plot_gap_shift(ds, before, shift, dims=(2, 3), path=out_dir / f\"alignment_{DATASET}_shift.png\")"),
         ("md", "## Save\nOne row per (method, head, seed) with gap before/after and test scores."),
         ("code", "ex.save_alignment_results(rows + sweep, RESULTS_JSON or out_dir / f\"alignment_{DATASET}.json\")"),
     ]
@@ -148,36 +143,26 @@ def unified_space_cells() -> List[Dict[str, Any]]:
                "fixed random prototype per class plus Gaussian noise. It carries the whole label (text and image carry "
                "half each), so it is an honest test of the three-modality code path, not of audio. For real audio use "
                "the ESC-50 layout with a CLAP extractor and pass its vectors here instead."),
-        ("code", "vectors = dict(emb.vectors)\nextractors = dict(emb.extractors)\n"
-                 "if THIRD_MODALITY:\n"
-                 "    vectors[THIRD_MODALITY] = align.synthetic_modality(ds.labels(), THIRD_DIM, THIRD_NOISE, seed=SEED)\n"
-                 "    extractors[THIRD_MODALITY] = f\"synthetic: class prototype + noise {THIRD_NOISE}\"\n"
-                 "raw = ex.Embeddings(vectors, extractors, ids=emb.ids)\nraw.dims()"),
+        ("code", "raw = ex.with_synthetic_modality(ds, emb, THIRD_MODALITY, THIRD_DIM, THIRD_NOISE, seed=SEED)\nraw.dims()"),
         ("md", "## Learn the shared space\nOne linear projection per modality into `DIM` dimensions, L2-normalised, "
                "symmetric InfoNCE over every pair, learnable temperature, per-pair weights; early stopping on the "
                "validation loss."),
         ("code", "cfg = align.UnifiedConfig(dim=DIM, epochs=UNIFIED_EPOCHS, pair_weights=PAIR_WEIGHTS, seed=SEED, device=DEVICE)\n"
-                 "space = align.fit_unified(raw.vectors, ds.df[\"split\"], cfg)\n"
+                 "space, unified = ex.unified_space(ds, raw, cfg)\n"
                  "print(f\"best epoch {space.best_epoch}, temperature {space.temperature:.3f}\")\n"
                  "pd.DataFrame(space.history).tail()"),
-        ("code", "z = align.project(space, raw.vectors)\n"
-                 "unified = ex.Embeddings(z, {m: f\"{e} -> unified {DIM}-d\" for m, e in raw.extractors.items()}, ids=raw.ids)\n"
-                 "test = np.flatnonzero((ds.df[\"split\"] == \"test\").to_numpy())\n"
-                 "align.pairwise_gap_table(z, test)"),
+        ("code", "ex.pairwise_gaps(ds, unified, \"test\")"),
         ("md", "## Fusion heads: raw against unified"),
-        ("code", "seeds = list(range(SEED, SEED + N_SEEDS))\n"
-                 "rows = ex.train_heads(ds, raw, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE, seeds=seeds, device=DEVICE)\n"
-                 "for r in ex.train_heads(ds, unified, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE, seeds=seeds, device=DEVICE):\n"
-                 "    r[\"model\"] += \"+unified\"\n"
-                 "    rows.append(r)\n"
+        ("code", "rows = ex.train_heads_per_space(ds, {\"raw\": raw, \"unified\": unified}, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE,\n"
+                 "                                seeds=list(range(SEED, SEED + N_SEEDS)), device=DEVICE)\n"
                  "ex.results_table(rows)"),
         ("md", "## Retrieval in the shared space (test split)\nPair Recall@k finds the same record in the other "
                "modality; the hit share shows whether one modality crowds the others out of the top k."),
-        ("code", "labels = ds.df[\"label\"].astype(str).to_numpy()\n"
-                 "retrieval.compare_spaces({\"unified\": z}, ds.df[\"id\"], labels, test, KS)"),
-        ("code", "share = retrieval.hit_share(z, ds.df[\"id\"], \"text\", test)\n"
+        ("code", "ex.retrieval_table(ds, {\"unified\": unified.vectors}, \"test\", KS)"),
+        ("code", "share = ex.hit_shares(ds, unified.vectors, \"text\", \"test\")\n"
                  "fig = viz.hit_share_plot(share, path=out_dir / \"unified_space_hit_share.png\")\nshare"),
-        ("code", "fig = viz.umap_plot(z, labels, PROJECTION, path=out_dir / \"unified_space_umap.png\", title=\"unified space\")"),
+        ("code", "fig = viz.umap_plot(unified.vectors, ex.label_names(ds), PROJECTION, path=out_dir / \"unified_space_umap.png\",\n"
+                 "                   title=\"unified space\")"),
         ("md", "## Save"),
         ("code", "ex.save_results(rows, RESULTS_JSON or out_dir / \"unified_space.json\")"),
     ]
@@ -194,23 +179,15 @@ def retrieval_cells() -> List[Dict[str, Any]]:
     steps = LOAD_AND_EMBED + [
         ("md", "## Three spaces to search\n`common`: each modality mapped to one width (no alignment); `shift`: the "
                "centroid shift with lambda = 1; `unified`: the contrastive projections. All fitted on the training split."),
-        ("code", "common, _ = ex.align_embeddings(ds, emb, \"none\", common=COMMON_DIM)\n"
-                 "shifted, _ = ex.align_embeddings(ds, emb, \"shift\", lam=1.0, common=COMMON_DIM)\n"
-                 "space = align.fit_unified(emb.vectors, ds.df[\"split\"], align.UnifiedConfig(dim=DIM, epochs=UNIFIED_EPOCHS, seed=SEED, device=DEVICE))\n"
-                 "spaces = {\"common\": common.vectors, \"shift\": shifted.vectors, \"unified\": align.project(space, emb.vectors)}\n"
-                 "spaces = {k: {m: v[m] for m in (\"text\", \"image\")} for k, v in spaces.items()}"),
+        ("code", "spaces = ex.retrieval_spaces(ds, emb, COMMON_DIM, align.UnifiedConfig(dim=DIM, epochs=UNIFIED_EPOCHS, seed=SEED, device=DEVICE))\n"
+                 "{name: {m: v.shape for m, v in space.items()} for name, space in spaces.items()}"),
         ("md", "## Recall@k and mAP by class (test split as queries, every record as the collection)"),
-        ("code", "test = np.flatnonzero((ds.df[\"split\"] == \"test\").to_numpy())\n"
-                 "labels = ds.df[\"label\"].astype(str).to_numpy()\n"
-                 "report = retrieval.compare_spaces(spaces, ds.df[\"id\"], labels, test, KS, kind=INDEX_KIND)\nreport"),
+        ("code", "report = ex.retrieval_table(ds, spaces, \"test\", KS, kind=INDEX_KIND)\nreport"),
         ("md", "## mAP per class (text -> image, unified space)"),
-        ("code", "coll = retrieval.Collection.build(spaces[\"unified\"], ds.df[\"id\"], kind=INDEX_KIND)\n"
-                 "q = spaces[\"unified\"][\"text\"][test]\nok = np.isfinite(q).all(1)\n"
-                 "_, hit_ids, _ = coll.search(q[ok], max(KS), target=\"image\")\n"
-                 "label_of = dict(zip(ds.df[\"id\"], labels))\n"
-                 "retrieval.map_by_class(labels[test][ok], np.vectorize(label_of.get)(hit_ids), labels)"),
+        ("code", "coll = ex.collection(ds, spaces[\"unified\"], kind=INDEX_KIND)\n"
+                 "ex.class_map(ds, spaces[\"unified\"], \"text\", \"image\", \"test\", max(KS), coll=coll)"),
         ("md", "## Which modality fills the top k?"),
-        ("code", "share = retrieval.hit_share(spaces[\"unified\"], ds.df[\"id\"], \"text\", test, kind=INDEX_KIND)\n"
+        ("code", "share = ex.hit_shares(ds, spaces[\"unified\"], \"text\", \"test\", kind=INDEX_KIND)\n"
                  "fig = viz.hit_share_plot(share, path=out_dir / \"retrieval_hit_share.png\")\nshare"),
         ("md", "## Save and reload an index\n`index.faiss` (faiss.write_index) and `ids.npy`: no pickle."),
         ("code", "folder = coll.indexes[\"image\"].save(out_dir / \"retrieval_index_image\")\n"

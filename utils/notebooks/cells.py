@@ -26,36 +26,35 @@ def repository_url(pyproject: Optional[Path] = None) -> str:
     return str(data.get("project", {}).get("urls", {}).get("Repository", PLACEHOLDER_URL))
 
 
-COLAB_TEMPLATE = '''# Colab: install this repository (full requirements) and keep data on Google Drive. Does nothing elsewhere.
-import importlib.util, os, subprocess, sys
+# The Colab cell: a few lines that need nothing but the standard library. It mounts Drive, finds the repository
+# (installed already; else a clone in MMFUSION_CLONE or on Drive; else a fresh clone of the repository URL) and runs
+# utils/colab_setup.py as a file, which installs the clone when needed and points the folders at Drive.
+COLAB_TEMPLATE = '''# Colab only (a no-op elsewhere): mount Drive, install this repository unless `utils` imports, keep data on Drive.
+import os, runpy, subprocess, sys
 if "google.colab" in sys.modules:
-    from google.colab import drive
-    DRIVE = os.environ.get("MMFUSION_DRIVE", "{mount}")
-    drive.mount(DRIVE)
-    REPO_URL = os.environ.get("MMFUSION_REPO_URL", "{url}")  # your fork: set MMFUSION_REPO_URL
-    CLONE = os.environ.get("MMFUSION_CLONE", os.path.join(DRIVE, "{folder}", "code"))  # a clone on Drive
-    run = lambda cmd: print("$", *cmd) if os.environ.get("MMFUSION_COLAB_DRY_RUN") else subprocess.run(cmd, check=True)
-    if importlib.util.find_spec("utils") is None or importlib.util.find_spec("utils.experiment") is None:
-        if not os.path.isfile(os.path.join(CLONE, "requirements.txt")):
-            if "YOUR-ORG" in REPO_URL:
-                raise RuntimeError(f"No clone of the repository at {{CLONE}} and no repository URL: set MMFUSION_REPO_URL "
-                                   "to your fork's git URL, or MMFUSION_CLONE to a folder holding a clone on Drive.")
-            CLONE = "{clone}"
-            if not os.path.isdir(CLONE):
-                run(["git", "clone", "--depth", "1", REPO_URL, CLONE])
-        run([sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(CLONE, "requirements.txt")])
-        run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", CLONE])
-        sys.path.insert(0, CLONE)
-    from utils.config import setup_colab
-    setup_colab(mount_point=DRIVE)  # data, embeddings and results go to MyDrive/mmfusion'''
+    from google.colab import drive; drive.mount(DRIVE := os.environ.get("MMFUSION_DRIVE", "{mount}"))
+    try: from utils.colab_setup import __file__ as SETUP  # installed: only mount Drive and point the folders at it
+    except ImportError:  # else a clone: MMFUSION_CLONE, else one kept on Drive, else a fresh one in {clone}
+        CLONE = os.path.join(DRIVE, "{drive_clone}")
+        CLONE = os.environ.get("MMFUSION_CLONE") or (CLONE if os.path.isdir(CLONE) else "{clone}")
+        URL = os.environ.get("MMFUSION_REPO_URL", "{url}")  # your fork: set MMFUSION_REPO_URL
+{placeholder}        if not os.path.isdir(CLONE): subprocess.run(["git", "clone", "--depth", "1", URL, CLONE], check=True)
+        SETUP = os.path.join(CLONE, "utils", "colab_setup.py")
+    runpy.run_path(SETUP, run_name="__main__")'''
+
+# while pyproject.toml holds the placeholder URL, the cell says what to set instead of running a git clone that fails
+PLACEHOLDER_CHECK = ('        if "YOUR-ORG" in URL and not os.path.isdir(CLONE): raise RuntimeError("No clone of this repository: '
+                     'set MMFUSION_REPO_URL to your fork\'s git URL, or MMFUSION_CLONE to a folder holding a clone")\n')
 
 
 def colab_cell(url: Optional[str] = None) -> str:
     """The guarded first code cell of every notebook (see the module docstring)."""
-    from ..config import COLAB_CLONE, COLAB_DRIVE_FOLDER, COLAB_MOUNT
+    from ..colab_setup import COLAB_CLONE, COLAB_DRIVE_CLONE, COLAB_MOUNT
 
-    return COLAB_TEMPLATE.format(url=url or repository_url(), mount=COLAB_MOUNT, folder=COLAB_DRIVE_FOLDER,
-                                 clone=COLAB_CLONE)
+    url = url or repository_url()
+    check = PLACEHOLDER_CHECK if url == PLACEHOLDER_URL else ""
+    return COLAB_TEMPLATE.format(url=url, mount=COLAB_MOUNT, drive_clone=COLAB_DRIVE_CLONE, clone=COLAB_CLONE,
+                                 placeholder=check)
 
 
 COLAB_CELL = colab_cell()
