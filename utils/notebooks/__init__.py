@@ -38,7 +38,7 @@ DATASET_NOTEBOOKS: Dict[str, Dict[str, Any]] = {
               "TEXT_EXTRACTOR": "hf:sentence-transformers/paraphrase-multilingual-mpnet-base-v2"},
     "esc50": {
         "DATASET_OPTIONS": {"class_texts": "class_texts.csv", "class_images": "class_images"},
-        "AUDIO_EXTRACTOR": "clap:laion/clap-htsat-unfused",
+        "AUDIO_EXTRACTOR": "clap-general",  # laion/larger_clap_general: seed 001's CLAP
         "FUSION": ["early_fusion", "late_fusion", "text_only", "image_only", "audio_only"],
     },
     "table": {"DATASET_OPTIONS": {"file": "records.csv", "text_column": "text", "image_column": "image", "label_column": "label"}},
