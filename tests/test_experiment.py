@@ -127,11 +127,11 @@ def test_an_unwritable_results_folder_is_refused_before_training_and_a_full_disk
     real = main_mod.save_results
     calls = []
 
-    def full_disk_once(rows, path):
+    def full_disk_once(rows, path, **kw):
         calls.append(path)
         if len(calls) == 1:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(rows, path)
+        return real(rows, path, **kw)
 
     monkeypatch.setattr(main_mod, "save_results", full_disk_once)
     with caplog.at_level(logging.ERROR):
