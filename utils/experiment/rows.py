@@ -5,7 +5,7 @@ dataset, task, seed, modalities, extractors), the test metrics, timing and size,
 and scored on, the training curve and config, and library versions. Tools read at least ``model``,
 ``accuracy``, ``macro_f1``, ``roc_auc``, ``train_s_per_epoch``, ``inference_s``, ``n_params``.
 
-Given the test labels and probabilities (``y_true``, ``proba``), a row also carries 95% stratified
+A row is built from the test labels and probabilities (``y_true``, ``proba``): their metrics, 95% stratified
 bootstrap intervals (``macro_f1_ci_low``, ``macro_f1_ci_high``, ``roc_auc_ci_low``, ``roc_auc_ci_high``;
 1,000 resamples, seed 0, so rows scored on the same test rows share their resamples) and the calibration
 scores ``ece`` and ``brier`` (see :mod:`utils.evaluation`).
