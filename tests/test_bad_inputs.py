@@ -267,7 +267,16 @@ def test_cli_prints_a_clear_error_without_a_traceback(capsys):
 
     assert main(["--dataset-options", '{"nn": 30}']) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: dataset_options:") and "Traceback" not in err
+    assert err.startswith("error: dataset_options (--dataset-options):") and "Traceback" not in err
+    # the values are checked once (by check_job, not again by the CLI), and the error names the flag
+    for args, flag, what in [(["--epochs", "0"], "--epochs", "epochs must be"),
+                             (["--batch-size", "1"], "--batch-size", "batch_size must be"),
+                             (["--embed-batch-size", "0"], "--embed-batch-size", "batch_size must be"),
+                             (["--bootstrap", "0"], "--bootstrap", "n_resamples must be"),
+                             (["--figure-formats", "png,gif"], "--figure-formats", "gif")]:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and flag in err and what in err and "Traceback" not in err, err
 
 
 # ------------------------------------------------------------------------------------------- OpenAI

@@ -127,11 +127,11 @@ def test_an_unwritable_results_folder_is_refused_before_training_and_a_full_disk
     real = main_mod.save_results
     calls = []
 
-    def full_disk_once(rows, path):
+    def full_disk_once(rows, path, **kw):
         calls.append(path)
         if len(calls) == 1:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(rows, path)
+        return real(rows, path, **kw)
 
     monkeypatch.setattr(main_mod, "save_results", full_disk_once)
     with caplog.at_level(logging.ERROR):
@@ -142,3 +142,115 @@ def test_an_unwritable_results_folder_is_refused_before_training_and_a_full_disk
     assert job.results.parent != tmp_path / "results" and str(job.results.parent) in caplog.text
     assert (job.results.parent / "embed_model_synthetic.json").is_file() and job.model_dir.is_dir()
     assert len(job.table) == 4
+
+
+def _count_calls(monkeypatch, counts, owner, attr, key):
+    """Wrap ``owner.attr`` so each call adds one to ``counts[key]``."""
+    original = getattr(owner, attr)
+
+    def counted(*a, **k):
+        counts[key] += 1
+        return original(*a, **k)
+
+    monkeypatch.setattr(owner, attr, counted)
+
+
+def test_one_cli_run_checks_each_setting_once_and_builds_the_table_once(tmp_path, tiny_bert, capsys, monkeypatch):
+    """Issue 21: the settings were checked by the CLI, again by check_job (which built the extractors and configs
+    and threw them away) and again by the steps; the results table was computed twice. One run now makes each
+    object once and the steps use those very objects."""
+    from collections import Counter
+
+    import utils.data as data_mod
+    import utils.extractors as extractors_mod
+    from utils.embed import EmbedConfig
+    from utils.experiment import main as main_mod, steps as steps_mod
+    from utils.experiment.report import ReportConfig
+    from utils.models.fusion import HeadConfig
+    from utils.train import TrainConfig
+
+    counts: Counter = Counter()
+    for cls in (TrainConfig, EmbedConfig, ReportConfig, HeadConfig):
+        _count_calls(monkeypatch, counts, cls, "__post_init__", cls.__name__)
+    _count_calls(monkeypatch, counts, data_mod, "check_options", "check_options")
+    made = []
+    original_create_for = extractors_mod.create_for
+
+    def create_for(*a, **k):
+        made.append(original_create_for(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(extractors_mod, "create_for", create_for)
+    table_calls = []
+    original_table = steps_mod.results_table
+
+    def results_table(rows, *a, **k):
+        table_calls.append(len(rows))
+        return original_table(rows, *a, **k)
+
+    monkeypatch.setattr(steps_mod, "results_table", results_table)
+    monkeypatch.setattr(main_mod, "results_table", results_table)
+    embedded_with = []
+    original_embed = steps_mod.embed
+
+    def embed(ds, modality, ext, cfg, **kw):
+        embedded_with.append((ext, cfg))
+        return original_embed(ds, modality, ext, cfg, **kw)
+
+    monkeypatch.setattr(steps_mod, "embed", embed)
+    args = ["--dataset-options", '{"n": 90}', "--text", f"hf:{tiny_bert}", "--image", "timm:test_vit",
+            "--image-options", '{"pretrained": false}', "--epochs", "1", "--seeds", "0,1", "--bootstrap", "50",
+            "--heads", "early_fusion,text_only", "--results-dir", str(tmp_path / "results"), "--embeddings-dir", str(tmp_path / "emb")]
+    assert main(args) == 0, capsys.readouterr().err
+    assert counts == {"TrainConfig": 1, "EmbedConfig": 1, "ReportConfig": 1, "HeadConfig": 1, "check_options": 1}, counts
+    assert len(made) == 2  # one text and one image extractor, made by check_job ...
+    assert {id(e) for e, _ in embedded_with} == {id(e) for e in made}  # ... and the very ones that embedded
+    assert len({id(c) for _, c in embedded_with}) == 1  # one EmbedConfig for both modalities
+    assert table_calls == [4]  # 2 heads x 2 seeds, tabulated once: the CSV, the chart and the printout share it
+    csv = pd.read_csv(tmp_path / "results" / "embed_model_synthetic.csv")
+    assert list(csv.model) == ["early_fusion", "text_only"] and (csv.seeds == 2).all()
+
+
+def test_steps_use_the_objects_they_are_given(tmp_path, tiny_bert, monkeypatch):
+    """A plan from check_job runs as it is: the dataset request is read without being checked again, the built
+    extractors are used (none made again), the TrainConfig is copied per seed, not rebuilt; the keyword style of
+    the README makes each config once."""
+    from collections import Counter
+
+    import utils.data as data_mod
+    import utils.extractors as extractors_mod
+    from utils.train import TrainConfig
+
+    plan = ex.check_job(dataset_options={"n": 90}, text_extractor=f"hf:{tiny_bert}", image_extractor="timm:test_vit",
+                        extractor_options={"timm:test_vit": {"pretrained": False}}, seeds=[3, 4], epochs=2,
+                        embeddings_dir=str(tmp_path / "emb"), out_dir=str(tmp_path / "results"))
+    assert plan.seeds == [3, 4] and plan.train.seed == 3 and plan.train.epochs == 2
+    counts: Counter = Counter()
+    _count_calls(monkeypatch, counts, data_mod, "check_options", "check_options")
+    _count_calls(monkeypatch, counts, extractors_mod, "create_for", "create_for")
+    _count_calls(monkeypatch, counts, TrainConfig, "__post_init__", "TrainConfig")
+    ds = ex.load_dataset(plan.dataset)
+    emb = ex.extract_embeddings(ds, plan.extractors, plan.extractor_options, plan.embed, built=plan.built)
+    rows = ex.train_heads(ds, emb, ["text_only"], plan.train, seeds=plan.seeds, show_progress=False)
+    assert counts == {}, counts  # nothing checked or made a second time
+    assert [r["seed"] for r in rows] == [3, 4] and [r["train_config"]["seed"] for r in rows] == [3, 4]
+    assert rows.recipe.configs[3] is plan.train and rows.recipe.configs[4].epochs == 2
+    assert emb.sources["image"]["options"] == {"pretrained": False}  # what a saved model rebuilds it from
+    # the README's keyword style: each config made once, however many seeds
+    again = ex.train_heads(ds, emb, ["text_only"], epochs=2, seeds=[0, 1, 2], show_progress=False)
+    assert counts == {"TrainConfig": 1} and [r["seed"] for r in again] == [0, 1, 2]
+    # a request and other settings at once is refused rather than one of them ignored
+    with pytest.raises(TypeError, match="request holds every setting"):
+        ex.load_dataset(plan.dataset, n=30)
+
+
+@pytest.mark.parametrize("fn, config", [("result_row", "config"), ("train_heads", "config"),
+                                        ("extract_embeddings", "config")])
+def test_step_functions_take_config_objects_not_a_spread_of_their_fields(fn, config):
+    """Issue 21: result_row took 16 parameters, train_heads 13 and extract_embeddings 12, each a field of a config
+    object the caller already had. Each takes the object now (keyword fields stay a convenience, in **options)."""
+    import inspect
+
+    params = inspect.signature(getattr(ex, fn)).parameters.values()
+    named = [p.name for p in params if p.kind is not p.VAR_KEYWORD]
+    assert len(named) <= 9 and config in named, named

@@ -108,3 +108,34 @@ def test_a_tables_own_split_column_is_used_without_being_named(tmp_path, caplog,
     assert made.df["split"].tolist() != want and set(made.df["split"]) == {"train", "val", "test"}
     with pytest.raises(data.DatasetError, match="contradict"):
         data.load("table", root=tmp_path, image_column=None, split_column=header, resplit=True)
+
+
+def test_result_row_takes_the_objects_the_caller_has():
+    """Issue 21: result_row took 16 parameters, re-spread from objects the caller already had (the seed and the
+    config, the split sizes, the metrics computed from the labels and probabilities it was also given). It takes the
+    labels and probabilities, the fit, the config and the split rows; the figures here are worked out by hand."""
+    import torch
+
+    from utils.data.schema import DatasetSpec
+    from utils.experiment.rows import result_row
+    from utils.train import FitResult, TrainConfig
+
+    spec = DatasetSpec("hand", "binary", ["no", "yes"])
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    proba = np.array([0.2, 0.8, 0.4, 0.3, 0.9, 0.6, 0.1, 0.7])  # predicted 0 1 0 0 1 1 0 1: rows 2 and 5 wrong
+    fit = FitResult(torch.nn.Linear(3, 2), best_epoch=2, epochs_run=4, train_seconds=1.0, history=[{"epoch": 1}])
+    config = TrainConfig(epochs=4, seed=7, class_weights=np.array([1.0, 2.0]))
+    parts = {"train": np.arange(5), "val": np.arange(2), "test": np.arange(8)}
+    row = result_row("early_fusion", spec, y, proba, fit=fit, config=config, parts=parts, modalities=("text",),
+                     inference_s=0.5, note="kept")
+    assert row["accuracy"] == pytest.approx(6 / 8) and row["macro_f1"] == pytest.approx(0.75)  # 3/4 right per class
+    assert row["seed"] == 7 and row["train_config"]["seed"] == 7 and row["train_config"]["class_weights"] == [1.0, 2.0]
+    assert (row["n_train"], row["n_val"], row["n_test"]) == (5, 2, 8)
+    assert row["n_params"] == 3 * 2 + 2 and row["train_s_per_epoch"] == pytest.approx(0.25) and row["best_epoch"] == 2
+    assert row["modalities"] == ["text"] and row["family"] == "embedding" and row["note"] == "kept"
+    assert row["macro_f1_ci_low"] <= row["macro_f1"] <= row["macro_f1_ci_high"]
+    # a model trained without the loop: seconds and size given, the seed given when its config has none
+    plain = result_row("logreg", spec, y, proba, parts=parts, config={"C": 1.0}, seed=3, train_s=2.0, n_params=9)
+    assert (plain["seed"], plain["train_s_per_epoch"], plain["n_params"], plain["train_config"]) == (3, 2.0, 9, {"C": 1.0})
+    with pytest.raises(TypeError, match="no seed"):
+        result_row("logreg", spec, y, proba, config={"C": 1.0})

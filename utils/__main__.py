@@ -80,19 +80,11 @@ def main(argv=None) -> int:
     dataset_options = json_option(a.dataset_options, "--dataset-options")
     text_options = json_option(a.text_options, "--text-options")
     image_options = json_option(a.image_options, "--image-options")
-    seeds = seeds_option(a.seeds)
-    if a.epochs < 1:
-        raise SystemExit(f"--epochs must be >= 1, got {a.epochs}")
-    if a.bootstrap < 1:
-        raise SystemExit(f"--bootstrap must be >= 1 (1000 or more for reported intervals), got {a.bootstrap}")
-    if a.batch_size < 2:
-        raise SystemExit(f"--batch-size must be >= 2 (BatchNorm needs 2 rows per batch), got {a.batch_size}")
-    if a.embed_batch_size < 1:
-        raise SystemExit(f"--embed-batch-size must be >= 1, got {a.embed_batch_size}")
+    seeds = seeds_option(a.seeds)  # the values themselves are checked once, by check_job, with the flag named
 
     from .config import results_dir
     from .experiment import MainJobConfig, format_table, setup_logging
-    from .experiment.main import main_job
+    from .experiment.main import check_job, main_job
 
     setup_logging("INFO")
     t0 = time.perf_counter()
@@ -120,7 +112,7 @@ def main(argv=None) -> int:
     from .store import StoreBusyError, StoreIntegrityError, StoreMismatchError, StoreSpaceError
 
     try:
-        job = main_job(cfg)
+        job = main_job(check_job(cfg))  # every setting checked once, into the objects the job runs with
     except (JobConfigError, DatasetError, ExtractorError, StoreMismatchError, StoreIntegrityError, StoreBusyError,
             StoreSpaceError) as e:  # the user's to fix, and the message says how: no traceback
         print(f"error: {e}", file=sys.stderr)

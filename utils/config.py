@@ -126,13 +126,13 @@ def merge_config(cls, config=None, options=None, what: str = ""):
     """``config`` (an instance of dataclass ``cls``, or None for the defaults) with ``options`` replacing fields.
 
     The pattern behind every function that takes a config object and keyword overrides: an unknown option
-    is an error naming the valid ones, never silently ignored.
+    is an error naming the valid ones, never silently ignored. A given ``config`` without ``options`` comes back
+    as it is (checked once, when it was made, not again).
     """
     import dataclasses
 
-    base = config if config is not None else cls()
-    if not isinstance(base, cls):
-        raise TypeError(f"{what or cls.__name__}: config must be a {cls.__name__}, got {type(base).__name__}")
+    if config is not None and not isinstance(config, cls):
+        raise TypeError(f"{what or cls.__name__}: config must be a {cls.__name__}, got {type(config).__name__}")
     options = dict(options or {})
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - valid)
@@ -140,7 +140,9 @@ def merge_config(cls, config=None, options=None, what: str = ""):
         raise TypeError(
             f"{what or cls.__name__}: unknown option(s) {unknown}; valid options: {', '.join(sorted(valid))}"
         )
-    return dataclasses.replace(base, **options) if options else base
+    if config is None:  # one object built (and checked) once, not the defaults first and then a copy
+        return cls(**options)
+    return dataclasses.replace(config, **options) if options else config
 
 
 # ---------------------------------------------------------------------------------------------- Colab

@@ -39,6 +39,18 @@ def label(name: object) -> str:
     return LABELS.get(text, text.replace("_", " "))
 
 
+def figure_formats(formats: Optional[Sequence[str]] = None) -> List[str]:
+    """``formats`` as :func:`save_figure` writes them (lower case, no dot; None: :data:`FIGURE_FORMATS`); a
+    ``ValueError`` names any it cannot write, so a job can check them before it trains anything."""
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    out = [str(f).lower().lstrip(".") for f in (formats if formats is not None else FIGURE_FORMATS)]
+    unknown = [f for f in out if f not in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "eps")]
+    if unknown or not out:
+        raise ValueError(f"figure formats must be among png, pdf, svg, eps, jpg, tif; got {list(out)}")
+    return out
+
+
 def save_figure(fig, path: Optional[str | Path], dpi: Optional[int] = None,
                 formats: Optional[Sequence[str]] = None) -> List[Path]:
     """Save ``fig`` as ``path`` in every format of ``formats`` (default :data:`FIGURE_FORMATS`: PNG and PDF,
@@ -48,11 +60,8 @@ def save_figure(fig, path: Optional[str | Path], dpi: Optional[int] = None,
     if not path:
         return []
     path = Path(path)
+    formats = figure_formats(formats)
     path.parent.mkdir(parents=True, exist_ok=True)
-    formats = [f.lower().lstrip(".") for f in (formats if formats is not None else FIGURE_FORMATS)]
-    unknown = [f for f in formats if f not in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "eps")]
-    if unknown or not formats:
-        raise ValueError(f"figure formats must be among png, pdf, svg, eps, jpg, tif; got {list(formats)}")
     written = []
     for fmt in dict.fromkeys(formats):
         target = path.with_suffix(f".{fmt}")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -36,6 +37,7 @@ DATASETS: Registry[MultimodalDataset] = Registry("dataset")
 __all__ = [
     "DATASETS",
     "DatasetError",
+    "DatasetRequest",
     "DatasetSpec",
     "DatasetSummary",
     "MODALITIES",
@@ -48,7 +50,9 @@ __all__ = [
     "encode_labels",
     "load",
     "names",
+    "read",
     "register",
+    "request",
     "summary",
     "example_figure",
     "save_summaries",
@@ -68,8 +72,47 @@ def names() -> List[str]:
     return DATASETS.names()
 
 
+@dataclass(frozen=True)
+class DatasetRequest:
+    """A dataset to load, checked when it is made (the name, :func:`load`'s settings and the loader's options)
+    and before anything is read: the main job makes it once, with the other settings, and :func:`load` reads
+    that same object later without checking it again. ``request(...)`` makes one from :func:`load`'s arguments."""
+
+    name: str  # a name from names()
+    root: Optional[Path] = None  # the dataset folder (None: <data dir>/<name>)
+    options: Dict[str, Any] = field(default_factory=dict)  # the loader's own options (e.g. {"n": 3000})
+    on_missing_image: str = "error"  # "error", "drop" or "ignore" (see load)
+    positive_class: Optional[str] = None  # binary tasks: the class scored as positive (None: the loader's)
+    carve_val: bool = True  # no validation rows: carve 10% of train (False: an error)
+    allow_absolute_paths: bool = False  # media paths may be absolute or lead outside the dataset folder
+    media_check: str = "auto"  # how cached file facts are re-checked (utils.data.media.CHECKS)
+    embeddings_dir: Optional[PathLike] = None  # the embeddings folder whose .media-cache caches file facts
+
+    def __post_init__(self) -> None:
+        from .media import CHECKS
+
+        _import_builtin_loaders()
+        loader = DATASETS.get(self.name)  # an unknown name: UnknownNameError (a KeyError) listing the valid ones
+        if self.on_missing_image not in ("error", "drop", "ignore"):
+            raise DatasetError(f"on_missing_image must be 'error', 'drop' or 'ignore', got {self.on_missing_image!r}")
+        if self.media_check not in CHECKS:
+            raise DatasetError(f"media_check must be one of {CHECKS}, got {self.media_check!r}")
+        mixed = sorted(set(self.options) & set(LOAD_OPTIONS))
+        if mixed:
+            raise DatasetError(f"{mixed} are load() settings, not options of the {self.name} loader: give them as "
+                               "fields of the request (request() sorts them)")
+        check_options(self.name, loader, self.options)
+
+
+def request(name: str, /, root: Optional[PathLike] = None, **options: Any) -> DatasetRequest:
+    """A checked :class:`DatasetRequest` from :func:`load`'s arguments (its settings and the loader's options)."""
+    return DatasetRequest(name, None if root is None else Path(root).expanduser(),
+                          {k: v for k, v in options.items() if k not in LOAD_OPTIONS},
+                          **{k: v for k, v in options.items() if k in LOAD_OPTIONS})
+
+
 def load(
-    name: str,
+    name: "str | DatasetRequest",
     /,
     root: Optional[PathLike] = None,
     on_missing_image: str = "error",
@@ -82,6 +125,7 @@ def load(
 ) -> MultimodalDataset:
     """Load dataset ``name`` from ``root`` (default: ``<data dir>/<name>``) as a validated table.
 
+    ``name`` may be a :class:`DatasetRequest` (checked when it was made, and not again), with no other argument.
     ``on_missing_image``: ``"error"`` (default) raises naming the rows and paths of missing image/audio
     files; ``"drop"`` drops those rows and logs how many; ``"ignore"`` skips the check.
     ``positive_class``: for a binary task, the class scored as positive (``spec.classes[1]``); the class
@@ -95,24 +139,30 @@ def load(
     pass the folder the embeddings go to, as the main job does). Other options go to the loader (see each loader's
     docstring); an unknown one is an error naming the accepted ones.
     """
-    from .media import CHECKS
+    settings = dict(on_missing_image=on_missing_image, positive_class=positive_class, carve_val=carve_val,
+                    allow_absolute_paths=allow_absolute_paths, media_check=media_check, embeddings_dir=embeddings_dir)
+    if isinstance(name, DatasetRequest):
+        if root is not None or options or settings != DEFAULT_SETTINGS:
+            raise TypeError("load(request): the request holds every setting; give no other argument")
+        req = name
+    else:
+        req = DatasetRequest(name, None if root is None else Path(root).expanduser(), dict(options), **settings)
+    return read(req)
 
-    _import_builtin_loaders()
-    loader = DATASETS.get(name)
-    if on_missing_image not in ("error", "drop", "ignore"):
-        raise DatasetError(f"on_missing_image must be 'error', 'drop' or 'ignore', got {on_missing_image!r}")
-    if media_check not in CHECKS:
-        raise DatasetError(f"media_check must be one of {CHECKS}, got {media_check!r}")
-    check_options(name, loader, options)
-    folder = Path(root).expanduser().resolve() if root is not None else data_dir() / name
-    ds = loader(folder, **options)
-    if allow_absolute_paths:
+
+def read(req: DatasetRequest) -> MultimodalDataset:
+    """Read the dataset ``req`` names (already checked): the loader, then the positive class, the validation
+    split and the media files (see :func:`load`)."""
+    loader = DATASETS.get(req.name)
+    folder = Path(req.root).expanduser().resolve() if req.root is not None else data_dir() / req.name
+    ds = loader(folder, **req.options)
+    if req.allow_absolute_paths:
         import dataclasses
 
         ds = MultimodalDataset(ds.df, dataclasses.replace(ds.spec, absolute_paths=True), validate_rows=False)
-    ds = set_positive_class(ds, positive_class)
-    ds = ensure_validation(ds, carve_val)
-    return check_media(ds, on_missing_image, media_check, embeddings_dir)
+    ds = set_positive_class(ds, req.positive_class)
+    ds = ensure_validation(ds, req.carve_val)
+    return check_media(ds, req.on_missing_image, req.media_check, req.embeddings_dir)
 
 
 def loader_options(name: str, loader: Callable) -> Optional[List[str]]:
@@ -145,6 +195,8 @@ def loader_options(name: str, loader: Callable) -> Optional[List[str]]:
 
 LOAD_OPTIONS = ("on_missing_image", "positive_class", "carve_val", "allow_absolute_paths", "media_check",
                 "embeddings_dir")
+DEFAULT_SETTINGS = {"on_missing_image": "error", "positive_class": None, "carve_val": True,
+                    "allow_absolute_paths": False, "media_check": "auto", "embeddings_dir": None}  # load()'s defaults
 
 
 def check_options(name: str, loader: Callable, options: Dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from .baselines import (
     BertClipConfig, FullTrainConfig, image_guide_features, train_bert_clip, train_full_models, train_guided, train_logreg,
 )
 from .heads import HeadOutputs, TrainedHeads, fit_head
-from .main import JobConfigError, MainJob, MainJobConfig, check_job, main_job, run_embedding_experiment
+from .main import JobConfigError, JobPlan, MainJob, MainJobConfig, check_job, main_job, run_embedding_experiment
 from .predict import (
     ExtractorMismatchError, load_model, metrics_summary, model_summary, predict, predict_proba, prediction_metrics,
     save_model, save_predictions,
@@ -37,14 +37,15 @@ from .runs import (
     RUN_KINDS, append_runs, load_runs, paper_table, plot_comparison, run, run_grid, run_seeds, summarize,
 )
 from .steps import (
-    DEFAULT_HEADS, extract_embeddings, format_table, load_dataset, tidy_table, plot_results, results_table, save_results,
-    setup_logging, train_heads,
+    DEFAULT_HEADS, dataset_request, embed_config, extract_embeddings, format_table, load_dataset, tidy_table, plot_results,
+    results_table, save_results, setup_logging, train_heads,
 )
 
 __all__ = [
     "AlignmentConfig", "BertClipConfig", "DEFAULT_HEADS", "EmbedConfig", "Embeddings", "FullTrainConfig",
-    "HeadOutputs", "JobConfigError", "MainJob", "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "Report", "ReportConfig", "TrainedHeads",
+    "HeadOutputs", "JobConfigError", "JobPlan", "MainJob", "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "Report", "ReportConfig", "TrainedHeads",
     "align_embeddings", "alignment_table", "append_runs", "check_job", "compare_alignments", "content_report",
+    "dataset_request", "embed_config",
     "ExtractorMismatchError", "extract_embeddings", "fit_head", "import_embeddings", "load_model", "predict",
     "metrics_summary", "model_summary", "predict_proba", "prediction_metrics", "save_model", "save_predictions", "format_table", "tidy_table", "gap_table", "image_guide_features", "lambda_sweep",
     "load_dataset", "load_runs", "main_job", "paper_table", "plot_comparison", "plot_results", "report", "result_row",

@@ -139,9 +139,15 @@ def compare_alignments(
     if cfg.control and not any(name == "none" for name, _ in specs):
         specs.insert(0, ("none", {}))
 
-    def heads_on(e: Embeddings) -> List[Dict[str, Any]]:
-        return train_heads(ds, e, heads, epochs=cfg.epochs, batch_size=cfg.batch_size, seeds=cfg.seeds, device=cfg.device,
-                           show_progress=cfg.show_progress, standardize=cfg.standardize, **train_options)
+    from ..train import TrainConfig
+
+    head_options = {k: train_options.pop(k) for k in ("modality_dropout",) if k in train_options}
+    train_config = merge_config(TrainConfig, None, {"epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                                                    "device": cfg.device, **train_options}, "compare_alignments")
+
+    def heads_on(e: Embeddings) -> List[Dict[str, Any]]:  # every method's heads: the same config, made once
+        return train_heads(ds, e, heads, train_config, seeds=cfg.seeds, show_progress=cfg.show_progress,
+                           standardize=cfg.standardize, **head_options)
 
     rows: List[Dict[str, Any]] = []
     base, _ = align_embeddings(ds, emb, "none", a, b, common=cfg.common)

@@ -68,13 +68,11 @@ def train_logreg(
         t0 = time.perf_counter()
         proba = logreg_proba(clf, Xte, ds.spec.task, len(ds.spec.classes))
         inference_s = time.perf_counter() - t0
-        m = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
         rows.append(result_row(
-            "logreg", ds.spec, seed, m, modalities=mods, extractors={k: embeddings.extractors[k] for k in mods},
-            train_s=train_s, inference_s=inference_s, n_params=logreg_n_params(clf),
-            n_rows={s: len(parts[s]) for s in parts}, rows_without_vectors=int((~usable).sum()),
-            train_config={"C": C, "max_iter": max_iter, "class_weight": class_weight}, standardize=standardize,
-            y_true=y[parts["test"]], proba=proba,
+            "logreg", ds.spec, y[parts["test"]], proba, parts=parts, seed=seed, modalities=mods,
+            extractors={k: embeddings.extractors[k] for k in mods}, train_s=train_s, inference_s=inference_s,
+            n_params=logreg_n_params(clf), rows_without_vectors=int((~usable).sum()),
+            config={"C": C, "max_iter": max_iter, "class_weight": class_weight}, standardize=standardize,
         ))
         val = logreg_proba(clf, Xva, ds.spec.task, len(ds.spec.classes)) if len(Xva) else np.zeros((0,))
         rows.outputs[-1] = HeadOutputs(mods, proba, proba_logits(proba, ds.spec.task), proba_logits(val, ds.spec.task))
@@ -96,12 +94,13 @@ def image_guide_features(ds, extractors: Sequence[str], options: Optional[Dict[s
 
     ``options`` maps an extractor spec to its options.
     """
-    from .steps import extract_embeddings, extractor_options
+    from .steps import embed_config, extract_embeddings, extractor_options
 
     by_spec = extractor_options(list(extractors), options)
+    cfg = embed_config(**embed_kw)  # one config for every extractor
     parts, names = [], []
     for spec in extractors:
-        emb = extract_embeddings(ds, {"image": spec}, {spec: by_spec.get(spec, {})}, **embed_kw)
+        emb = extract_embeddings(ds, {"image": spec}, {spec: by_spec.get(spec, {})}, cfg)
         parts.append(emb.vectors["image"])
         names.append(emb.extractors["image"])
     return np.concatenate(parts, axis=1).astype(np.float32), names
@@ -123,9 +122,8 @@ def train_guided(
 
     from ..models.guided import ImageGuidedTextSelector
     from ..models.losses import targets_tensor
-    from ..runtime import n_params
     from ..token_features import load_token_features
-    from ..train import TensorBatches, TrainConfig, config_dict, fit_batches, predict_batches_proba
+    from ..train import TensorBatches, TrainConfig, fit_batches, predict_batches_proba
 
     tokens, mask = load_token_features(token_folder, list(ds.df["id"]))
     y = ds.labels()
@@ -149,10 +147,8 @@ def train_guided(
         t0 = time.perf_counter()
         proba = predict_batches_proba(res.model, data("test", False), ds.spec.task)
         inference_s = time.perf_counter() - t0
-        m = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
-        rows.append(result_row("guided", ds.spec, seed, m, modalities=["text", "image"], fit=res, inference_s=inference_s,
-                               n_params=n_params(res.model), n_rows={s: len(parts[s]) for s in parts},
-                               train_config=config_dict(cfg), y_true=y[parts["test"]], proba=proba))
+        rows.append(result_row("guided", ds.spec, y[parts["test"]], proba, fit=res, config=cfg, parts=parts,
+                               modalities=["text", "image"], inference_s=inference_s))
     return rows
 
 
@@ -239,14 +235,12 @@ def train_full_models(
         t0 = time.perf_counter()
         proba = predict_batches_proba(res.model, loaders["test"], ds.spec.task)
         inference_s = time.perf_counter() - t0
-        m = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
         row = result_row(
-            name, ds.spec, seed, m, family="full", modalities=["text", "image"],
-            extractors={"text": str(text_model), "image": str(image_model)}, fit=res, inference_s=inference_s,
-            n_params=n_params(res.model), n_rows={s: len(parts[s]) for s in parts},
-            train_config={**asdict(config), "model": spec, "loop": config_dict(tcfg)},
+            name, ds.spec, y[parts["test"]], proba, fit=res, parts=parts, seed=seed, family="full",
+            modalities=["text", "image"], extractors={"text": str(text_model), "image": str(image_model)},
+            inference_s=inference_s, config={**asdict(config), "model": spec, "loop": config_dict(tcfg)},
             epoch_seconds=res.epoch_seconds, n_params_total=n_params(res.model, trainable_only=False),
-            peak_memory_mb=peak_memory_mb(dev), y_true=y[parts["test"]], proba=proba,
+            peak_memory_mb=peak_memory_mb(dev),
         )
         if checkpoint_dir:
             save_checkpoint(res.model, Path(checkpoint_dir) / f"{name}_seed{seed}",
@@ -351,15 +345,14 @@ def train_bert_clip(
     inference_s = time.perf_counter() - t0
     logits = torch.as_tensor(pred.predictions)
     proba = probabilities(logits, ds.spec.task).numpy()
-    m = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
     history = [h for h in trainer.state.log_history if "eval_loss" in h]
     best = min(history, key=lambda h: h["eval_loss"]) if history else {}
     row = result_row(
-        "bert_clip_late", ds.spec, cfg.seed, m, family="full", modalities=["text", "image"],
+        "bert_clip_late", ds.spec, y[parts["test"]], proba, parts=parts, seed=cfg.seed, family="full",
+        modalities=["text", "image"],
         extractors={"text": str(bert_path), "image": str(clip_path) + (f" + LoRA {lora_path}" if lora_path else "")},
         train_s=out.metrics["train_runtime"], inference_s=inference_s, n_params=n_params(trainer.model),
-        n_rows={s: len(parts[s]) for s in parts}, train_config={**asdict(cfg), "class_weights": str(cfg.class_weights)},
-        peak_memory_mb=peak_memory_mb(dev), y_true=y[parts["test"]], proba=proba,
+        config={**asdict(cfg), "class_weights": str(cfg.class_weights)}, peak_memory_mb=peak_memory_mb(dev),
         **{f"val_{k}": best.get(f"eval_{k}") for k in ("accuracy", "macro_f1", "weighted_f1", "roc_auc")},
     )
     row.update(train_s_per_epoch=out.metrics["train_runtime"] / max(epochs_run, 1), epochs_run=epochs_run,

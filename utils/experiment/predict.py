@@ -89,13 +89,16 @@ def choose_row(rows: TrainedHeads, model: str = "best", seed: Optional[int] = No
 
 
 def save_model(rows: TrainedHeads, folder: PathLike, model: str = "best", seed: Optional[int] = None,
-               report: Optional[Any] = None, overwrite: bool = False, device: str = "auto") -> Path:
+               report: Optional[Any] = None, overwrite: bool = False, device: str = "auto",
+               extractors: Optional[Mapping[str, Any]] = None) -> Path:
     """Save one trained head of ``rows`` (see :func:`choose_row`) as a model folder (:mod:`utils.models.saved`)
     with its model card and the report's figures; return the folder.
 
     ``report``: the :class:`~utils.experiment.report.Report` of these rows (its calibration, subgroup and
     missing-modality lines for this head go into the card, its saved figures beside it). The extractors are
-    loaded once to record their vectors for the probe inputs (the fingerprint a later prediction checks).
+    loaded once to record their vectors for the probe inputs (the fingerprint a later prediction checks):
+    ``extractors`` (modality -> the extractor the vectors were made with, e.g. the main job's) are used when they
+    are the ones the model records, instead of being built and loaded again from the record.
     """
     import torch
 
@@ -149,7 +152,7 @@ def save_model(rows: TrainedHeads, folder: PathLike, model: str = "best", seed: 
         fm.mean, fm.std = out.scaler.mean, out.scaler.std
     fm.stand_ins = {m: np.asarray(out.stand_ins[m], np.float32) for m in mods}  # what training put in for empty texts
     with torch.inference_mode():
-        record_probes(fm, device)
+        record_probes(fm, device, extractors)
     figures = {k: v for k, v in (getattr(report, "paths", {}) or {}).items() if str(v).endswith(".png")}
     path = fm.save(folder, overwrite=overwrite, card=model_card(fm, row, report), figures=figures)
     log.info("model saved to %s (%s seed %s, %s)", path, row["model"], row["seed"], spec.key)
@@ -208,8 +211,10 @@ def build_extractor(model: FusionModel, modality: str):
     return create_for(rec["spec"], modality, **dict(rec.get("options") or {}))
 
 
-def record_probes(model: FusionModel, device: str = "auto") -> None:
-    """Embed the probe inputs with each (non-imported) extractor and keep them in the model."""
+def record_probes(model: FusionModel, device: str = "auto", extractors: Optional[Mapping[str, Any]] = None) -> None:
+    """Embed the probe inputs with each (non-imported) extractor and keep them in the model. ``extractors``: ones
+    already made (and loaded); each is used when its identity is the one the model records, else the extractor is
+    built from the record."""
     model.probe_inputs, model.probes, model.probe_files = {}, {}, {}
     files = {"image": probe_images, "audio": probe_audio}
     for m in model.modalities:
@@ -221,7 +226,10 @@ def record_probes(model: FusionModel, device: str = "auto") -> None:
             made = files[m]()
             model.probe_files.update(made)
             model.probe_inputs[m] = sorted(made)
-        model.probes[m] = embed_probes(model, m, build_extractor(model, m), device)
+        given = (extractors or {}).get(m)
+        same = given is not None and json.dumps(given.config(), sort_keys=True, default=str) == json.dumps(
+            model.extractors[m]["config"], sort_keys=True, default=str)
+        model.probes[m] = embed_probes(model, m, given if same else build_extractor(model, m), device)
 
 
 def embed_probes(model: FusionModel, modality: str, ext: Any, device: str = "auto") -> np.ndarray:

@@ -5,7 +5,7 @@ dataset, task, seed, modalities, extractors), the test metrics, timing and size,
 and scored on, the training curve and config, and library versions. Tools read at least ``model``,
 ``accuracy``, ``macro_f1``, ``roc_auc``, ``train_s_per_epoch``, ``inference_s``, ``n_params``.
 
-Given the test labels and probabilities (``y_true``, ``proba``), a row also carries 95% stratified
+A row is built from the test labels and probabilities (``y_true``, ``proba``): their metrics, 95% stratified
 bootstrap intervals (``macro_f1_ci_low``, ``macro_f1_ci_high``, ``roc_auc_ci_low``, ``roc_auc_ci_high``;
 1,000 resamples, seed 0, so rows scored on the same test rows share their resamples) and the calibration
 scores ``ece`` and ``brier`` (see :mod:`utils.evaluation`).
@@ -61,44 +61,55 @@ def interval_note(y_true: Any, spec: Any, row: Mapping[str, Any]) -> Optional[st
 def result_row(
     model: str,
     spec: Any,
-    seed: int,
-    metrics: Mapping[str, Any],
+    y_true: Any,
+    proba: Any,
     *,
-    family: str = "embedding",
-    modalities: Optional[Sequence[str]] = None,
-    extractors: Optional[Mapping[str, str]] = None,
     fit: Any = None,
-    train_s: Optional[float] = None,
-    inference_s: float = 0.0,
-    n_params: int = 0,
-    n_rows: Optional[Mapping[str, int]] = None,
-    train_config: Any = None,
-    y_true: Any = None,
-    proba: Any = None,
-    **extra: Any,
+    config: Any = None,
+    parts: Optional[Mapping[str, Sequence[int]]] = None,
+    **fields: Any,
 ) -> Dict[str, Any]:
-    """The result row of one trained model (``spec``: the dataset's :class:`~utils.data.schema.DatasetSpec`).
+    """The result row of one trained model, scored on its test rows.
 
-    ``metrics``: :func:`utils.metrics.classification_metrics` on the test rows. ``fit``: a
-    :class:`~utils.train.loop.FitResult` (epochs, best epoch, curve, seconds); models trained without the
-    loop (logistic regression, the HF Trainer) pass ``train_s`` and ``extra`` fields instead. ``n_rows``:
-    ``{"train": n, "val": n, "test": n}``. ``y_true`` / ``proba``: the test labels and probabilities the
-    metrics came from; with them the row gets the bootstrap intervals (``CI_FIELDS``), ``ece`` and ``brier``.
-    ``extra`` fields are added as they are.
+    ``spec``: the dataset's :class:`~utils.data.schema.DatasetSpec`. ``y_true`` / ``proba``: the test labels and
+    the model's probabilities; the row gets their metrics (:func:`utils.metrics.classification_metrics`), the
+    bootstrap intervals (``CI_FIELDS``), ``ece`` and ``brier``. ``fit``: a :class:`~utils.train.loop.FitResult`
+    (epochs, best epoch, curve, seconds, and the model whose parameters are counted). ``config``: the config the
+    model was trained with (a dataclass such as :class:`~utils.train.TrainConfig`, or a dict), kept as
+    ``train_config``; its ``seed`` is the row's. ``parts``: ``{split: row indices}`` (``n_train``, ``n_val``,
+    ``n_test``). ``fields``: ``family`` (default ``"embedding"``), ``seed`` (when the config has none),
+    ``modalities``, ``extractors``, ``inference_s``, ``n_params`` (when there is no ``fit``), ``train_s`` (models
+    trained without the loop: logistic regression, the HF Trainer); any other field is added as it is.
     """
+    import dataclasses
+
+    from ..metrics import classification_metrics
+    from ..runtime import n_params as count_params
+
+    fields = {**ROW_DEFAULTS, **fields}
+    seed = fields.pop("seed")
+    if seed is None:
+        seed = getattr(config, "seed", None)
+    if seed is None:
+        raise TypeError(f"result_row({model!r}): no seed: give seed=, or a config that has one")
+    n_params = fields.pop("n_params")
+    if n_params is None:
+        n_params = count_params(fit.model) if fit is not None else 0
+    metrics = classification_metrics(y_true, proba, spec.task, spec.classes)
     row: Dict[str, Any] = {
         "model": model,
-        "family": family,
+        "family": fields.pop("family"),
         "dataset": spec.key,
         "task": spec.task,
         "seed": int(seed),
-        "modalities": list(modalities or []),
-        "extractors": dict(extractors or {}),
+        "modalities": list(fields.pop("modalities") or []),
+        "extractors": dict(fields.pop("extractors") or {}),
         **{k: metrics[k] for k in METRIC_FIELDS},
         **{k: metrics[k] for k in OPTIONAL_METRIC_FIELDS if k in metrics},
-        "inference_s": float(inference_s),
+        "inference_s": float(fields.pop("inference_s")),
         "n_params": int(n_params),
     }
+    train_s = fields.pop("train_s")
     if fit is not None:
         row.update(
             train_s_per_epoch=fit.train_s_per_epoch, train_s=fit.train_seconds, epochs_run=fit.epochs_run,
@@ -107,17 +118,25 @@ def result_row(
     else:
         seconds = float(train_s or 0.0)
         row.update(train_s_per_epoch=seconds, train_s=seconds, epochs_run=1, best_epoch=1, history=[])
-    if y_true is not None and proba is not None:
-        row.update(bootstrap_intervals(y_true, proba, spec.task), ci_method=CI_METHOD,
-                   ece=ece(y_true, proba, spec.task), brier=brier(y_true, proba, spec.task))
-        note = interval_note(y_true, spec, row)
-        row["interval_note"] = note
-        if note:
-            log.warning("%s, %s seed %s: %s", spec.key, model, seed, note)
-    if n_rows is not None:
-        row.update({f"n_{s}": int(n) for s, n in n_rows.items()})
-    if train_config is not None:
-        row["train_config"] = train_config
+    row.update(bootstrap_intervals(y_true, proba, spec.task), ci_method=CI_METHOD,
+               ece=ece(y_true, proba, spec.task), brier=brier(y_true, proba, spec.task))
+    note = interval_note(y_true, spec, row)
+    row["interval_note"] = note
+    if note:
+        log.warning("%s, %s seed %s: %s", spec.key, model, seed, note)
+    if parts is not None:
+        row.update({f"n_{s}": len(idx) for s, idx in parts.items()})
+    if config is not None:
+        if dataclasses.is_dataclass(config):
+            from ..train import config_dict
+
+            config = config_dict(config)
+        row["train_config"] = config
     row["versions"] = library_versions()
-    row.update(extra)
+    row.update(fields)
     return row
+
+
+# result_row's named fields and their defaults (None: taken from the config / the fit)
+ROW_DEFAULTS = {"family": "embedding", "seed": None, "modalities": None, "extractors": None, "inference_s": 0.0,
+                "n_params": None, "train_s": None}

@@ -42,7 +42,7 @@ from .baselines import (
     BertClipConfig, FullTrainConfig, image_guide_features, train_bert_clip, train_full_models, train_guided, train_logreg,
 )
 from .heads import TrainedHeads
-from .steps import extract_embeddings, load_dataset, train_heads
+from .steps import embed_config, extract_embeddings, load_dataset, train_heads
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,19 @@ def defaults(kind: str) -> Dict[str, Any]:
     "text_extractor": "minilm-offline", "image_extractor": "effnet-lite0", "extractor_options": {},
     "models": ["early_fusion", "late_fusion", "logreg"], "epochs": 50, "batch_size": 64, "train": {}})
 def run_embedding(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
+    from ..config import merge_config
+    from ..train import TrainConfig
+
+    embed_cfg = embed_config(device=cfg["device"], embeddings_dir=cfg.get("embeddings_dir"), show_progress=False)
     emb = extract_embeddings(ds, {"text": cfg["text_extractor"], "image": cfg["image_extractor"]}, cfg["extractor_options"],
-                             device=cfg["device"], embeddings_dir=cfg.get("embeddings_dir"), show_progress=False)
+                             embed_cfg)
     heads = [m for m in cfg["models"] if m != "logreg"]
-    rows = train_heads(ds, emb, heads, epochs=cfg["epochs"], batch_size=cfg["batch_size"], seeds=cfg["seeds"],
-                       device=cfg["device"], show_progress=False, **dict(cfg["train"])) if heads else TrainedHeads()
+    train = dict(cfg["train"])
+    head_options = {k: train.pop(k) for k in ("modality_dropout",) if k in train}
+    train_cfg = merge_config(TrainConfig, None, {"epochs": cfg["epochs"], "batch_size": cfg["batch_size"],
+                                                 "device": cfg["device"], **train}, "run (kind 'embedding')")
+    rows = train_heads(ds, emb, heads, train_cfg, seeds=cfg["seeds"], show_progress=False,
+                       **head_options) if heads else TrainedHeads()
     if "logreg" in cfg["models"]:
         rows += train_logreg(ds, emb, cfg["seeds"])
     return rows

@@ -23,7 +23,6 @@ from ..data.schema import MultimodalDataset
 from ..embed import EmbedConfig, Embeddings, embed
 from ..features import stack, split_rows, usable_rows
 from ..io import write_rows
-from ..metrics import classification_metrics
 from .heads import HeadRecipe, TrainedHeads, fit_head
 from .rows import RESULT_COLUMNS, result_row
 
@@ -89,18 +88,32 @@ def setup_logging(level: Union[int, str] = "INFO", notebook: Optional[bool] = No
         logger.addHandler(h)
 
 
-def load_dataset(name: str, /, data_dir: Optional[PathLike] = None, embeddings_dir: Optional[PathLike] = None,
-                 **options: Any) -> MultimodalDataset:
+def load_dataset(name: "str | data_mod.DatasetRequest", /, data_dir: Optional[PathLike] = None,
+                 embeddings_dir: Optional[PathLike] = None, **options: Any) -> MultimodalDataset:
     """``utils.data.load`` with the folder taken from ``root`` among the options, else from ``data_dir``
     (``<data_dir>/<name>``) when given; ``embeddings_dir``: the embeddings folder of the run, whose
-    ``.media-cache`` caches the file checks (default: the default embeddings folder)."""
+    ``.media-cache`` caches the file checks (default: the default embeddings folder). ``name`` may be a
+    :class:`~utils.data.DatasetRequest` made (and checked) before, e.g. by :func:`dataset_request`: it is read as it is."""
+    if isinstance(name, data_mod.DatasetRequest):
+        if data_dir is not None or embeddings_dir is not None or options:
+            raise TypeError("load_dataset(request): the request holds every setting; give no other argument")
+        req = name
+    else:
+        req = dataset_request(name, data_dir, embeddings_dir, **options)
+    ds = data_mod.load(req)
+    log.info("%r", ds)
+    return ds
+
+
+def dataset_request(name: str, /, data_dir: Optional[PathLike] = None, embeddings_dir: Optional[PathLike] = None,
+                    **options: Any) -> "data_mod.DatasetRequest":
+    """The checked :class:`~utils.data.DatasetRequest` :func:`load_dataset` reads: the folder is ``root`` among
+    the options (the CLI's ``--dataset-options``), else ``<data_dir>/<name>`` when ``data_dir`` is given."""
     if embeddings_dir is not None:
         options.setdefault("embeddings_dir", embeddings_dir)
     root = options.pop("root", None)  # a root among the options (the CLI's --dataset-options) wins over data_dir
     root = Path(root).expanduser() if root else (Path(data_dir) / name if data_dir else None)
-    ds = data_mod.load(name, root=root, **options)
-    log.info("%r", ds)
-    return ds
+    return data_mod.request(name, root, **options)
 
 
 def extractor_options(specs: Sequence[str], options: Optional[Mapping[str, Mapping[str, Any]]]) -> Dict[str, Dict[str, Any]]:
@@ -118,20 +131,21 @@ def extract_embeddings(
     ds: MultimodalDataset,
     extractors: Mapping[str, str],
     options: Optional[Mapping[str, Mapping[str, Any]]] = None,
-    batch_size: int = 32,
-    device: str = "auto",
-    embeddings_dir: Optional[PathLike] = None,
-    normalize: bool = False,
-    on_error: str = "raise",
-    show_progress: bool = True,
+    config: Optional[EmbedConfig] = None,
+    *,
+    built: Optional[Mapping[str, Any]] = None,
     for_training: bool = True,
-    engine: str = "local",
-    ray: Optional[Any] = None,
+    **embed_options: Any,
 ) -> Embeddings:
     """Embed each modality (``{"text": spec, "image": spec}``) into the store, or reuse it; return aligned vectors.
 
     ``options`` maps an extractor spec to its options (``{"timm:convnext_atto": {"pretrained": False}}``).
     Families with several towers (``clip``, ``clap``) get the modality from the key of ``extractors``.
+    ``config``: an :class:`~utils.embed.EmbedConfig`; ``embed_options``: its fields (``batch_size``, ``device``,
+    ``normalize``, ``on_error``, ``show_progress``, ``engine``, ``ray``, ...; ``embeddings_dir`` is its ``root``),
+    which make one (or replace fields of ``config``). ``built``: the extractors already made from ``extractors``
+    and ``options`` (modality -> extractor, as :func:`~utils.experiment.main.check_job` makes them; it may hold
+    more modalities than ``extractors`` names): used as they are, with ``options`` as they were checked.
     ``for_training`` (default): first check that heads can be trained on ``ds`` (every split has rows, the
     training rows hold two classes or more), so a hopeless run stops before extraction. Every extractor
     is built (and its options checked) before the first one runs. A store found damaged while its
@@ -145,19 +159,24 @@ def extract_embeddings(
 
     if for_training:
         check_trainable(ds)
-    specs = list(extractors.values())
-    by_spec = extractor_options(specs, options)
-    cfg = EmbedConfig(root=None if embeddings_dir is None else str(embeddings_dir), batch_size=batch_size,
-                      device=device, normalize=normalize, on_error=on_error, show_progress=show_progress,
-                      engine=engine, ray=ray)
-    built = {modality: create_for(spec, modality, **dict(by_spec.get(spec, {}))) for modality, spec in extractors.items()}
-    if engine != "ray":  # every model that has work to do loads before the first extraction starts: an extractor
+    cfg = embed_config(config, **embed_options)
+    if built is None:
+        specs = [extractors[m] for m in extractors]
+        by_spec = extractor_options(specs, options)
+        built = {modality: create_for(spec, modality, **dict(by_spec.get(spec, {}))) for modality, spec in extractors.items()}
+    else:
+        lacking = sorted(set(extractors) - set(built))
+        if lacking:
+            raise ValueError(f"no built extractor for {lacking} (built: {sorted(built)})")
+        built = {m: built[m] for m in extractors}
+        by_spec = {spec: dict(opts) for spec, opts in dict(options or {}).items()}
+    if cfg.engine != "ray":  # every model that has work to do loads before the first extraction starts: an extractor
         # that cannot load (a hub id offline) is found before the other modality spent minutes being embedded
         from ..embed import is_finished, store_path
 
         for modality, ext in built.items():
             if not is_finished(store_path(ds, modality, ext, cfg.root)):
-                ext.load(device)
+                ext.load(cfg.device)
     vectors, described, stores, reused, sources = {}, {}, {}, {}, {}
     for modality, ext in built.items():
         store = embed(ds, modality, ext, cfg)
@@ -174,47 +193,60 @@ def extract_embeddings(
         sources[modality] = {"spec": extractors[modality], "options": dict(by_spec.get(extractors[modality], {})),
                              "config": ext.config(), "description": described[modality], "store": str(store.folder),
                              "precision": store.precision, "dim": int(vectors[modality].shape[1]),
-                             "normalized": bool(normalize), "fingerprint": manifest.get("fingerprint")}
+                             "normalized": bool(cfg.normalize), "fingerprint": manifest.get("fingerprint")}
     return Embeddings(vectors, described, stores, reused, ids=ds.df["id"].to_numpy(), sources=sources)
+
+
+def embed_config(config: Optional[EmbedConfig] = None, **options: Any) -> EmbedConfig:
+    """``config`` (None: the defaults) with ``options`` (:class:`~utils.embed.EmbedConfig` fields, and
+    ``embeddings_dir`` for its ``root``) in place: one object, checked once; ``config`` itself when no options."""
+    from ..config import merge_config
+
+    if "embeddings_dir" in options:
+        root = options.pop("embeddings_dir")
+        options["root"] = None if root is None else str(root)
+    return merge_config(EmbedConfig, config, options, "extract_embeddings")
 
 
 def train_heads(
     ds: MultimodalDataset,
     embeddings: Embeddings,
     models: Sequence[str] = DEFAULT_HEADS,
-    epochs: int = 50,
-    batch_size: int = 64,
-    seeds: Union[int, Sequence[int]] = 0,
-    standardize: bool = True,
+    config: Optional[Any] = None,
+    *,
+    seeds: Union[None, int, Sequence[int]] = None,
     head_config: Optional[Any] = None,
-    device: str = "auto",
+    standardize: bool = True,
     show_progress: bool = True,
-    modality_dropout: Optional[float] = None,
     keep_outputs: bool = True,
-    **train_options: Any,
+    **options: Any,
 ) -> TrainedHeads:
     """Train each head in ``models`` for each seed; return one result row per (model, seed).
 
+    ``config``: a :class:`~utils.train.TrainConfig` (used as it is, one copy per seed); ``options``: its fields
+    (``epochs``, ``batch_size``, ``device``, ``lr``, ``patience``, ``monitor``, ``class_weights``, ``loss``, ...),
+    which make one (or replace fields of ``config``), and ``modality_dropout``: the chance that a training row of
+    a fusion head loses one modality (a field of ``head_config``, a :class:`~utils.models.fusion.HeadConfig`;
+    0 by default). ``seeds``: one seed or a list (None: the config's ``seed``).
     Features are (optionally) standardised with statistics of the training split only. Selection and
     early stopping use the validation split; the metrics in each row are on the test split. Every head
     of the comparison trains and is scored on the same rows: those with a vector in every modality any
-    of the heads reads (``rows_without_vectors`` counts the others).
-    ``train_options`` go to :class:`~utils.train.TrainConfig` (lr, patience, monitor, class_weights, ...).
-    ``modality_dropout``: the chance that a training row of a fusion head loses one modality (None: the
-    value in ``head_config``, 0 by default). The rows come back as a :class:`TrainedHeads` list that also
-    keeps what :func:`utils.experiment.report` needs (``keep_outputs``: test and validation outputs).
+    of the heads reads (``rows_without_vectors`` counts the others). The rows come back as a
+    :class:`TrainedHeads` list that also keeps what :func:`utils.experiment.report` needs (``keep_outputs``:
+    test and validation outputs).
     """
     from dataclasses import replace
 
-    from ..runtime import progress_bar as tqdm
-
+    from ..config import merge_config
     from ..models.fusion import HeadConfig, head_modalities
-    from ..runtime import n_params, seed_list
-    from ..train import TrainConfig, config_dict
+    from ..runtime import progress_bar as tqdm
+    from ..runtime import seed_list
+    from ..train import TrainConfig
 
-    seeds = seed_list(seeds)
+    modality_dropout = options.pop("modality_dropout", None)
+    config = merge_config(TrainConfig, config, options, "train_heads")
+    configs = per_seed(config, seed_list(seeds) if seeds is not None else [config.seed])
     embeddings = embeddings.for_dataset(ds)
-    configs = {s: TrainConfig(epochs=epochs, batch_size=batch_size, seed=s, device=device, **train_options) for s in seeds}
     head_config = head_config or HeadConfig()
     if modality_dropout is not None:
         head_config = replace(head_config, modality_dropout=float(modality_dropout))
@@ -234,17 +266,13 @@ def train_heads(
                                                  embedded_here=embedded_from_records(embeddings))
     recipe = HeadRecipe(ds, vectors, parts, y, configs, head_config, standardize, dict(embeddings.sources), stand_ins)
     rows = TrainedHeads(recipe=recipe)
-    for name, seed in tqdm([(m, s) for m in models for s in seeds], desc="train heads", disable=not show_progress):
+    for name, seed in tqdm([(m, s) for m in models for s in configs], desc="train heads", disable=not show_progress):
         mods = reads[name]
-        cfg = configs[seed]
         fitted = fit_head(name, mods, recipe, seed, keep_outputs, keep_model=keep_outputs)
-        res, proba = fitted.fit, fitted.proba
-        metrics = classification_metrics(y[parts["test"]], proba, ds.spec.task, ds.spec.classes)
         row = result_row(
-            name, ds.spec, seed, metrics, modalities=mods, extractors={m: embeddings.extractors[m] for m in mods},
-            fit=res, inference_s=fitted.inference_s, n_params=n_params(res.model),
-            n_rows={s: len(parts[s]) for s in parts}, train_config=config_dict(cfg),
-            rows_without_vectors=int((~usable).sum()), standardize=standardize, y_true=y[parts["test"]], proba=proba,
+            name, ds.spec, y[parts["test"]], fitted.proba, fit=fitted.fit, config=configs[seed], parts=parts,
+            modalities=mods, extractors={m: embeddings.extractors[m] for m in mods}, inference_s=fitted.inference_s,
+            rows_without_vectors=int((~usable).sum()), standardize=standardize,
             rows_with_stand_in={m: imputed[m] for m in mods if imputed.get(m)},
             modality_dropout=head_config.modality_dropout if len(mods) > 1 else 0.0,
         )
@@ -252,6 +280,19 @@ def train_heads(
         log.info("%-13s seed %d: test macro-F1 %.3f, acc %.3f, AUC %.3f (best epoch %d/%d)",
                  name, seed, row["macro_f1"], row["accuracy"], row["roc_auc"], row["best_epoch"], row["epochs_run"])
     return rows
+
+
+def per_seed(config: Any, seeds: Sequence[int]) -> Dict[int, Any]:
+    """``{seed: config for that seed}``: ``config`` itself for its own seed, copies for the others (a copy that
+    differs only in the seed is not checked again: the seed is not a setting that can be wrong)."""
+    import copy
+
+    out = {}
+    for s in seeds:
+        c = config if s == config.seed else copy.copy(config)
+        c.seed = s
+        out[s] = c
+    return out
 
 
 def embedded_from_records(embeddings: Embeddings) -> List[str]:
@@ -338,9 +379,11 @@ def results_table(rows: Sequence[Mapping[str, Any]], by_seed: bool = False) -> p
     return out.loc[order].reset_index()
 
 
-def save_results(rows: Sequence[Mapping[str, Any]], json_path: PathLike, table_path: Optional[PathLike] = None) -> Path:
-    """Write the result rows as JSON (a list, one row per trained model) and the table as CSV beside it."""
-    return write_rows(rows, json_path, results_table(rows), table_path)
+def save_results(rows: Sequence[Mapping[str, Any]], json_path: PathLike, table_path: Optional[PathLike] = None,
+                 table: Optional[pd.DataFrame] = None) -> Path:
+    """Write the result rows as JSON (a list, one row per trained model) and the table as CSV beside it
+    (``table``: the :func:`results_table` of ``rows`` when the caller has it already)."""
+    return write_rows(rows, json_path, results_table(rows) if table is None else table, table_path)
 
 
 def plot_results(table: pd.DataFrame, path: Optional[PathLike] = None, title: str = "", intervals: Optional[pd.DataFrame] = None,

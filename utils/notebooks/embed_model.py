@@ -88,42 +88,38 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         code(
             "from pathlib import Path\n\n"
             "from IPython.display import display\n\n"
-            "from utils import experiment as ex\n"
-            "from utils.config import results_dir\n\n"
+            "from utils import experiment as ex\n\n"
             "ex.setup_logging()"
         ),
         code(parameters_cell(params, COMMENTS), tags=["parameters"]),
-        md("## Check the settings\nEvery option is checked before anything heavy runs: an unknown dataset, loader option, "
-           "head or extractor option, or a bad number of epochs, is named with what is accepted."),
+        md("## Check the settings\nEvery option is checked once, before anything heavy runs: an unknown dataset, loader "
+           "option, head or extractor option, or a bad number of epochs, is named with what is accepted. The `plan` holds "
+           "what the steps below run with (the dataset request, the extractors, the configs), so none is checked twice."),
         code(
-            "ex.check_job(ex.MainJobConfig(\n"
-            "    dataset=DATASET, dataset_options=DATASET_OPTIONS, text_extractor=TEXT_EXTRACTOR, image_extractor=IMAGE_EXTRACTOR,\n"
-            "    extractor_options={k: v for k, v in EXTRACTOR_OPTIONS.items() if k in (TEXT_EXTRACTOR, IMAGE_EXTRACTOR)},\n"
-            "    models=FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE, seeds=list(range(SEED, SEED + N_SEEDS)),\n"
-            "    embed_batch_size=EMBED_BATCH_SIZE, device=DEVICE))"
+            "plan = ex.check_job(ex.MainJobConfig(\n"
+            "    dataset=DATASET, data_dir=DATA_DIR, dataset_options={**DATASET_OPTIONS, \"positive_class\": POSITIVE_CLASS},\n"
+            "    text_extractor=TEXT_EXTRACTOR, image_extractor=IMAGE_EXTRACTOR, audio_extractor=AUDIO_EXTRACTOR,\n"
+            "    extractor_options=EXTRACTOR_OPTIONS, embeddings_dir=EMBEDDINGS_DIR, embed_batch_size=EMBED_BATCH_SIZE,\n"
+            "    models=FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE, seeds=list(range(SEED, SEED + N_SEEDS)), device=DEVICE,\n"
+            "    train_options={\"class_weights\": CLASS_WEIGHTS, \"loss\": LOSS, \"focal_gamma\": FOCAL_GAMMA, \"focal_alpha\": FOCAL_ALPHA},\n"
+            "    modality_dropout=MODALITY_DROPOUT, report=REPORT, out_dir=RESULTS_DIR,\n"
+            "    report_options={\"n_resamples\": N_BOOTSTRAP, \"subgroups\": SUBGROUPS, \"shapley\": SHAPLEY},\n"
+            "    figure_formats=FIGURE_FORMATS, figure_dpi=FIGURE_DPI))"
         ),
         md("## Load the dataset\nThe table contract: `id, text, image_path, label, split` (see `utils/data/schema.py`)."),
-        code("ds = ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, positive_class=POSITIVE_CLASS, **DATASET_OPTIONS)\nds.df.head()"),
+        code("ds = ex.load_dataset(plan.dataset)\nds.df.head()"),
         md("## Extract embeddings\nCached in the embedding store: a second run reuses them, a killed run resumes."),
         code(
-            "extractors = {m: spec for m, spec in {\"text\": TEXT_EXTRACTOR, \"image\": IMAGE_EXTRACTOR, \"audio\": AUDIO_EXTRACTOR}.items()\n"
-            "              if spec and m in ds.spec.modalities}\n"
-            "emb = ex.extract_embeddings(\n"
-            "    ds, extractors, EXTRACTOR_OPTIONS,\n"
-            "    batch_size=EMBED_BATCH_SIZE, device=DEVICE, embeddings_dir=EMBEDDINGS_DIR,\n"
-            ")\n"
+            "extractors = {m: spec for m, spec in plan.extractors.items() if m in ds.spec.modalities}\n"
+            "emb = ex.extract_embeddings(ds, extractors, plan.extractor_options, plan.embed, built=plan.built)\n"
             "emb.extractors, emb.dims()"
         ),
         md("## Train the heads\nEvery head is trained and scored on the same rows (those with every vector the heads read)."),
-        code(
-            "rows = ex.train_heads(ds, emb, FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE,\n"
-            "                      seeds=list(range(SEED, SEED + N_SEEDS)), device=DEVICE, class_weights=CLASS_WEIGHTS,\n"
-            "                      loss=LOSS, focal_gamma=FOCAL_GAMMA, focal_alpha=FOCAL_ALPHA, modality_dropout=MODALITY_DROPOUT)"
-        ),
+        code("rows = ex.train_heads(ds, emb, FUSION, plan.train, seeds=plan.seeds, head_config=plan.head)"),
         md("## Results (test split)"),
         code("table = ex.results_table(rows)\nex.tidy_table(table)"),
         code(
-            "out_dir = results_dir(RESULTS_DIR)\n"
+            "out_dir = plan.out_dir\n"
             "name = f\"embed_model_{ds.spec.name}\"  # the dataset's own name: each own table gets its own files"
         ),
         md(
@@ -133,8 +129,7 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
             "(`N_BOOTSTRAP` resamples, seeded), shared by all models, so differences between models are paired."
         ),
         code(
-            "rep = ex.report(rows, out_dir, name, n_resamples=N_BOOTSTRAP, subgroups=SUBGROUPS,\n"
-            "                shapley=SHAPLEY, figure_formats=FIGURE_FORMATS, figure_dpi=FIGURE_DPI) if REPORT else None\n"
+            "rep = ex.report(rows, out_dir, name, plan.report) if plan.report else None\n"
             "rep.tidy()[\"intervals\"] if rep else None"
         ),
         md("### The results chart\nTest scores per head; the error bars are the report's 95% intervals (without the "
@@ -189,5 +184,5 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
             "    display(rep.figures.get(\"shapley\"))"
         ),
         md("## Save\nOne row per trained model and seed, with its config, curves and library versions."),
-        code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"{name}.json\")"),
+        code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"{name}.json\", table=table)"),
     ]
