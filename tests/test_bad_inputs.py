@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import tarfile
 import zipfile
 
@@ -149,6 +150,78 @@ def test_media_paths_outside_the_dataset_root_are_refused(tmp_path, bad):
     inside = _image_table(tmp_path, ["img/a.png", "img/../img/b.png", "img/c.png", "img/d.png"])
     assert inside.items("image")[1] == str(tmp_path / "img/../img/b.png")
 
+
+
+def _table_with(folder, value, n=9):
+    """records.csv in ``folder`` whose row 5 names ``value`` as its image (the others img/x.png)."""
+    rows = [f"r{i},t,{value if i == 5 else 'img/x.png'},{'ab'[i % 2]},{['train', 'val', 'test'][i % 3]}" for i in range(n)]
+    (folder / "records.csv").write_text("id,text,image,label,split\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_a_symbolic_link_leading_out_of_the_data_folder_is_refused_naming_the_row_and_target(tmp_path):
+    """Issue 20: a link planted in the data folder (the file, or a folder on its way) was followed, so a table
+    could make the framework read and embed any file on the machine; lexical checks of the path cannot see it."""
+    folder = tmp_path / "t"
+    (folder / "img").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(folder / "img/x.png")
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(secret / "s.png")
+    os.symlink(secret / "s.png", folder / "img/link.png")  # the file is a link
+    os.symlink(secret, folder / "linked")  # a folder on the way is a link
+    os.symlink(folder / "img/x.png", folder / "img/inside.png")  # a link that stays inside: fine
+    for value in ("img/link.png", "linked/s.png"):
+        _table_with(folder, value)
+        with pytest.raises(DatasetError, match=rf"outside the dataset root .*symbolic link: row 5 \(id 'r5'\): "
+                                                rf".*{value} -> {secret / 's.png'}.*allow_absolute_paths"):
+            data.load("table", root=folder, split_column="split", id_column="id")
+        ds = data.load("table", root=folder, split_column="split", id_column="id", allow_absolute_paths=True)
+        assert ds.items("image")[5].endswith(value)
+    _table_with(folder, "img/inside.png")
+    ds = data.load("table", root=folder, split_column="split", id_column="id")
+    assert ds.media_stats("image").link[5]
+    # a dataset built by hand (no load) is refused when the store fingerprints it, before anything is embedded
+    _table_with(folder, "img/link.png")
+    raw = data.load("table", root=folder, split_column="split", id_column="id", on_missing_image="ignore")
+    with pytest.raises(DatasetError, match="symbolic link"):
+        raw.fingerprint("image")
+
+
+def test_a_folder_or_an_empty_file_where_an_image_is_expected_is_named_as_such(tmp_path):
+    """A folder was reported as "not found" (misleading: it is there) and a 0-byte file passed the load, to fail
+    later inside the extractor; both are named with what is wrong, and on_missing_image='drop' drops them."""
+    folder = tmp_path / "t"
+    (folder / "img/sub.png").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(folder / "img/x.png")
+    (folder / "img/empty.png").write_bytes(b"")
+    for value, what in (("img/sub.png", "is a folder, not a file"), ("img/empty.png", "is empty (0 bytes)")):
+        _table_with(folder, value)
+        with pytest.raises(DatasetError, match=rf"(?s)1 media file\(s\) not usable \(1 {re.escape(what)}\).*row 5 \(id "
+                                               rf"'r5'\): .*{value} \({re.escape(what)}\)"):
+            data.load("table", root=folder, split_column="split", id_column="id")
+        ds = data.load("table", root=folder, split_column="split", id_column="id", on_missing_image="drop")
+        assert len(ds) == 8 and "r5" not in set(ds.df["id"])
+
+
+def test_an_animated_image_embeds_its_first_frame_and_says_so(tmp_path, caplog):
+    from utils import extractors
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
+    with Image.open(tmp_path / "anim.gif") as im:
+        assert im.n_frames == 3
+        im.convert("RGB").save(tmp_path / "first.png")  # the first frame's pixels, as the GIF stores them
+        im.seek(2)
+        im.convert("RGB").save(tmp_path / "last.png")
+    ext = extractors.create("timm:test_vit", pretrained=False)
+    with caplog.at_level(logging.WARNING, logger="utils"):
+        v = ext.encode([str(tmp_path / "first.png"), str(tmp_path / "anim.gif"), str(tmp_path / "last.png")],
+                       show_progress=False)
+    assert np.array_equal(v[1], v[0]) and not np.array_equal(v[1], v[2])
+    assert ext.last_notes == {1: "animated: its first frame is used"}
+    assert "1 animated image(s)" in caplog.text and "first frame" in caplog.text and "anim.gif" in caplog.text
 
 def test_load_allows_absolute_paths_only_when_asked(tmp_path):
     folder = tmp_path / "t"
