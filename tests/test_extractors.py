@@ -135,3 +135,21 @@ def test_timm_unknown_model_is_clear():
     ext = extractors.create("timm:not_a_model_xyz", pretrained=False)
     with pytest.raises(ExtractorError, match="unknown model"):
         ext.encode(["x.png"], show_progress=False)
+
+
+def test_nul_bytes_are_dropped_from_texts_before_any_family_sees_them():
+    """A NUL byte ends a C string: llama.cpp or a server could read "ab\\x00cd" as "ab". Every text family gets the
+    text without them (the dataset counts a NUL-only text as blank, so heads use the stand-in for it)."""
+    from utils.extractors.base import Extractor
+
+    seen = []
+
+    class Echo(Extractor):
+        family, modality = "echo", "text"
+
+        def _encode(self, items, batch_size, device, show_progress, on_error):
+            seen.extend(items)
+            return np.zeros((len(items), 2), np.float32)
+
+    Echo("m").encode(["ab\x00cd", "\x00", "plain", None], show_progress=False)
+    assert seen == ["abcd", "", "plain", None]
