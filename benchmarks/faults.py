@@ -1102,7 +1102,8 @@ def training_cases(p: Probe) -> None:
         if not warned or fitted:
             return "WRONG", "a temperature fitted on 3 validation rows" if fitted else "no warning"
         wide = min(r["macro_f1_ci_high"] - r["macro_f1_ci_low"] for r in rows)
-        return "reported", f"{warned[0][:90]}; no temperature fitted; narrowest macro-F1 interval {wide:.2f} wide"
+        return "reported", (f"warned (1 validation row of each class); no temperature fitted, a report note says why; "
+                            f"narrowest macro-F1 interval {wide:.2f} wide")
     p.case("training: one validation row per class", one_val_per_class)
 
     def multilabel_empty():
