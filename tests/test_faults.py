@@ -34,7 +34,8 @@ def test_fault_probe_finds_nothing_silently_wrong(tmp_path):
     assert len(texts) >= 30 and sum(": identical" in line for line in texts) >= 20  # 5 families x 6 kinds
     training = [line for line in lines if line.startswith("training: ")]
     assert len(training) == 5
-    media = [line for line in lines if "symbolic link" in line or "animated GIF" in line or "EXIF orientation" in line]
+    media = [line for line in lines if line.startswith(("image: EXIF orientation", "image: animated GIF",
+                                                         "table: image is a symbolic link", "table: a folder on the image"))]
     assert len(media) == 4
     fuzz = [line for line in lines if line.startswith("fuzz ")]
     assert len(fuzz) >= 300 and sum(line.startswith("fuzz store") for line in fuzz) >= 60
