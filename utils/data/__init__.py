@@ -83,7 +83,9 @@ def load(
     """Load dataset ``name`` from ``root`` (default: ``<data dir>/<name>``) as a validated table.
 
     ``on_missing_image``: ``"error"`` (default) raises naming the rows and paths of missing image/audio
-    files; ``"drop"`` drops those rows and logs how many; ``"ignore"`` skips the check.
+    files (or empty ones, or folders); ``"drop"`` drops those rows and logs how many; ``"ignore"`` skips the check.
+    A file that leads outside the dataset folder through a symbolic link is refused (with ``"ignore"``, when
+    the store first fingerprints the files) unless ``allow_absolute_paths``.
     ``positive_class``: for a binary task, the class scored as positive (``spec.classes[1]``); the class
     used is logged either way. ``carve_val``: a table with training rows but no validation rows gets a
     stratified (grouped, where it has groups) 10% of train as validation, with a warning; ``False`` raises.
