@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import tarfile
 import zipfile
 
@@ -150,6 +151,78 @@ def test_media_paths_outside_the_dataset_root_are_refused(tmp_path, bad):
     assert inside.items("image")[1] == str(tmp_path / "img/../img/b.png")
 
 
+
+def _table_with(folder, value, n=9):
+    """records.csv in ``folder`` whose row 5 names ``value`` as its image (the others img/x.png)."""
+    rows = [f"r{i},t,{value if i == 5 else 'img/x.png'},{'ab'[i % 2]},{['train', 'val', 'test'][i % 3]}" for i in range(n)]
+    (folder / "records.csv").write_text("id,text,image,label,split\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_a_symbolic_link_leading_out_of_the_data_folder_is_refused_naming_the_row_and_target(tmp_path):
+    """Issue 20: a link planted in the data folder (the file, or a folder on its way) was followed, so a table
+    could make the framework read and embed any file on the machine; lexical checks of the path cannot see it."""
+    folder = tmp_path / "t"
+    (folder / "img").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(folder / "img/x.png")
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(secret / "s.png")
+    os.symlink(secret / "s.png", folder / "img/link.png")  # the file is a link
+    os.symlink(secret, folder / "linked")  # a folder on the way is a link
+    os.symlink(folder / "img/x.png", folder / "img/inside.png")  # a link that stays inside: fine
+    for value in ("img/link.png", "linked/s.png"):
+        _table_with(folder, value)
+        with pytest.raises(DatasetError, match=rf"outside the dataset root .*symbolic link: row 5 \(id 'r5'\): "
+                                                rf".*{value} -> {secret / 's.png'}.*allow_absolute_paths"):
+            data.load("table", root=folder, split_column="split", id_column="id")
+        ds = data.load("table", root=folder, split_column="split", id_column="id", allow_absolute_paths=True)
+        assert ds.items("image")[5].endswith(value)
+    _table_with(folder, "img/inside.png")
+    ds = data.load("table", root=folder, split_column="split", id_column="id")
+    assert ds.media_stats("image").link[5]
+    # a dataset built by hand (no load) is refused when the store fingerprints it, before anything is embedded
+    _table_with(folder, "img/link.png")
+    raw = data.load("table", root=folder, split_column="split", id_column="id", on_missing_image="ignore")
+    with pytest.raises(DatasetError, match="symbolic link"):
+        raw.fingerprint("image")
+
+
+def test_a_folder_or_an_empty_file_where_an_image_is_expected_is_named_as_such(tmp_path):
+    """A folder was reported as "not found" (misleading: it is there) and a 0-byte file passed the load, to fail
+    later inside the extractor; both are named with what is wrong, and on_missing_image='drop' drops them."""
+    folder = tmp_path / "t"
+    (folder / "img/sub.png").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(folder / "img/x.png")
+    (folder / "img/empty.png").write_bytes(b"")
+    for value, what in (("img/sub.png", "is a folder, not a file"), ("img/empty.png", "is empty (0 bytes)")):
+        _table_with(folder, value)
+        with pytest.raises(DatasetError, match=rf"(?s)1 media file\(s\) not usable \(1 {re.escape(what)}\).*row 5 \(id "
+                                               rf"'r5'\): .*{value} \({re.escape(what)}\)"):
+            data.load("table", root=folder, split_column="split", id_column="id")
+        ds = data.load("table", root=folder, split_column="split", id_column="id", on_missing_image="drop")
+        assert len(ds) == 8 and "r5" not in set(ds.df["id"])
+
+
+def test_an_animated_image_embeds_its_first_frame_and_says_so(tmp_path, caplog):
+    from utils import extractors
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
+    with Image.open(tmp_path / "anim.gif") as im:
+        assert im.n_frames == 3
+        im.convert("RGB").save(tmp_path / "first.png")  # the first frame's pixels, as the GIF stores them
+        im.seek(2)
+        im.convert("RGB").save(tmp_path / "last.png")
+    ext = extractors.create("timm:test_vit", pretrained=False)
+    with caplog.at_level(logging.WARNING, logger="utils"):
+        v = ext.encode([str(tmp_path / "first.png"), str(tmp_path / "anim.gif"), str(tmp_path / "last.png")],
+                       show_progress=False)
+    assert np.array_equal(v[1], v[0]) and not np.array_equal(v[1], v[2])
+    assert ext.last_notes == {1: "animated: its first frame is used"}
+    assert "1 animated image(s)" in caplog.text and "first frame" in caplog.text and "anim.gif" in caplog.text
+
 def test_load_allows_absolute_paths_only_when_asked(tmp_path):
     folder = tmp_path / "t"
     (folder / "img").mkdir(parents=True)
@@ -288,6 +361,7 @@ class _Server:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.answer = (200, None)
+        self.script = []  # answers given first, one per request, before ``answer``
         self.seen = []
         outer = self
 
@@ -298,14 +372,14 @@ class _Server:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 outer.seen.append((self.path, self.headers.get("authorization")))
-                status, widths = outer.answer
+                status, widths = outer.script.pop(0) if outer.script else outer.answer
                 if status != 200:
                     payload = {"error": {"message": f"denied; you sent Authorization: {self.headers.get('authorization')}"}}
                 else:
                     widths = widths or [8] * len(body["input"])
                     payload = {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1},
-                               "data": [{"object": "embedding", "index": i, "embedding": [0.5] * w}
-                                        for i, w in enumerate(widths)]}
+                               "data": [{"object": "embedding", "index": i, "embedding": _stub_vector(t, w)}
+                                        for i, (t, w) in enumerate(zip(body["input"], widths))]}
                 raw = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -317,6 +391,12 @@ class _Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+
+def _stub_vector(text, width):
+    """The stub's embedding of ``text``: its first bytes, so different texts get different vectors."""
+    raw = (text.encode() + bytes(width))[:width]
+    return [0.5 + b / 512 for b in raw]
 
 
 @pytest.fixture
@@ -460,3 +540,85 @@ def test_end_to_end_batches_decode_16_bit_images_as_the_extractors_do(tmp_path, 
     white = proc(images=[Image.new("RGB", (32, 32), "white")], return_tensors="pt")["pixel_values"]
     assert np.allclose(batch["pixel_values"].numpy(), want.numpy())
     assert not np.allclose(batch["pixel_values"].numpy(), white.numpy(), atol=0.1)
+
+
+def test_the_api_key_echoed_by_a_server_reaches_no_log_record_result_file_or_traceback(server, tmp_path):
+    """Issue 20: a server that echoes the Authorization header in its error bodies (a 500 retried, then a 400 that
+    stops the job): with every logger at DEBUG, an extraction that succeeds after the retry, heads trained, the
+    results, report and store written, and a failing extraction whose traceback is formatted, the key appears
+    nowhere: not in any log record (message, arguments, exception text), any file written, or the traceback."""
+    import traceback
+
+    from utils import experiment as ex
+    from utils.extractors import ExtractorError
+
+    key = os.environ["OPENAI_API_KEY"]
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            text = record.getMessage() + repr(record.args)
+            if record.exc_info:
+                text += "".join(traceback.format_exception(*record.exc_info))
+            records.append(f"{record.name}: {text}")
+
+    root = logging.getLogger()
+    handler, level = Keep(logging.DEBUG), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        n = 40
+        df = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "text": [f"note {i} {'ab'[i % 2] * 3}" for i in range(n)],
+                           "label": ["a", "b"] * (n // 2), "split": (["train"] * 6 + ["val"] * 2 + ["test"] * 2) * (n // 10)})
+        ds = MultimodalDataset(df, DatasetSpec("secrets", "binary", ["a", "b"], modalities=["text"]))
+        spec = "openai:custom"
+        options = {spec: {"base_url": server.url, "backoff": 0.0, "max_retries": 2, "encoding_format": "float"}}
+        server.script = [(500, None)]  # the first request fails with the key in its body, the retry succeeds
+        emb = ex.extract_embeddings(ds, {"text": spec}, options, embeddings_dir=tmp_path / "emb", show_progress=False)
+        rows = ex.train_heads(ds, emb, ["text_only"], epochs=2, show_progress=False)
+        ex.save_results(rows, tmp_path / "results" / "r.json", tmp_path / "results" / "r.csv")
+        ex.report(rows, out_dir=tmp_path / "results", name="secrets", shapley=False, figure_formats=("png",))
+        server.answer = (400, None)
+        with pytest.raises(ExtractorError) as e:
+            ex.extract_embeddings(ds, {"text": spec}, {spec: {**options[spec], "dimensions": 8}},
+                                  embeddings_dir=tmp_path / "emb2", show_progress=False)
+        shown = "".join(traceback.format_exception(e.value)) + repr(e.value)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert sum(1 for _, auth in server.seen if auth == f"Bearer {key}") >= 3  # the key was sent and echoed back
+    assert any("HTTP 500, retrying" in r for r in records)  # the retried failure was logged
+    assert "HTTP 400" in shown and "denied; you sent Authorization: Bearer ***" in shown  # the echo, redacted
+    assert len(records) > 20
+    leaks = [r for r in records if key in r or "VERYSECRET" in r]
+    assert not leaks, leaks[:3]
+    assert "VERYSECRET" not in shown, shown
+    written = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert any(f.suffix == ".json" for f in written) and any(f.suffix == ".npy" for f in written)
+    assert not [f for f in written if b"VERYSECRET" in f.read_bytes()]
+
+
+@pytest.mark.slow
+def test_the_api_key_echoed_by_a_server_is_not_in_an_executed_notebook(server, tmp_path, monkeypatch):
+    """The text-embedding notebook run with the OpenAI family against the echoing server (its first request fails
+    and is retried): neither the executed notebook (every output, logs included) nor its result files hold the
+    key."""
+    import papermill as pm
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("PYTHONPATH", repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    server.script = [(500, None)]
+    spec = "openai:custom"
+    pm.execute_notebook(
+        os.path.join(repo, "generate_text_embeddings.ipynb"), str(tmp_path / "executed.ipynb"), kernel_name="python3",
+        cwd=str(tmp_path), progress_bar=False, log_output=False,
+        parameters={"DATASET_OPTIONS": {"n": 60}, "EXTRACTORS": [spec], "RESULTS_DIR": str(tmp_path / "results"),
+                    "EMBEDDINGS_DIR": str(tmp_path / "embeddings"),
+                    "EXTRACTOR_OPTIONS": {spec: {"base_url": server.url, "backoff": 0.0, "max_retries": 2,
+                                                 "encoding_format": "float"}}})
+    executed = (tmp_path / "executed.ipynb").read_text()
+    assert "HTTP 500, retrying" in executed  # the failure is in the notebook's output, without the key
+    assert sum(1 for _, auth in server.seen if auth and "VERYSECRET" in auth) >= 2
+    written = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert len(written) > 3 and not [f for f in written if b"VERYSECRET" in f.read_bytes()]

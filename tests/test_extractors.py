@@ -40,6 +40,28 @@ def test_hf_tiny_bert_shapes_order_and_empty_text(tiny_bert):
     np.testing.assert_allclose(np.linalg.norm(normed, axis=1), 1.0, atol=1e-5)
 
 
+
+def test_hf_texts_of_every_awkward_kind_embed_without_crashing_the_model(tiny_bert, caplog):
+    """Issue 20: a 100,000-character text crashed a model whose tokenizer was saved without its length limit
+    (512 tokens into 128 position embeddings: a raw RuntimeError); now the position table caps the length.
+    Empty, whitespace-only and NUL-only texts embed as the empty text; emoji-only texts, which the vocabulary
+    cannot spell, embed as [UNK] and are named in a warning."""
+    import logging
+
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(tiny_bert).max_position_embeddings == 128
+    ext = extractors.create(f"hf:{tiny_bert}", pooling="mean")
+    texts = ["the cat", "", "  \t\n ", "the " * 50_000, "the\x00 cat", "\U0001F600\U0001F680\U0001F525", "\x00",
+             "the red dog"]
+    with caplog.at_level(logging.WARNING, logger="utils"):
+        out = ext.encode(texts, batch_size=3, show_progress=False)
+    assert out.shape == (8, 32) and np.isfinite(out).all()
+    assert np.array_equal(out[1], out[2]) and np.array_equal(out[1], out[6])  # nothing to embed: the empty text
+    np.testing.assert_allclose(out[4], out[0], atol=1e-5)  # the NUL byte is dropped, the words kept
+    assert not np.allclose(out[3], out[1])  # the long text is embedded (its first 128 tokens), not blanked
+    assert "1 text(s) hold only tokens its vocabulary does not know ([UNK]), such as row 5" in caplog.text
+
 def test_hf_pooling_modes_differ(tiny_bert):
     texts = ["a small iron block", "the cat"]
     vecs = {p: extractors.create(f"hf:{tiny_bert}", pooling=p).encode(texts, show_progress=False) for p in ("cls", "mean", "last")}
@@ -113,3 +135,21 @@ def test_timm_unknown_model_is_clear():
     ext = extractors.create("timm:not_a_model_xyz", pretrained=False)
     with pytest.raises(ExtractorError, match="unknown model"):
         ext.encode(["x.png"], show_progress=False)
+
+
+def test_nul_bytes_are_dropped_from_texts_before_any_family_sees_them():
+    """A NUL byte ends a C string: llama.cpp or a server could read "ab\\x00cd" as "ab". Every text family gets the
+    text without them (the dataset counts a NUL-only text as blank, so heads use the stand-in for it)."""
+    from utils.extractors.base import Extractor
+
+    seen = []
+
+    class Echo(Extractor):
+        family, modality = "echo", "text"
+
+        def _encode(self, items, batch_size, device, show_progress, on_error):
+            seen.extend(items)
+            return np.zeros((len(items), 2), np.float32)
+
+    Echo("m").encode(["ab\x00cd", "\x00", "plain", None], show_progress=False)
+    assert seen == ["abcd", "", "plain", None]

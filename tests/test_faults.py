@@ -1,7 +1,8 @@
 """The reliability probe (benchmarks/faults.py) as a test: kill -9 at ten named points and at 20 random
 moments, concurrent jobs, damaged files (and 300 seeded random damages of tables and stores), a full disk,
-bad images / tables / settings, a fake OpenAI server, hostile archives. Every case must end identical,
-repaired, refused with a clear error or loaded with the change reported; none silently wrong (about 3 min)."""
+bad images / tables / media paths / settings, awkward texts through every offline text family, training edge
+cases, a fake OpenAI server, hostile archives. Every case must end identical, repaired, refused with a clear
+error or loaded with the change reported; none silently wrong (about 2 min)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,18 @@ def test_fault_probe_finds_nothing_silently_wrong(tmp_path):
     bad = [line for line in lines if ": WRONG" in line or ": UNCLEAR" in line]
     assert out.returncode == 0 and not bad, "\n".join(bad) + out.stderr[-3000:]
     assert int(totals["silently_wrong"]) == 0 and int(totals["unclear_errors"]) == 0
-    assert int(totals["cases_tried"]) >= 370
+    assert int(totals["cases_tried"]) >= 420
     assert int(totals["loaded_with_the_change_reported"]) >= 80  # the fuzzed tables: loaded, every change said
     assert int(totals["repaired"]) >= 15 and int(totals["identical_after_resume_or_correct"]) >= 20
     kills = [line for line in lines if line.startswith("kill -9 at")]
     assert len(kills) >= 8 and all(": identical" in line for line in kills)
+    texts = [line for line in lines if line.startswith("text: ")]
+    assert len(texts) >= 30 and sum(": identical" in line for line in texts) >= 20  # 5 families x 6 kinds
+    training = [line for line in lines if line.startswith("training: ")]
+    assert len(training) == 5
+    media = [line for line in lines if line.startswith(("image: EXIF orientation", "image: animated GIF",
+                                                         "table: image is a symbolic link", "table: a folder on the image"))]
+    assert len(media) == 4
     fuzz = [line for line in lines if line.startswith("fuzz ")]
     assert len(fuzz) >= 300 and sum(line.startswith("fuzz store") for line in fuzz) >= 60
     # the random kills: most must land while a job runs (a kill after the end tests nothing)

@@ -252,3 +252,68 @@ def test_a_table_with_no_records_is_a_clear_error(tmp_path, content):
     (tmp_path / "records.csv").write_text(content)
     with pytest.raises(DatasetError, match=r"records\.csv (has no records|is empty)"):
         data.load("table", root=tmp_path)
+
+
+# ------------------------------------------------------------------------ release variants (DATASETS.md)
+def _drop_ham_dataset_column(root):
+    import csv
+    import io
+
+    path = root / "HAM10000_metadata.csv"
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    assert "dataset" in rows[0]
+    k = rows[0].index("dataset")
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([c for j, c in enumerate(r) if j != k] if r else r for r in rows)
+    path.write_text(out.getvalue())
+
+
+def _drop_fakeddit_index(root):
+    for f in root.glob("multimodal_*.tsv"):
+        lines = f.read_text().split("\n")
+        assert lines[0].startswith("\t")  # the published files start with an unnamed index column
+        f.write_text("\n".join(line.split("\t", 1)[1] if "\t" in line else line for line in lines))
+
+
+def _musti_as_jsonl(root):
+    df = pd.read_csv(root / "pairs.csv", dtype=str, keep_default_na=False)
+    (root / "pairs.csv").unlink()
+    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in df.to_dict("records")))
+
+
+def _mimic_decompressed(root):
+    for f in root.glob("*.csv.gz"):
+        (root / f.name[:-3]).write_bytes(gzip.decompress(f.read_bytes()))
+        f.unlink()
+
+
+def _coco_2017_names(root):
+    import re
+
+    renamed = 0
+    for f in list((root / "images").rglob("COCO_*.jpg")):
+        f.rename(f.with_name(re.search(r"_(\d{12})\.jpg$", f.name).group(1) + ".jpg"))
+        renamed += 1
+    assert renamed
+
+
+@pytest.mark.parametrize("name,variant", [
+    ("ham10000", _drop_ham_dataset_column),  # "some releases add `dataset`": the ones without it
+    ("fakeddit", _drop_fakeddit_index),  # "first column may be an unnamed index": files without it
+    ("musti", _musti_as_jsonl),  # "exact layout unverified: a CSV / JSON of pairs"
+    ("mimic_cxr", _mimic_decompressed),  # the .csv.gz files unpacked by the user
+    ("coco_qa", _coco_2017_names),  # MS-COCO 2017 names its images %012d.jpg, 2014 COCO_<split>2014_%012d.jpg
+])
+def test_each_release_variant_in_datasets_md_loads_the_same_rows(name, variant, tmp_path):
+    """The other layouts a dataset is published or kept in (shared/DATASETS.md) give the same records."""
+    fx = fd.build(name, tmp_path / name)
+
+    def rows():
+        ds = data.load(name, root=fx.root, **fx.options)
+        return ds.df[["id", "text", "label", "split"]].astype(str).sort_values("id").reset_index(drop=True)
+
+    before = rows()
+    variant(fx.root)
+    after = rows()
+    assert len(after) == len(before) > 0
+    pd.testing.assert_frame_equal(after, before)

@@ -244,3 +244,80 @@ def test_identical_predictions_get_a_zero_width_interval_note_not_silent_certain
     assert note.startswith("zero-width interval for macro_f1, roc_auc") and "too small" not in note
     assert interval_note(y, spec, {"macro_f1_ci_low": 0.4, "macro_f1_ci_high": 0.6}) is None
     assert "'b' 2" in interval_note(np.array([0] * 40 + [1] * 2), spec, {})
+
+
+# --------------------------------------------------------------------------- training edge cases (issue 20)
+def _edge_embeddings(ds, text, image=None):
+    from utils import experiment as ex
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(len(ds), 4)).astype(np.float32) if image is None else image
+    return ex.Embeddings({"text": text, "image": image}, {"text": "t", "image": "i"}, ids=ds.df["id"])
+
+
+def test_identical_embeddings_are_warned_and_every_row_is_marked_a_constant_guess(caplog):
+    """Every vector the same: a head can only guess; the rows used to give AUC 0.500 [0.500, 0.500] and a
+    temperature at the edge of its search with nothing saying why."""
+    from utils import experiment as ex
+
+    ds = _tiny_ds(["a", "b"] * 50, (["train"] * 6 + ["val"] * 2 + ["test"] * 2) * 10)
+    emb = _edge_embeddings(ds, np.ones((100, 6), np.float32), np.full((100, 4), 0.5, np.float32))
+    with caplog.at_level(logging.WARNING, logger="utils"):
+        rows = ex.train_heads(ds, emb, ["text_only", "early_fusion"], epochs=3, show_progress=False)
+    assert "the text and image vectors are identical in every training row" in caplog.text
+    assert all("every test row the same probabilities" in r["interval_note"] for r in rows)
+    rep = ex.report(rows, shapley=False, figures=False)
+    assert rep.intervals["note"].str.contains("constant guess").all()
+    assert any("edge of its search" in n for n in rep.notes)
+
+
+def test_one_validation_row_per_class_is_warned_and_no_temperature_is_fitted_on_it(caplog):
+    """Three validation rows (one per class) decided early stopping and fitted a temperature that made test
+    calibration worse (ECE 0.24 -> 0.41) without a word."""
+    from utils import experiment as ex
+
+    labels = ["a", "b", "c"] * 30
+    ds = _tiny_ds(labels, ["train"] * 75 + ["val"] * 3 + ["test"] * 12)
+    y = ds.labels()
+    text = (np.random.default_rng(0).normal(size=(90, 6)) + 2 * np.eye(3, 6)[y]).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="utils"):
+        rows = ex.train_heads(ds, _edge_embeddings(ds, text), ["text_only"], epochs=3, show_progress=False)
+    assert "validation split holds few rows of some classes ('a' 1, 'b' 1, 'c' 1; fewer than 5)" in caplog.text
+    rep = ex.report(rows, shapley=False, figures=False)
+    assert rep.calibration[["temperature", "ece_after", "brier_after"]].isna().all().all()
+    assert rep.calibration["ece"].notna().all()
+    assert any("temperature scaling not fitted" in n and "1 row(s)" in n for n in rep.notes)
+
+
+def test_a_head_predicting_one_class_for_every_test_row_is_marked():
+    """1% positives: a head that never predicts the positive class scores accuracy 0.99, which is the share of
+    negatives, not skill; the row says so."""
+    from utils.data import DatasetSpec
+    from utils.experiment.rows import interval_note
+
+    spec = DatasetSpec("rare", "binary", ["neg", "pos"])
+    y = np.array([0] * 190 + [1] * 10)
+    proba = np.linspace(0.05, 0.45, 200)  # varies, but never reaches 0.5
+    note = interval_note(y, spec, {}, proba)
+    assert note.startswith("predicts 'neg' for every test row: its accuracy is that class's share")
+    assert "same probabilities" not in note and "too small" not in note
+    assert interval_note(y, spec, {}, np.where(y == 1, 0.9, 0.1)) is None
+    multi = DatasetSpec("m", "multiclass", ["a", "b", "c"])
+    assert "predicts 'c'" in interval_note(np.repeat([0, 1, 2], 10), multi, {}, np.tile([0.2, 0.3, 0.5], (30, 1)) +
+                                           np.linspace(0, 0.01, 30)[:, None])
+
+
+def test_multilabel_rows_without_a_label_are_scored_as_negatives_for_every_class():
+    """A multilabel row may carry no label at all (no finding): it counts as a negative of every class in F1 and
+    AUC and as right in subset accuracy only when nothing is predicted, as sklearn scores it by hand."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from utils.metrics import classification_metrics
+
+    y = np.array([[1, 0], [0, 1], [0, 0], [0, 0], [1, 1], [0, 0]])
+    proba = np.array([[0.9, 0.2], [0.4, 0.8], [0.1, 0.1], [0.7, 0.2], [0.6, 0.3], [0.2, 0.6]])
+    m = classification_metrics(y, proba, "multilabel", ["a", "b"])
+    pred = (proba >= 0.5).astype(int)
+    assert m["accuracy"] == pytest.approx(3 / 6)  # rows 0, 1 and 2 match exactly (2: empty, predicted empty)
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["roc_auc"] == pytest.approx(np.mean([roc_auc_score(y[:, c], proba[:, c]) for c in range(2)]))

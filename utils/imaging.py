@@ -6,7 +6,7 @@ batch sources all use it: a 16-bit X-ray must not embed one way and train anothe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -76,16 +76,25 @@ def upright(im) -> "PIL.Image.Image":  # noqa: F821
         return im
 
 
-def load_rgb(path: Any) -> "PIL.Image.Image":  # noqa: F821
+def load_rgb(path: Any, notes: Optional[List[str]] = None) -> "PIL.Image.Image":  # noqa: F821
     """Open an image file as 8-bit RGB (see :func:`to_rgb`). Raises Pillow's errors for unreadable files;
-    a decompression-bomb refusal says how to allow a trusted huge image."""
+    a decompression-bomb refusal says how to allow a trusted huge image. An animated file (GIF, WebP, APNG) gives
+    its first frame; with ``notes`` (a list) that is said there ("animated: its first frame is used")."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            animated = bool(getattr(im, "is_animated", False))  # looks for a second frame, then returns to the first
+            if animated:
+                im.seek(0)
             im.load()
+            if animated and notes is not None:
+                notes.append(ANIMATED_NOTE)
             return to_rgb(im)
     except Image.DecompressionBombError as e:
         raise Image.DecompressionBombError(
             f"{e} If the file is trusted, raise the limit: PIL.Image.MAX_IMAGE_PIXELS = <pixels> (None: no limit)."
         ) from None
+
+
+ANIMATED_NOTE = "animated: its first frame is used"

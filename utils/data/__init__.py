@@ -127,7 +127,9 @@ def load(
 
     ``name`` may be a :class:`DatasetRequest` (checked when it was made, and not again), with no other argument.
     ``on_missing_image``: ``"error"`` (default) raises naming the rows and paths of missing image/audio
-    files; ``"drop"`` drops those rows and logs how many; ``"ignore"`` skips the check.
+    files (or empty ones, or folders); ``"drop"`` drops those rows and logs how many; ``"ignore"`` skips the check.
+    A file that leads outside the dataset folder through a symbolic link is refused (with ``"ignore"``, when
+    the store first fingerprints the files) unless ``allow_absolute_paths``.
     ``positive_class``: for a binary task, the class scored as positive (``spec.classes[1]``); the class
     used is logged either way. ``carve_val``: a table with training rows but no validation rows gets a
     stratified (grouped, where it has groups) 10% of train as validation, with a warning; ``False`` raises.
@@ -295,16 +297,22 @@ def check_media(ds: MultimodalDataset, on_missing: str = "error", media_check: O
         return ds
     bad_rows: List[int] = []
     bad_paths: List[str] = []
+    problems: List[str] = []
     for modality in ds.spec.modalities:
         if modality == "text":
             continue
-        stats = ds.media_stats(modality)
+        stats = ds.media_stats(modality)  # refuses files leading outside the root through a symbolic link
         for row in np.flatnonzero(stats.missing).tolist():
             if row not in bad_rows:
                 bad_rows.append(row)
-                bad_paths.append(str(stats.paths[row]))
+                problem = stats.problem(row)
+                problems.append(problem)
+                bad_paths.append(str(stats.paths[row]) + ("" if problem == "not found" else f" ({problem})"))
     if not bad_rows:
         return ds
+    kinds = {k: problems.count(k) for k in dict.fromkeys(problems)}
+    what = ("not found" if list(kinds) == ["not found"] else "not usable (" + ", ".join(f"{n} {k}" for k, n in kinds.items())
+            + ")")
     shown = "\n".join(
         f"  row {r} (id {ds.df['id'].iloc[r]!r}): {p}" for r, p in list(zip(bad_rows, bad_paths))[:10]
     )
@@ -316,17 +324,18 @@ def check_media(ds: MultimodalDataset, on_missing: str = "error", media_check: O
         left = ds.df["split"].iloc[keep].value_counts() if len(keep) else {}
         emptied = [s for s in ("train", "val", "test") if (ds.df["split"] == s).any() and not left.get(s, 0)]
         if not len(keep) or emptied:
-            what = "no rows at all" if not len(keep) else f"no {' / '.join(emptied)} rows"
+            left_over = "no rows at all" if not len(keep) else f"no {' / '.join(emptied)} rows"
             raise DatasetError(
-                f"dataset {ds.spec.key!r}: on_missing_image='drop' would leave {what}: {len(bad_rows)} of {len(ds)} "
-                f"media file(s) not found; {where}:\n{shown}{more}")
-        log.warning("%s: dropped %d row(s) whose image/audio file is missing", ds.spec.key, len(bad_rows))
+                f"dataset {ds.spec.key!r}: on_missing_image='drop' would leave {left_over}: {len(bad_rows)} of {len(ds)} "
+                f"media file(s) {what}; {where}:\n{shown}{more}")
+        log.warning("%s: dropped %d row(s) whose image/audio file is missing, empty or a folder", ds.spec.key,
+                    len(bad_rows))
         out = ds.take(keep)
         out.dropped_missing = len(bad_rows)  # type: ignore[attr-defined]
         return out
     raise DatasetError(
-        f"dataset {ds.spec.key!r}: {len(bad_rows)} media file(s) not found; {where}:\n{shown}{more}\n"
-        "Check the dataset root / download, or pass on_missing_image='drop' to skip these rows."
+        f"dataset {ds.spec.key!r}: {len(bad_rows)} media file(s) {what}; {where}:\n"
+        f"{shown}{more}\nCheck the dataset root / download, or pass on_missing_image='drop' to skip these rows."
     )
 
 

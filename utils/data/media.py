@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 CHECKS = ("auto", "full", "folders")
 FULL_CHECK_MAX_FILES = 100_000  # "auto" stats every file up to this many (about 0.3 s on a local disk)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: folders told from missing files, symbolic links marked
+FOLDER = -2  # MediaStats.size of a path that is a folder, not a file
 STAT_THREADS = 16  # parallel stats: on network disks each one waits on the network, not the CPU
 
 
@@ -50,17 +51,26 @@ class MediaStats:
     content: Optional[List[str]] = None  # XXH3-128 of each file's bytes ("" when missing), for fingerprint="content"
     checked: str = ""  # how the last check was done ("full", "folders", "cached")
     change: Optional[np.ndarray] = None  # int64 [N, 2]: inode change time and inode (a rewrite with its time set back)
+    link: Optional[np.ndarray] = None  # bool [N]: the path is a symbolic link (see links_outside)
 
     @property
     def missing(self) -> np.ndarray:
-        return self.size < 0
+        """Rows without a readable file: no file, a folder, or an empty (0-byte) file."""
+        return self.size <= 0
+
+    def problem(self, row: int) -> str:
+        """What is wrong with ``row``'s file in words ("" when nothing is)."""
+        size = int(self.size[row])
+        return ("" if size > 0 else "is empty (0 bytes)" if size == 0 else "is a folder, not a file" if size == FOLDER
+                else "not found")
 
     def subset(self, rows: np.ndarray) -> "MediaStats":
         """The same facts for ``rows`` (positions) only."""
         rows = np.asarray(rows, dtype=np.int64)
         return MediaStats([self.paths[i] for i in rows.tolist()], self.size[rows], self.mtime_ns[rows],
                           None if self.content is None else [self.content[i] for i in rows.tolist()], self.checked,
-                          None if self.change is None else self.change[rows])
+                          None if self.change is None else self.change[rows],
+                          None if self.link is None else self.link[rows])
 
 
 def cache_dir(embeddings: Optional[str] = None) -> Path:
@@ -80,26 +90,34 @@ def table_key(root: Optional[str], modality: str, values: Sequence[Optional[str]
 
 
 def stat_files(paths: Sequence[Optional[str]], threads: int = STAT_THREADS) -> tuple:
-    """``(size, mtime_ns, change)`` int64 arrays for ``paths`` (-1 where missing or not a regular file);
-    ``change`` is ``[N, 2]``: inode change time (ns) and inode number."""
+    """``(size, mtime_ns, change, link)`` for ``paths``: int64 arrays, ``size`` -1 where missing and ``FOLDER``
+    where the path is a folder (both with time -1); ``change`` is ``[N, 2]``: inode change time (ns) and inode
+    number; ``link`` (bool) marks paths that are themselves symbolic links (their target's facts are given)."""
     n = len(paths)
     size = np.full(n, -1, dtype=np.int64)
     mtime = np.full(n, -1, dtype=np.int64)
     change = np.full((n, 2), -1, dtype=np.int64)
+    link = np.zeros(n, dtype=bool)
 
     def work(lo: int, hi: int) -> None:
-        st = os.stat
+        lst, st = os.lstat, os.stat
         for i in range(lo, hi):
             p = paths[i]
             if p is None:
                 continue
             try:
-                s = st(p)
+                s = lst(p)  # the same cost as stat; a link costs one more call
+                if s.st_mode & 0o170000 == 0o120000:
+                    link[i] = True
+                    s = st(p)
             except (OSError, ValueError):
                 continue
-            if s.st_mode & 0o170000 == 0o100000:  # a regular file (a folder is "missing")
+            kind = s.st_mode & 0o170000
+            if kind == 0o100000:  # a regular file
                 size[i], mtime[i] = s.st_size, s.st_mtime_ns
                 change[i, 0], change[i, 1] = s.st_ctime_ns, s.st_ino & 0x7FFFFFFFFFFFFFFF
+            elif kind == 0o040000:
+                size[i] = FOLDER
 
     chunk = 4096
     if n <= 4 * chunk or threads <= 1:
@@ -107,7 +125,38 @@ def stat_files(paths: Sequence[Optional[str]], threads: int = STAT_THREADS) -> t
     else:
         with ThreadPoolExecutor(threads) as ex:
             list(ex.map(lambda lo: work(lo, min(n, lo + chunk)), range(0, n, chunk)))
-    return size, mtime, change
+    return size, mtime, change, link
+
+
+def links_outside(paths: Sequence[Optional[str]], link: np.ndarray, root: str) -> List[int]:
+    """Rows whose file leads outside ``root`` through a symbolic link: the file itself is a link (``link``, from
+    :func:`stat_files`) or a folder between the root and the file is one, resolving outside the root. Each folder
+    is checked once (an ``lstat``), so the cost grows with the folders, not the files."""
+    base = os.path.realpath(root)
+    inside = base.rstrip(os.sep) + os.sep
+    top = os.path.abspath(root).rstrip(os.sep)
+    verdict: Dict[str, bool] = {}
+
+    def folder_ok(d: str) -> bool:
+        got = verdict.get(d)
+        if got is None:
+            if d == top or not d.startswith(top + os.sep):
+                got = True  # the root itself (already resolved by load) or a path not under it (refused elsewhere)
+            else:
+                got = folder_ok(os.path.dirname(d))
+                if got and os.path.islink(d):
+                    real = os.path.realpath(d)
+                    got = real == base or real.startswith(inside)
+            verdict[d] = got
+        return got
+
+    bad = []
+    for i, p in enumerate(paths):
+        if p is None:
+            continue
+        if not folder_ok(p[: p.rfind(os.sep)]) or link[i] and not os.path.realpath(p).startswith(inside):
+            bad.append(i)
+    return bad
 
 
 def folder_times(folders: Sequence[str]) -> np.ndarray:
@@ -160,21 +209,22 @@ def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", c
         cached = None
     parents = [None if p is None else p[: p.rfind(os.sep)] for p in paths]
     dirs = sorted({d for d in parents if d is not None})
-    if cached is not None and "change" not in cached:
+    if cached is not None and ("change" not in cached or "link" not in cached):
         cached = None
     if cached is not None and mode == "folders":
         size, mtime, change = cached["size"].copy(), cached["mtime_ns"].copy(), cached["change"].copy()
+        link = cached["link"].copy()
         old_dirs = dict(zip(cached["dirs"].tolist(), cached["dir_mtime_ns"].tolist()))
         now_dirs = folder_times(dirs)
         changed = {d for d, t in zip(dirs, now_dirs.tolist()) if old_dirs.get(d) != t}
         if changed:
             rows = [i for i, d in enumerate(parents) if d is not None and d in changed]
-            s, m, c = stat_files([paths[i] for i in rows])
-            size[rows], mtime[rows], change[rows] = s, m, c
+            s, m, c, k = stat_files([paths[i] for i in rows])
+            size[rows], mtime[rows], change[rows], link[rows] = s, m, c, k
         how = f"folders ({len(dirs)} checked, {len(changed)} changed)"
     else:
         now_dirs = folder_times(dirs)
-        size, mtime, change = stat_files(paths)
+        size, mtime, change, link = stat_files(paths)
         how = "full"
     hashes: Optional[List[str]] = None
     if content:
@@ -196,14 +246,14 @@ def media_stats(paths: Sequence[Optional[str]], key: str, check: str = "auto", c
             else:
                 hashes.append("")
     unchanged = (cached is not None and np.array_equal(cached["size"], size) and np.array_equal(cached["mtime_ns"], mtime)
-                 and np.array_equal(cached["change"], change)
+                 and np.array_equal(cached["change"], change) and np.array_equal(cached["link"], link)
                  and (not content or ("content" in cached and [h.decode() for h in cached["content"].tolist()] == hashes))
                  and cached["dirs"].tolist() == dirs and np.array_equal(cached["dir_mtime_ns"], now_dirs))
     if use_cache and not unchanged:
-        arrays = dict(size=size, mtime_ns=mtime, change=change, dirs=np.asarray(dirs, dtype=str) if dirs else np.zeros(0, "<U1"),
+        arrays = dict(size=size, mtime_ns=mtime, change=change, link=link, dirs=np.asarray(dirs, dtype=str) if dirs else np.zeros(0, "<U1"),
                       dir_mtime_ns=now_dirs, written=np.asarray(json.dumps({"time": time.time()})))
         if hashes is not None:
             arrays["content"] = np.asarray(hashes, dtype="S32")  # hex digests as bytes: a quarter of "<U32"
         _save_cache(file, **arrays)
     log.debug("media of %d rows checked (%s) in %.2f s", n, how, time.perf_counter() - t0)
-    return MediaStats(paths, size, mtime, hashes, how if cached is not None else "full (first time)", change)
+    return MediaStats(paths, size, mtime, hashes, how if cached is not None else "full (first time)", change, link)

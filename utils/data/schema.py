@@ -131,12 +131,16 @@ class MultimodalDataset:
         return self.df[col].tolist()
 
     def empty(self, modality: str) -> np.ndarray:
-        """``[N]`` bool: rows with nothing to embed in ``modality``: a missing or blank text, no media path.
+        """``[N]`` bool: rows with nothing to embed in ``modality``: a missing or blank text (whitespace or NUL bytes
+        only), no media path.
 
         Heads treat such a row's vector as missing (the modality's training mean stands in for it, in training,
         scoring and prediction alike); a media file that exists but cannot be read shows up in the store instead."""
         values = pd.Series(self._column(modality), dtype=object)
-        return (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+        text = values.astype(str)
+        if modality == "text" and text.str.contains("\x00", regex=False).any():
+            text = text.str.replace("\x00", "", regex=False)  # NUL bytes alone are no text (tokenizers drop them)
+        return (values.isna() | (text.str.strip() == "")).to_numpy()
 
     def items(self, modality: str) -> List[Any]:
         """Inputs of one modality in table order: texts (missing -> "") or absolute file paths (missing -> None).
@@ -173,8 +177,29 @@ class MultimodalDataset:
             values = [None if m else v for v, m in zip(col.astype(str).tolist(), col.isna().tolist())]
             key = table_key(os.path.abspath(self.spec.root) if self.spec.root else None, modality, values)
             got = media_stats(self.items(modality), key, self.media_check, content=content, embeddings=self.embeddings_dir)
+            self.refuse_escaping_links(modality, got)
             self._media[(modality, content)] = got
         return got
+
+    def refuse_escaping_links(self, modality: str, stats: Any) -> None:
+        """Raise :class:`DatasetError` naming the rows whose file leads outside ``spec.root`` through a symbolic
+        link (the file, or a folder on its way, links elsewhere), unless ``spec.absolute_paths``: a table, or a
+        link planted in the data folder, must not make the framework read files outside it."""
+        from .media import links_outside
+
+        if not self.spec.root or self.spec.absolute_paths or stats.link is None:
+            return
+        bad = links_outside(stats.paths, stats.link, self.spec.root)
+        if bad:
+            col = _MODALITY_COLUMN[modality]
+            shown = "; ".join(f"row {r} (id {self.df['id'].iloc[r]!r}): {stats.paths[r]} -> {os.path.realpath(stats.paths[r])}"
+                              for r in bad[:5])
+            more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+            raise DatasetError(
+                f"dataset {self.spec.key!r}: {len(bad)} {col} file(s) lead outside the dataset root {self.spec.root} "
+                f"through a symbolic link: {shown}{more}. Copy the files into the root, or pass "
+                "allow_absolute_paths=True to utils.data.load (spec.absolute_paths=True) if the link is meant to "
+                "point elsewhere.")
 
     def fingerprint(self, modality: str, mode: str = "stat") -> str:
         """Hash of the ids and the inputs of one modality: texts; for files their path (as in the table), size

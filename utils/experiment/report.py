@@ -315,7 +315,7 @@ def report(rows: TrainedHeads, out_dir: Optional[PathLike] = None, name: Optiona
     seconds["tables"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    calibration, reliability = calibration_tables(rows, by_model, y_test, y_val, task, cfg)
+    calibration, reliability = calibration_tables(rows, by_model, y_test, y_val, task, cfg, notes)
     seconds["calibration"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -465,8 +465,24 @@ def shapley_tables(rows, by_model, plan, cols: Columns, point, samples, cfg: Rep
     return pd.DataFrame(lines), pd.DataFrame(subsets)
 
 
-def calibration_tables(rows, by_model, y_test, y_val, task: str, cfg: ReportConfig) -> Tuple[pd.DataFrame, pd.DataFrame]:
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search range of the fitted temperature
+
+
+def calibration_tables(rows, by_model, y_test, y_val, task: str, cfg: ReportConfig,
+                       notes: Optional[List[str]] = None) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    from .steps import MIN_VAL_CLASS_ROWS
+
+    notes = notes if notes is not None else []
     lines, bins = [], []
+    y_v = np.asarray(y_val)
+    n_classes = max(2, int(np.max(y_test)) + 1 if len(y_test) else 0, int(np.max(y_v)) + 1 if len(y_v) else 0)
+    per_class = y_v.sum(axis=0) if y_v.ndim == 2 else np.bincount(y_v.astype(int), minlength=n_classes)
+    fit_ok = cfg.temperature_scaling and len(y_v) and int(np.min(per_class)) >= MIN_VAL_CLASS_ROWS
+    if cfg.temperature_scaling and not fit_ok:
+        notes.append(f"temperature scaling not fitted: the validation split holds {int(np.min(per_class)) if len(y_v) else 0} "
+                     f"row(s) of its smallest class (fewer than {MIN_VAL_CLASS_ROWS}), and a temperature fitted on so few "
+                     "is noise; ECE and Brier after scaling are left empty")
+    at_bound = []
     for model, idx in by_model.items():
         per_seed = []
         before_p, after_p = [], []
@@ -474,11 +490,15 @@ def calibration_tables(rows, by_model, y_test, y_val, task: str, cfg: ReportConf
             out = rows.outputs[i]
             rec = {"ece": ece(y_test, out.test_proba, task, cfg.n_bins), "brier": brier(y_test, out.test_proba, task)}
             before_p.append(out.test_proba)
-            if cfg.temperature_scaling and len(out.val_logits):
-                T = fit_temperature(out.val_logits, y_val, task)
+            if fit_ok and len(out.val_logits):
+                T = fit_temperature(out.val_logits, y_val, task, TEMPERATURE_BOUNDS)
                 scaled = apply_temperature(out.test_logits, T, task)
                 rec.update(temperature=T, ece_after=ece(y_test, scaled, task, cfg.n_bins), brier_after=brier(y_test, scaled, task))
                 after_p.append(scaled)
+                if not TEMPERATURE_BOUNDS[0] * 1.01 < T < TEMPERATURE_BOUNDS[1] * 0.99 and model not in at_bound:
+                    at_bound.append(model)
+            elif cfg.temperature_scaling:
+                rec.update(temperature=math.nan, ece_after=math.nan, brier_after=math.nan)
             per_seed.append(rec)
         line = {"model": model, **{k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}}
         lines.append(line)
@@ -497,6 +517,9 @@ def calibration_tables(rows, by_model, y_test, y_val, task: str, cfg: ReportConf
             b.insert(0, "model", model)
             b["ece"] = ece(y_all, p_all, task, cfg.n_bins)
             bins.append(b)
+    if at_bound:
+        notes.append(f"the temperature of {', '.join(at_bound)} reached the edge of its search {TEMPERATURE_BOUNDS}: the "
+                     "validation logits hardly vary with the labels, so the scaled scores are near a constant guess")
     return pd.DataFrame(lines), pd.concat(bins, ignore_index=True) if bins else pd.DataFrame()
 
 

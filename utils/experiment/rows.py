@@ -32,10 +32,13 @@ CI_METHOD = f"95% stratified bootstrap, {N_RESAMPLES} resamples, percentile, see
 MIN_CLASS_ROWS = 10  # fewer test rows of a class (or, binary, of either outcome) and an interval means little
 
 
-def interval_note(y_true: Any, spec: Any, row: Mapping[str, Any]) -> Optional[str]:
-    """Why the row's intervals should not be read as they stand, or None: a test split with fewer than
+def interval_note(y_true: Any, spec: Any, row: Mapping[str, Any], proba: Any = None) -> Optional[str]:
+    """Why the row's scores and intervals should not be read as they stand, or None: a test split with fewer than
     ``MIN_CLASS_ROWS`` rows of some class (a binary split with 2 positives scores AUC 1.000 [1.000, 1.000] by
-    luck), or a zero-width interval (every resample scored the same: identical predictions, not certainty)."""
+    luck), a zero-width interval (every resample scored the same: identical predictions, not certainty), and,
+    given the test probabilities ``proba``, a head that gives every test row the same probabilities (a constant
+    guess: its inputs did not vary, or it learnt nothing from them) or predicts one class for every row of a
+    test split that holds several (its accuracy is that class's share)."""
     import numpy as np
 
     y = np.asarray(y_true)
@@ -46,6 +49,16 @@ def interval_note(y_true: Any, spec: Any, row: Mapping[str, Any]) -> Optional[st
         counts = {names[c]: int((y == c).sum()) for c in range(len(names))}
     small = {c: n for c, n in counts.items() if n < MIN_CLASS_ROWS}
     notes = []
+    if proba is not None and len(y):
+        p = np.asarray(proba, dtype=np.float64).reshape(len(y), -1)
+        if float(np.ptp(p, axis=0).max()) < 1e-6:
+            notes.append("the head gives every test row the same probabilities: its scores are those of a constant "
+                         "guess (its inputs did not vary, or it learnt nothing from them)")
+        elif y.ndim == 1 and len(np.unique(y)) > 1:
+            pred = p.argmax(axis=1) if p.shape[1] > 1 else (p[:, 0] >= 0.5).astype(int)
+            if len(np.unique(pred)) == 1:
+                notes.append(f"predicts {names[int(pred[0])]!r} for every test row: its accuracy is that class's "
+                             "share, not skill")
     if small:
         shown = ", ".join(f"{c!r} {n}" for c, n in list(small.items())[:4])
         notes.append(f"test split too small for the intervals to mean much (test rows per class: {shown}; "
@@ -120,7 +133,7 @@ def result_row(
         row.update(train_s_per_epoch=seconds, train_s=seconds, epochs_run=1, best_epoch=1, history=[])
     row.update(bootstrap_intervals(y_true, proba, spec.task), ci_method=CI_METHOD,
                ece=ece(y_true, proba, spec.task), brier=brier(y_true, proba, spec.task))
-    note = interval_note(y_true, spec, row)
+    note = interval_note(y_true, spec, row, proba)
     row["interval_note"] = note
     if note:
         log.warning("%s, %s seed %s: %s", spec.key, model, seed, note)

@@ -262,6 +262,8 @@ def train_heads(
     require_rows(ds, parts)
     y = ds.labels()
     warn_untrained_classes(ds, y, parts)
+    warn_small_validation(ds, y, parts)
+    warn_constant_vectors(ds, embeddings.vectors, used, parts["train"])
     vectors, stand_ins, imputed = with_stand_ins(ds, embeddings.vectors, used, parts["train"],
                                                  embedded_here=embedded_from_records(embeddings))
     recipe = HeadRecipe(ds, vectors, parts, y, configs, head_config, standardize, dict(embeddings.sources), stand_ins)
@@ -347,6 +349,40 @@ def warn_untrained_classes(ds: MultimodalDataset, y: np.ndarray, parts: Mapping[
                     "their test rows are scored as errors (move some of their rows to train, or drop the class)",
                     ds.spec.key, names)
     return names
+
+
+MIN_VAL_CLASS_ROWS = 5  # fewer validation rows of a class and early stopping / selection / temperature are noise
+
+
+def warn_small_validation(ds: MultimodalDataset, y: np.ndarray, parts: Mapping[str, np.ndarray]) -> Dict[str, int]:
+    """Warn about (and return) classes with fewer than ``MIN_VAL_CLASS_ROWS`` validation rows: early stopping,
+    the head picked as best on validation and a fitted temperature then rest on a handful of rows."""
+    val = y[parts["val"]]
+    counts = val.sum(axis=0) if y.ndim == 2 else np.bincount(val, minlength=len(ds.spec.classes))
+    small = {ds.spec.classes[c]: int(n) for c, n in enumerate(np.asarray(counts).tolist()) if n < MIN_VAL_CLASS_ROWS}
+    if small:
+        shown = ", ".join(f"{c!r} {n}" for c, n in list(small.items())[:6])
+        log.warning("%s: the validation split holds few rows of some classes (%s; fewer than %d): early stopping and "
+                    "the choice of the best head rest on them and are close to chance; give validation more rows "
+                    "(carve_val, or a larger val share)", ds.spec.key, shown, MIN_VAL_CLASS_ROWS)
+    return small
+
+
+def warn_constant_vectors(ds: MultimodalDataset, vectors: Mapping[str, np.ndarray], modalities: Sequence[str],
+                          train_rows: np.ndarray) -> List[str]:
+    """Warn about (and return) modalities whose vectors are the same in every training row: nothing in them can
+    tell the classes apart, so a head reading only them learns the class shares (a model that failed to load
+    weights, inputs that are all blank, or one vector copied to every row)."""
+    constant = []
+    for m in modalities:
+        x = np.asarray(vectors[m])[train_rows]  # usable rows: every vector finite
+        if len(x) > 1 and float(np.ptp(x, axis=0).max()) == 0.0:
+            constant.append(m)
+    if constant:
+        log.warning("%s: the %s vectors are identical in every training row: a head reading only them can learn "
+                    "nothing but the class shares (check the extraction: blank inputs, a model without weights, one "
+                    "vector copied to every row)", ds.spec.key, " and ".join(constant))
+    return constant
 
 
 def require_rows(ds: MultimodalDataset, parts: Mapping[str, np.ndarray]) -> None:

@@ -162,8 +162,8 @@ class Extractor(ABC):
     ) -> np.ndarray:
         """Embed ``items`` (texts, or image/audio paths) into float32 ``[N, D]``, in input order.
 
-        ``normalize`` L2-normalises each row. ``on_error="skip"`` turns an unreadable file into a row of
-        NaN and records ``row -> reason`` in ``self.last_failures`` instead of raising.
+        ``normalize`` L2-normalises each row; NUL bytes are dropped from texts. ``on_error="skip"`` turns an
+        unreadable file into a row of NaN and records ``row -> reason`` in ``self.last_failures`` instead of raising.
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -171,6 +171,8 @@ class Extractor(ABC):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.last_failures = {}
         items = list(items)
+        if self.modality == "text":  # a NUL byte is no text (a C tokenizer would stop at it): dropped for every family
+            items = [t.replace("\x00", "") if isinstance(t, str) and "\x00" in t else t for t in items]
         if not items:
             dim = self.dim if self.dim is not None else 0
             return np.zeros((0, dim), dtype=np.float32)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -36,7 +36,8 @@ def looks_convolutional(model) -> bool:
 # ------------------------------------------------------------------------------------------ decoding
 # ------------------------------------------------------------------------------------------ images
 class ImageFiles:
-    """A map-style dataset of image paths -> (tensor [3, H, W], index, error message or "")."""
+    """A map-style dataset of image paths -> (tensor [3, H, W], index, error message or "", note or "").
+    A note says something the caller should pass on (an animated image whose first frame was used)."""
 
     def __init__(self, paths: Sequence[Any], transform: Callable, fallback_shape: Tuple[int, ...]):
         self.paths, self.transform, self.fallback_shape = list(paths), transform, tuple(fallback_shape)
@@ -51,9 +52,10 @@ class ImageFiles:
         try:
             if path is None or (isinstance(path, float) and np.isnan(path)):
                 raise FileNotFoundError("no file path in this row")
-            return self.transform(load_rgb(path)), i, ""
+            notes: List[str] = []
+            return self.transform(load_rgb(path, notes)), i, "", "; ".join(notes)
         except Exception as e:  # noqa: BLE001 -- reported per row to the caller
-            return torch.zeros(self.fallback_shape), i, f"{type(e).__name__}: {e}"
+            return torch.zeros(self.fallback_shape), i, f"{type(e).__name__}: {e}", ""
 
 
 def loader_workers(num_workers: Union[int, str], n_items: int, batch_size: int, cuda: bool = False) -> int:
@@ -83,6 +85,7 @@ class ImageExtractor(Extractor):
     _input_shape: Tuple[int, ...] = (3, 224, 224)
     _forward: Optional[Callable] = None
     _channels_last: bool = False
+    last_notes: Dict[int, str]  # row -> note of the last encode() (an animated image: its first frame was used)
 
     def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
         import torch
@@ -97,6 +100,8 @@ class ImageExtractor(Extractor):
                             prefetch_factor=4 if workers else None)
         out: Optional[np.ndarray] = None
         pending: List[Tuple[Any, Any]] = []  # (indices, features still on the device)
+        noted: Dict[int, str] = {}  # row -> what the decoder said about it (animated: first frame used)
+        self.last_notes = noted
 
         def flush() -> None:
             nonlocal out
@@ -108,9 +113,11 @@ class ImageExtractor(Extractor):
             pending.clear()
 
         with torch.inference_mode():
-            for x, idx, errors in progress(loader, total=len(loader), desc=f"embed images ({self.model_id})",
-                                           enabled=show_progress, unit="batch"):
-                for i, err in zip(idx.tolist(), errors):
+            for x, idx, errors, notes in progress(loader, total=len(loader), desc=f"embed images ({self.model_id})",
+                                                  enabled=show_progress, unit="batch"):
+                for i, err, note in zip(idx.tolist(), errors, notes):
+                    if note:
+                        noted[i] = note
                     if err:
                         if on_error == "raise":
                             raise MediaError(i, items[i], err)
@@ -126,4 +133,8 @@ class ImageExtractor(Extractor):
             flush()
         if out is None:
             raise ExtractorError(f"{self.id}: no batches were produced")
+        if noted:
+            first = min(noted)
+            log.warning("%s: %d animated image(s) (GIF / WebP / APNG): the first frame of each was embedded (row %d: "
+                        "%s)", self.id, len(noted), first, items[first])
         return out

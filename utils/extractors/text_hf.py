@@ -115,6 +115,7 @@ class HFTextExtractor(Extractor):
         self._tokenizer = None
         self._pooling: Optional[str] = None
         self._precision = "fp32"
+        self._positions: Optional[int] = None  # the longest input the model's position embeddings take
 
     # ------------------------------------------------------------------------------------ loading
     def _load(self, dev) -> None:
@@ -140,6 +141,7 @@ class HFTextExtractor(Extractor):
         self._tokenizer = tokenizer
         hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
         self.dim = int(hidden) if hidden else None
+        self._positions = position_limit(self._model, config)
 
     def _resolve_pooling(self, path: str, config, hub_kw: dict) -> str:
         pooling = self.options["pooling"]
@@ -164,11 +166,20 @@ class HFTextExtractor(Extractor):
         model_max = getattr(tok, "model_max_length", None)
         if isinstance(model_max, int) and 0 < model_max < 100_000:
             max_len = min(max_len, model_max)
+        if self._positions:  # a tokenizer saved without its limit must not overrun the position embeddings
+            max_len = min(max_len, self._positions)
         out: Optional[np.ndarray] = None
         batches = length_sorted_batches([len(t) for t in texts], batch_size)
+        unk, unknown = getattr(tok, "unk_token_id", None), []
         with torch.inference_mode():
             for idx in progress(batches, desc=f"embed text ({self.model_id})", enabled=show_progress, unit="batch"):
-                enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+                enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt",
+                          return_special_tokens_mask=True)
+                special = enc.pop("special_tokens_mask")
+                if unk is not None:  # texts the vocabulary cannot spell (only emoji, another script): said below
+                    real = enc["attention_mask"].bool() & ~special.bool()
+                    only = real.any(1) & ((enc["input_ids"] == unk) | ~real).all(1)
+                    unknown += [idx[j] for j in only.nonzero().flatten().tolist()]
                 enc = {k: v.to(self._device, non_blocking=True) for k, v in enc.items()}
                 with autocast(self._device, self._precision):
                     hidden = model(**enc).last_hidden_state  # [B, T, H]
@@ -177,10 +188,26 @@ class HFTextExtractor(Extractor):
                     out = np.empty((len(texts), vec.shape[1]), dtype=np.float32)
                 out[idx] = vec
         assert out is not None
+        if unknown:
+            first = min(unknown)
+            log.warning("%s: %d text(s) hold only tokens its vocabulary does not know (%s), such as row %d (%r): they "
+                        "embed alike whatever they say", self.id, len(unknown), tok.unk_token, first, texts[first][:40])
         return out
 
     def describe(self) -> str:
         return f"{self.id} (pooling={self._pooling or self.options['pooling']})"
+
+
+def position_limit(model, config) -> Optional[int]:
+    """The most tokens ``model`` takes: ``max_position_embeddings`` less the positions a padding offset uses
+    (RoBERTa-style embeddings number positions from ``padding_idx + 1``: 514 positions hold 512 tokens);
+    None when the config gives no limit."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or n <= 0:
+        return None
+    table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    offset = getattr(table, "padding_idx", None)
+    return n - (int(offset) + 1) if isinstance(offset, int) and offset >= 0 and n > offset + 1 else n
 
 
 def pool(hidden, mask, how: str):
