@@ -8,7 +8,7 @@ from .cells import COLAB_CELL, COMMON_COMMENTS, code, md, parameters_cell
 
 COMMENTS = {
     **COMMON_COMMENTS,
-    "POSITIVE_CLASS": "binary tasks: the class scored as positive (None: the loader's default, logged)",
+    "POSITIVE_CLASS": "binary tasks: the class scored as positive (None: DATASET_OPTIONS' positive_class, else the loader's default, logged)",
     "TEXT_EXTRACTOR": "alias or family:model_id (utils.extractors.names()); 'bge-base' is BAAI/bge-base-en-v1.5",
     "IMAGE_EXTRACTOR": "alias or family:model_id; 'dinov2-base' is facebook/dinov2-base (the original's choice)",
     "AUDIO_EXTRACTOR": "None, or e.g. 'clap:laion/clap-htsat-unfused' (datasets with audio)",
@@ -103,7 +103,8 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
             "    embed_batch_size=EMBED_BATCH_SIZE, device=DEVICE))"
         ),
         md("## Load the dataset\nThe table contract: `id, text, image_path, label, split` (see `utils/data/schema.py`)."),
-        code("ds = ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, positive_class=POSITIVE_CLASS, **DATASET_OPTIONS)\nds.df.head()"),
+        code("options = {**DATASET_OPTIONS, **({\"positive_class\": POSITIVE_CLASS} if POSITIVE_CLASS is not None else {})}\n"
+             "ds = ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, **options)\nds.df.head()"),
         md("## Extract embeddings\nCached in the embedding store: a second run reuses them, a killed run resumes."),
         code(
             "extractors = {m: spec for m, spec in {\"text\": TEXT_EXTRACTOR, \"image\": IMAGE_EXTRACTOR, \"audio\": AUDIO_EXTRACTOR}.items()\n"
