@@ -148,6 +148,12 @@ def test_a_dataframe_and_in_memory_images_load_like_the_csv(tmp_path, monkeypatc
             return mem
 
     assert len(data.load("table", df=FakeHFDataset(), root=media, **OPTS)) == 40
+    # a datasets Image column built from local files holds {"bytes": None, "path": ...}: read as that path (it
+    # was taken for a file named "{'bytes': None, 'path': ...}" and every image was "not found")
+    by_reference = frame.copy()
+    by_reference["file"] = [{"bytes": None, "path": p} for p in frame["file"]]
+    from_ref = data.load("table", df=by_reference, name="study", **OPTS)
+    assert from_ref.df[cols].equals(from_csv.df[cols]) and list(from_ref.df["image_path"]) == list(from_df.df["image_path"])
     mixed = mem.copy()
     mixed.loc[0, "file"] = "imgs/0.png"
     with pytest.raises(DatasetError, match="mixes file paths and in-memory images"):
