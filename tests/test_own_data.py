@@ -459,3 +459,42 @@ def test_vectors_passed_without_their_ids_are_refused_not_used_by_position():
         Embeddings({"text": np.zeros((3, 4), np.float32)})
     with pytest.raises(ValueError, match=r"id 'a' appears 2 times"):
         Embeddings({"text": np.zeros((3, 4), np.float32)}, ids=["a", "a", "b"])
+
+
+def test_in_a_notebook_info_goes_to_stdout_warnings_to_stderr_and_bars_are_plain_text(capsys, monkeypatch):
+    """Issue 19: INFO lines showed on stderr (red in Jupyter, as errors), tqdm warned 'IProgress not found' and
+    papermill kept a widget bar's first state ('0%'). In a notebook: INFO on stdout, warnings on stderr, the
+    package's bars plain text on stdout."""
+    import logging
+    import warnings
+
+    from tqdm.std import tqdm as text_bar
+
+    from utils import runtime
+    from utils.experiment import setup_logging
+
+    logger = logging.getLogger("utils")
+    before = (logger.level, list(logger.handlers))
+    try:
+        setup_logging("INFO", notebook=True)
+        logging.getLogger("utils.embed").info("reusing cached vectors")
+        logging.getLogger("utils.embed").warning("a class has no training rows")
+        out, err = capsys.readouterr()
+        assert re.search(r"^INFO \w+: reusing cached vectors$", out, re.M) and "reusing" not in err
+        assert "WARNING utils.embed: a class has no training rows" in err and "no training rows" not in out
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.warn("IProgress not found. Please update jupyter and ipywidgets.", UserWarning)
+            warnings.warn("another warning", UserWarning)
+        assert [str(w.message) for w in seen] == ["another warning"]  # tqdm.auto's fallback warning is silenced
+    finally:
+        logger.setLevel(before[0])
+        for h in list(logger.handlers):
+            if h not in before[1]:
+                logger.removeHandler(h)
+    monkeypatch.setattr(runtime, "in_notebook", lambda: True)
+    bar = runtime.progress_bar(range(3), total=3, desc="embed")
+    assert type(bar) is text_bar and bar.fp is not None
+    list(bar)
+    bar.close()
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1].lstrip("\r").startswith("embed: 100%")  # the final state, on stdout
