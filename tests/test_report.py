@@ -197,7 +197,7 @@ def test_reliability_panels_one_per_model_with_adaptive_bins_and_intervals(rep):
     assert [t[0] for t in titles] == ["early fusion", "late fusion", "text only", "image only"]
     # every panel names its ECE (over the seeds' pooled predictions) before -> after temperature scaling
     r = rep.reliability[rep.reliability.model == "text_only"].groupby("stage", sort=False)["ece"].first()
-    assert titles[2][1] == f"ECE {r['before']:.3f} -> {r['after temperature scaling']:.3f}"
+    assert titles[2][1] == f"ECE {r['before']:.3f} → {r['after temperature scaling']:.3f}"
     b = rep.reliability[(rep.reliability.model == "text_only") & (rep.reliability.stage == "before")]
     n_test = rep.n_test
     assert len(b) == min(15, max(4, 2 * n_test // 25))  # 2 seeds x n_test predictions, about 25 per bin
@@ -235,3 +235,13 @@ def test_tidy_tables_show_each_value_with_its_interval_in_one_cell(trained, rep)
     shown = ex.tidy_table(ex.results_table(trained[2]))
     assert shown["n_test"].dtype.kind == "i" and shown["n_params"].dtype.kind == "i"
     assert all(len(f"{v}".split(".")[1]) <= 3 for v in shown["macro_f1"])  # 3 decimals, as the CLI prints
+
+
+def test_figure_titles_name_the_dataset_not_its_cache_key(trained, rep):
+    """Issue 19: every report figure was titled with the cache key (a table's carries a path hash:
+    'table-records-55b4a676'); a figure for a paper names the dataset."""
+    assert rep.dataset == "planted-s0" and rep.name == "planted"  # the JSON keeps the key
+    for key, fig in rep.figures.items():
+        titles = [fig._suptitle.get_text() if fig._suptitle else ""] + [ax.get_title() for ax in fig.axes]
+        assert any("planted (test n=" in t or "planted, test n=" in t for t in titles), (key, titles)
+        assert not any("planted-s0" in t for t in titles), (key, titles)

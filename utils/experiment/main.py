@@ -198,9 +198,8 @@ def main_job(config: Optional[MainJobConfig] = None, **options: Any) -> MainJob:
         save_results(rows, folder / f"{name}.json")
         figure = {"figure_formats": list(cfg.figure_formats), "figure_dpi": cfg.figure_dpi}
         done["report"] = report(rows, folder, name, **{**figure, **dict(cfg.report_options)}) if cfg.report else None
-        plot_results(table, folder / f"{name}.png", title=f"{ds.spec.key}: test scores (n={int(table['n_test'].max())})"
-                     if "n_test" in table.columns else ds.spec.key,
-                     subtitle=f"text: {emb.extractors['text']}, image: {emb.extractors['image']}",
+        plot_results(table, folder / f"{name}.png", title=f"{ds.spec.name}: test scores (n={int(table['n_test'].max())})"
+                     if "n_test" in table.columns else ds.spec.name, extractors=emb.extractors,
                      intervals=None if done["report"] is None else done["report"].intervals,
                      dpi=cfg.figure_dpi, formats=cfg.figure_formats)
         done["model"] = None

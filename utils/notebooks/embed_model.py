@@ -141,9 +141,9 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         md("### The results chart\nTest scores per head; the error bars are the report's 95% intervals (without the "
            "report: the spread over seeds). Saved as PNG and PDF (`FIGURE_FORMATS`, `FIGURE_DPI`)."),
         code(
-            "fig = ex.plot_results(table, out_dir / f\"{name}.png\", title=f\"{ds.spec.key}: test scores (n={int(table['n_test'].max())})\",\n"
-            "                      subtitle=\", \".join(f\"{m}: {e}\" for m, e in emb.extractors.items()),\n"
-            "                      intervals=rep.intervals if rep else None, dpi=FIGURE_DPI, formats=FIGURE_FORMATS)"
+            "fig = ex.plot_results(table, out_dir / f\"{name}.png\", title=f\"{ds.spec.name}: test scores (n={int(table['n_test'].max())})\",\n"
+            "                      extractors=emb.extractors, intervals=rep.intervals if rep else None, dpi=FIGURE_DPI,\n"
+            "                      formats=FIGURE_FORMATS)"
         ),
         md("### ROC and precision-recall curves, confusion matrix\nEvery head's curves on the test split (mean "
            "probability over seeds; multiclass: micro-averaged), and the confusion matrix of the head that is best on the "
