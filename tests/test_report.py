@@ -197,7 +197,7 @@ def test_reliability_panels_one_per_model_with_adaptive_bins_and_intervals(rep):
     assert [t[0] for t in titles] == ["early fusion", "late fusion", "text only", "image only"]
     # every panel names its ECE (over the seeds' pooled predictions) before -> after temperature scaling
     r = rep.reliability[rep.reliability.model == "text_only"].groupby("stage", sort=False)["ece"].first()
-    assert titles[2][1] == f"ECE {r['before']:.3f} -> {r['after temperature scaling']:.3f}"
+    assert titles[2][1] == f"ECE {r['before']:.3f} → {r['after temperature scaling']:.3f}"
     b = rep.reliability[(rep.reliability.model == "text_only") & (rep.reliability.stage == "before")]
     n_test = rep.n_test
     assert len(b) == min(15, max(4, 2 * n_test // 25))  # 2 seeds x n_test predictions, about 25 per bin
@@ -218,3 +218,30 @@ def test_the_results_chart_draws_the_reports_intervals_with_readable_labels(trai
     segs = bars[0].lines[2][0].get_segments()
     assert np.allclose([segs[1][0][1], segs[1][1][1]], [iv.macro_f1_ci_low, iv.macro_f1_ci_high], atol=1e-6)
     assert (tmp_path / "r.png").exists() and (tmp_path / "r.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_tidy_tables_show_each_value_with_its_interval_in_one_cell(trained, rep):
+    """Issue 19: notebooks showed the raw tables (0.904409, n_test 450.0, a 21-column interval table) where the
+    CLI prints 0.904 [0.876, 0.929]; the tidy forms are what notebooks display now."""
+    import re
+
+    iv = rep.tidy()["intervals"].set_index("model")
+    raw = rep.intervals.set_index("model")
+    cell = iv.loc["text_only", "macro_f1 [95% CI]"]
+    r = raw.loc["text_only"]
+    assert cell == f"{r.macro_f1:.3f} [{r.macro_f1_ci_low:.3f}, {r.macro_f1_ci_high:.3f}]"
+    assert len(iv.columns) <= 8 and all(re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", c) for c in iv["accuracy [95% CI]"])
+    assert re.fullmatch(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", rep.tidy()["paired"]["difference [CI]"].iloc[0])
+    shown = ex.tidy_table(ex.results_table(trained[2]))
+    assert shown["n_test"].dtype.kind == "i" and shown["n_params"].dtype.kind == "i"
+    assert all(len(f"{v}".split(".")[1]) <= 3 for v in shown["macro_f1"])  # 3 decimals, as the CLI prints
+
+
+def test_figure_titles_name_the_dataset_not_its_cache_key(trained, rep):
+    """Issue 19: every report figure was titled with the cache key (a table's carries a path hash:
+    'table-records-55b4a676'); a figure for a paper names the dataset."""
+    assert rep.dataset == "planted-s0" and rep.name == "planted"  # the JSON keeps the key
+    for key, fig in rep.figures.items():
+        titles = [fig._suptitle.get_text() if fig._suptitle else ""] + [ax.get_title() for ax in fig.axes]
+        assert any("planted (test n=" in t or "planted, test n=" in t for t in titles), (key, titles)
+        assert not any("planted-s0" in t for t in titles), (key, titles)

@@ -100,7 +100,7 @@ class Embeddings:
                                  f"give one row per id ([{n}, D])")
         if n and len(np.unique(self.ids)) != n:
             u, counts = np.unique(self.ids, return_counts=True)
-            raise ValueError(f"Embeddings: id {u[counts > 1][0]!r} appears {int(counts.max())} times; ids must be unique")
+            raise ValueError(f"Embeddings: id {str(u[counts > 1][0])!r} appears {int(counts.max())} times; ids must be unique")
         for m in self.vectors:
             self.extractors.setdefault(m, m)
 

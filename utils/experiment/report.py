@@ -111,6 +111,7 @@ class Report:
     curves: Dict[str, Any] = field(default_factory=dict)  # y_test, classes, proba (model -> mean over seeds), best
     seconds: Dict[str, float] = field(default_factory=dict)  # time per section
     paths: Dict[str, str] = field(default_factory=dict)  # what save() wrote
+    name: str = ""  # the dataset's own name, for figure titles (``dataset`` is its cache key, which may carry a hash)
 
     TABLES = ("intervals", "paired", "calibration", "reliability", "subgroups", "subgroup_gaps", "missing", "shapley",
               "shapley_subsets")
@@ -323,7 +324,7 @@ def report(rows: TrainedHeads, out_dir: Optional[PathLike] = None, name: Optiona
     seconds["subgroups"] = time.perf_counter() - t0
 
     rep = Report(spec.key, task, len(y_test), seeds, cfg, intervals, paired, calibration, reliability, subgroups, gaps,
-                 missing, shapley, shapley_subsets, notes, seconds=seconds,
+                 missing, shapley, shapley_subsets, notes, seconds=seconds, name=spec.name,
                  curves=test_curves(rows, by_model, y_test, y_val, task, list(spec.classes)))
     if cfg.figures:
         t0 = time.perf_counter()
@@ -583,7 +584,8 @@ def draw_figures(rep: Report) -> Dict[str, Any]:
     from .. import viz
 
     figs: Dict[str, Any] = {}
-    title = f"{rep.dataset} (test n={rep.n_test}, {rep.seeds} seed{'s' if rep.seeds != 1 else ''})"
+    shown = rep.name or rep.dataset
+    title = f"{shown} (test n={rep.n_test}, {rep.seeds} seed{'s' if rep.seeds != 1 else ''})"
     curves = rep.curves
     if curves.get("proba"):
         y = curves["y_test"]
@@ -597,7 +599,7 @@ def draw_figures(rep: Report) -> Dict[str, Any]:
             pred = (p.reshape(-1) >= 0.5).astype(int) if rep.task == "binary" else p.argmax(axis=1)
             figs["confusion"] = viz.prediction_confusion(
                 [classes[int(i)] for i in y], [classes[int(i)] for i in pred], classes,
-                title=f"{viz.label(best)} (best on validation)\n{rep.dataset}, test n={rep.n_test}")
+                title=f"{viz.label(best)} (best on validation)\n{shown}, test n={rep.n_test}")
     if not rep.reliability.empty:
         figs["reliability"] = viz.reliability_diagram(rep.reliability, title=f"Reliability: {title}")
     if not rep.subgroups.empty:
@@ -605,5 +607,5 @@ def draw_figures(rep: Report) -> Dict[str, Any]:
     if not rep.missing.empty:
         figs["missing"] = viz.missing_modality_plot(rep.missing, title=f"A modality missing at test time: {title}")
     if not rep.shapley.empty:
-        figs["shapley"] = viz.shapley_plot(rep.shapley, title=f"What each modality adds (Shapley values of test macro-F1): {title}")
+        figs["shapley"] = viz.shapley_plot(rep.shapley, title=f"What each modality adds: {title}")
     return {k: viz.detach(f) for k, f in figs.items()}  # shown where a notebook displays them, not all at once

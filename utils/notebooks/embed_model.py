@@ -8,7 +8,7 @@ from .cells import COLAB_CELL, COMMON_COMMENTS, code, md, parameters_cell
 
 COMMENTS = {
     **COMMON_COMMENTS,
-    "POSITIVE_CLASS": "binary tasks: the class scored as positive (None: the loader's default, logged)",
+    "POSITIVE_CLASS": "binary tasks: the class scored as positive (None: DATASET_OPTIONS' positive_class, else the loader's default, logged)",
     "TEXT_EXTRACTOR": "alias or family:model_id (utils.extractors.names()); 'bge-base' is BAAI/bge-base-en-v1.5",
     "IMAGE_EXTRACTOR": "alias or family:model_id; 'dinov2-base' is facebook/dinov2-base (the original's choice)",
     "AUDIO_EXTRACTOR": "None, or e.g. 'clap:laion/clap-htsat-unfused' (datasets with audio)",
@@ -97,7 +97,7 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
            "what the steps below run with (the dataset request, the extractors, the configs), so none is checked twice."),
         code(
             "plan = ex.check_job(ex.MainJobConfig(\n"
-            "    dataset=DATASET, data_dir=DATA_DIR, dataset_options={**DATASET_OPTIONS, \"positive_class\": POSITIVE_CLASS},\n"
+            "    dataset=DATASET, data_dir=DATA_DIR, dataset_options={**DATASET_OPTIONS, **({\"positive_class\": POSITIVE_CLASS} if POSITIVE_CLASS is not None else {})},\n"
             "    text_extractor=TEXT_EXTRACTOR, image_extractor=IMAGE_EXTRACTOR, audio_extractor=AUDIO_EXTRACTOR,\n"
             "    extractor_options=EXTRACTOR_OPTIONS, embeddings_dir=EMBEDDINGS_DIR, embed_batch_size=EMBED_BATCH_SIZE,\n"
             "    models=FUSION, epochs=EPOCHS, batch_size=BATCH_SIZE, seeds=list(range(SEED, SEED + N_SEEDS)), device=DEVICE,\n"
@@ -135,9 +135,9 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         md("### The results chart\nTest scores per head; the error bars are the report's 95% intervals (without the "
            "report: the spread over seeds). Saved as PNG and PDF (`FIGURE_FORMATS`, `FIGURE_DPI`)."),
         code(
-            "fig = ex.plot_results(table, out_dir / f\"{name}.png\", title=f\"{ds.spec.key}: test scores (n={int(table['n_test'].max())})\",\n"
-            "                      subtitle=\", \".join(f\"{m}: {e}\" for m, e in emb.extractors.items()),\n"
-            "                      intervals=rep.intervals if rep else None, dpi=FIGURE_DPI, formats=FIGURE_FORMATS)"
+            "fig = ex.plot_results(table, out_dir / f\"{name}.png\", title=f\"{ds.spec.name}: test scores (n={int(table['n_test'].max())})\",\n"
+            "                      extractors=emb.extractors, intervals=rep.intervals if rep else None, dpi=FIGURE_DPI,\n"
+            "                      formats=FIGURE_FORMATS)"
         ),
         md("### ROC and precision-recall curves, confusion matrix\nEvery head's curves on the test split (mean "
            "probability over seeds; multiclass: micro-averaged), and the confusion matrix of the head that is best on the "

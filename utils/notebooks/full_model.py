@@ -8,7 +8,7 @@ from .cells import COLAB_CELL, COMMON_COMMENTS, code, md, parameters_cell
 
 COMMENTS = {
     **COMMON_COMMENTS,
-    "POSITIVE_CLASS": "binary tasks: the class scored as positive (None: the loader's default, logged)",
+    "POSITIVE_CLASS": "binary tasks: the class scored as positive (None: DATASET_OPTIONS' positive_class, else the loader's default, logged)",
     "TEXT_MODEL": "BERT backbone: hub id or local (fine-tuned) folder",
     "IMAGE_MODEL": "ViT backbone: hub id or local folder",
     "FULL_MODELS": "bert_vit_<early|late>_<frozen|finetune|lastN>",
@@ -92,7 +92,8 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         ),
         code(parameters_cell(params, COMMENTS), tags=["parameters"]),
         md("## Load the dataset"),
-        code("ds = ex.load_dataset(DATASET, DATA_DIR, positive_class=POSITIVE_CLASS, **DATASET_OPTIONS)\n"
+        code("options = {**DATASET_OPTIONS, **({\"positive_class\": POSITIVE_CLASS} if POSITIVE_CLASS is not None else {})}\n"
+             "ds = ex.load_dataset(DATASET, DATA_DIR, **options)\n"
              "seeds = list(range(SEED, SEED + N_SEEDS))\nds"),
         md("## BERT + ViT end to end\nEach backbone with its own preprocessing (tokenizer, image processor)."),
         code(
