@@ -85,6 +85,35 @@ def full_model(ctx) -> Params:
     return p
 
 
+def guided_model(ctx) -> Params:
+    """notebooks/guided_model_<dataset>: both guided models on the tiny BERT with two tiny image branches, 2 seeds."""
+    dataset = ctx["name"].removeprefix("guided_model_")
+    branches = ["timm:test_vit", "timm:test_resnet"]
+    p: Params = {
+        "TEXT_MODEL": str(ctx["tiny_bert"]),
+        "IMAGE_EXTRACTORS": branches,
+        "TEXT_EXTRACTOR": f"hf:{ctx['tiny_bert']}",
+        "IMAGE_EXTRACTOR": "timm:test_vit",
+        "EXTRACTOR_OPTIONS": {b: {"pretrained": False} for b in branches},
+        "FUSION": ["early_fusion", "logreg"],
+        "EPOCHS": 1,
+        "GATED_EPOCHS": 3,
+        "HEAD_EPOCHS": 3,
+        "MAX_LENGTH": 32,
+        "HIDDEN": 16,
+        "N_SEEDS": 2,
+        "RESULTS_JSON": str(ctx["results_json"]),
+        "RESULTS_DIR": str(ctx["tmp"] / "results"),
+        "EMBEDDINGS_DIR": str(ctx["tmp"] / "embeddings"),
+    }
+    extra = dataset_ci(dataset, ctx)
+    extra.pop("FUSION", None)
+    extra.pop("AUDIO_EXTRACTOR", None)
+    extra.pop("TEXT_EXTRACTOR", None)
+    p.update(extra)
+    return p
+
+
 # dataset -> extra CI parameters (fixture folders, small sizes)
 DATASET_CI: Dict[str, Any] = {
     "synthetic": {"DATASET_OPTIONS": {"n": 160}},
@@ -154,6 +183,7 @@ RULES: Dict[str, Callable[[Dict[str, Any]], Params]] = {
     "get_datasets.ipynb": get_datasets,
     "generate_*_embeddings.ipynb": generate_embeddings,
     "notebooks/full_model_*.ipynb": full_model,
+    "notebooks/guided_model_*.ipynb": guided_model,
     "Alignment/alignment_*.ipynb": alignment,
     "Alignment/unified_space.ipynb": unified_space,
     "Alignment/retrieval.ipynb": retrieval,
@@ -168,6 +198,7 @@ EXPECTED_REPORTS: Dict[str, str] = {
 EXPECTED_MODELS: Dict[str, list] = {
     "notebooks/embed_model_*.ipynb": ["early_fusion", "late_fusion", "text_only", "image_only"],
     "notebooks/full_model_*.ipynb": ["bert_vit_early_frozen", "bert_vit_late_finetune", "bert_clip_late", "early_fusion", "logreg"],
+    "notebooks/guided_model_*.ipynb": ["guided_tsf", "guided_gated", "early_fusion", "logreg"],
     "Alignment/alignment_*.ipynb": ["early_fusion", "late_fusion"],
     "Alignment/unified_space.ipynb": ["early_fusion", "late_fusion", "early_fusion+unified", "late_fusion+unified"],
 }
