@@ -54,6 +54,7 @@ SINGLE_NOTEBOOKS: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
     "generate_text_embeddings.ipynb": lambda: generate.notebook_cells("text"),
     "generate_image_embeddings.ipynb": lambda: generate.notebook_cells("image"),
     "Alignment/unified_space.ipynb": alignment.unified_space_cells,
+    "Alignment/unified_space_esc50.ipynb": alignment.unified_space_esc50_cells,
     "Alignment/retrieval.ipynb": alignment.retrieval_cells,
     "notebooks/predict.ipynb": predict.cells,
 }
