@@ -11,7 +11,7 @@ features. Text encoder: the tests' tiny random BERT (2 layers, 32 wide), built h
 Each model at the settings its test uses (TSF: 10 epochs, batch 32, lr 3e-3; gated: 30 epochs, batch 32,
 lr 1e-2, hidden 64), no early stopping, test split.
 
-    python benchmarks/guided_variants.py              # ~3 minutes on 2 CPU cores
+    python benchmarks/guided_variants.py              # a few minutes on 2 CPU cores
 
 Prints ``<model>_noise<x>_macro_f1: mean`` (and the per-seed values) lines.
 """
