@@ -624,6 +624,9 @@ def build_esc50(root: Path) -> Fixture:
     for _, cat in cats:
         for j in range(2):
             _image(root / "class_images" / cat / f"{j}.png", 100 + j)
+        for j in range(3):  # the seed's layout: a folder of texts per class (class_texts="class_text_folders")
+            (root / "class_text_folders" / cat).mkdir(parents=True, exist_ok=True)
+            (root / "class_text_folders" / cat / f"{j}.txt").write_text(f"text {j} about the sound of {cat}\n")
     exp = pd.DataFrame(rows)
     exp["image_path"] = [f"class_images/{c}/{k % 2}.png" for c, k in zip(exp["label"], exp.groupby("label").cumcount())]
     return Fixture(root, exp, {"class_texts": "class_texts.csv", "class_images": "class_images"},

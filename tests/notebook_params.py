@@ -85,6 +85,35 @@ def full_model(ctx) -> Params:
     return p
 
 
+def guided_model(ctx) -> Params:
+    """notebooks/guided_model_<dataset>: both guided models on the tiny BERT with two tiny image branches, 2 seeds."""
+    dataset = ctx["name"].removeprefix("guided_model_")
+    branches = ["timm:test_vit", "timm:test_resnet"]
+    p: Params = {
+        "TEXT_MODEL": str(ctx["tiny_bert"]),
+        "IMAGE_EXTRACTORS": branches,
+        "TEXT_EXTRACTOR": f"hf:{ctx['tiny_bert']}",
+        "IMAGE_EXTRACTOR": "timm:test_vit",
+        "EXTRACTOR_OPTIONS": {b: {"pretrained": False} for b in branches},
+        "FUSION": ["early_fusion", "logreg"],
+        "EPOCHS": 1,
+        "GATED_EPOCHS": 3,
+        "HEAD_EPOCHS": 3,
+        "MAX_LENGTH": 32,
+        "HIDDEN": 16,
+        "N_SEEDS": 2,
+        "RESULTS_JSON": str(ctx["results_json"]),
+        "RESULTS_DIR": str(ctx["tmp"] / "results"),
+        "EMBEDDINGS_DIR": str(ctx["tmp"] / "embeddings"),
+    }
+    extra = dataset_ci(dataset, ctx)
+    extra.pop("FUSION", None)
+    extra.pop("AUDIO_EXTRACTOR", None)
+    extra.pop("TEXT_EXTRACTOR", None)
+    p.update(extra)
+    return p
+
+
 # dataset -> extra CI parameters (fixture folders, small sizes)
 DATASET_CI: Dict[str, Any] = {
     "synthetic": {"DATASET_OPTIONS": {"n": 160}},
@@ -145,6 +174,22 @@ def unified_space(ctx) -> Params:
             "PROJECTION": "pca", "RESULTS_JSON": str(ctx["results_json"])}
 
 
+def unified_space_esc50(ctx) -> Params:
+    """Seed 001's recipe on the ESC-50 fixture (clips merged per class and fold, a text and an image folder per
+    class), its three encoder families (hf, clip, clap) on tiny local models: the code path of the seed's
+    bert-base-uncased, CLIP ViT-L/14 and laion/larger_clap_general."""
+    from . import fixtures_data
+    from .tiny_models import make_clap, make_tiny_clip
+
+    fixtures_data.build("esc50", ctx["tmp"] / "data" / "esc50")
+    return {"DATA_DIR": str(ctx["tmp"] / "data"),
+            "DATASET_OPTIONS": {"class_texts": "class_text_folders", "class_images": "class_images", "merged": "merged"},
+            "TEXT_EXTRACTOR": f"hf:{ctx['tiny_bert']}", "IMAGE_EXTRACTOR": f"clip:{make_tiny_clip(ctx['tmp'] / 'tiny-clip')}",
+            "AUDIO_EXTRACTOR": f"clap:{make_clap(ctx['tmp'] / 'tiny-clap')}", "EMBED_BATCH_SIZE": 8,
+            "EMBEDDINGS_DIR": str(ctx["tmp"] / "embeddings"), "RESULTS_DIR": str(ctx["tmp"] / "results"),
+            "DIM": 16, "UNIFIED_EPOCHS": 10, "EPOCHS": 3, "PROJECTION": "pca", "RESULTS_JSON": str(ctx["results_json"])}
+
+
 def retrieval(ctx) -> Params:  # its rows are retrieval scores, not trained models: RESULTS_JSON is not checked
     return {**_tiny_extractors(ctx), "DATASET_OPTIONS": {"n": 160}, "DIM": 32, "UNIFIED_EPOCHS": 20}
 
@@ -154,8 +199,10 @@ RULES: Dict[str, Callable[[Dict[str, Any]], Params]] = {
     "get_datasets.ipynb": get_datasets,
     "generate_*_embeddings.ipynb": generate_embeddings,
     "notebooks/full_model_*.ipynb": full_model,
+    "notebooks/guided_model_*.ipynb": guided_model,
     "Alignment/alignment_*.ipynb": alignment,
     "Alignment/unified_space.ipynb": unified_space,
+    "Alignment/unified_space_esc50.ipynb": unified_space_esc50,
     "Alignment/retrieval.ipynb": retrieval,
 }
 
@@ -168,8 +215,10 @@ EXPECTED_REPORTS: Dict[str, str] = {
 EXPECTED_MODELS: Dict[str, list] = {
     "notebooks/embed_model_*.ipynb": ["early_fusion", "late_fusion", "text_only", "image_only"],
     "notebooks/full_model_*.ipynb": ["bert_vit_early_frozen", "bert_vit_late_finetune", "bert_clip_late", "early_fusion", "logreg"],
+    "notebooks/guided_model_*.ipynb": ["guided_tsf", "guided_gated", "early_fusion", "logreg"],
     "Alignment/alignment_*.ipynb": ["early_fusion", "late_fusion"],
     "Alignment/unified_space.ipynb": ["early_fusion", "late_fusion", "early_fusion+unified", "late_fusion+unified"],
+    "Alignment/unified_space_esc50.ipynb": ["early_fusion", "audio_only", "early_fusion+unified", "audio_only+unified"],
 }
 
 
@@ -226,13 +275,42 @@ def check_bert_clip_weights(params: Params) -> None:
     import json
     from pathlib import Path
 
-    rows = [r for r in json.loads(Path(params["RESULTS_JSON"]).read_text()) if r["model"] == "bert_clip_late"]
+    every = json.loads(Path(params["RESULTS_JSON"]).read_text())
+    rows = [r for r in every if r["model"] == "bert_clip_late"]
     assert rows and all(r["train_config"]["class_weights"] == "balanced" for r in rows), \
         [r["train_config"].get("class_weights") for r in rows]
+    # issue 21: the notebook's NUM_WORKERS and both learning rates reach the runs (defaults: 2, 2e-5, 1e-3)
+    full = [r for r in every if r["model"].startswith("bert_vit_")]
+    assert full and all((r["train_config"]["num_workers"], r["train_config"]["lr"], r["train_config"]["head_lr"])
+                        == (2, 2e-5, 1e-3) for r in full)
+    assert all((r["train_config"]["num_workers"], r["train_config"]["head_lr"]) == (2, None) for r in rows)
+
+
+def check_focal_as_the_seed(params: Params) -> None:
+    """The guided notebook trains both guided models with the seed's focal loss (gamma 2, alpha 0.3)."""
+    import json
+    from pathlib import Path
+
+    rows = json.loads(Path(params["RESULTS_JSON"]).read_text())
+    for model in ("guided_tsf", "guided_gated"):
+        cfgs = [r["train_config"] for r in rows if r["model"] == model]
+        assert cfgs and all((c["loss"], c["focal_gamma"], c["focal_alpha"]) == ("focal", 2.0, 0.3) for c in cfgs), model
+
+
+def check_planted_third_modality(params: Params) -> None:
+    """The synthetic third modality carries the whole label (a class prototype plus noise 1.0): the fusion heads
+    on the raw vectors, which include it, must find it (chance is 0.25 on the synthetic dataset's 4 classes)."""
+    import json
+    from pathlib import Path
+
+    rows = [r for r in json.loads(Path(params["RESULTS_JSON"]).read_text()) if r["model"] in ("early_fusion", "late_fusion")]
+    assert rows and all(r["macro_f1"] > 0.8 for r in rows), [(r["model"], r["macro_f1"]) for r in rows]
 
 
 # notebook pattern -> f(params) checking what it wrote
 CHECKS: Dict[str, Callable[[Params], None]] = {
     "notebooks/predict.ipynb": check_predictions,
     "notebooks/full_model_*.ipynb": check_bert_clip_weights,
+    "notebooks/guided_model_*.ipynb": check_focal_as_the_seed,
+    "Alignment/unified_space.ipynb": check_planted_third_modality,
 }

@@ -38,3 +38,34 @@ def planted(n: int = 600, classes: int = 3, seed: int = 0, scramble_b: float = 0
     emb = Embeddings({"text": text.astype(np.float32), "image": image.astype(np.float32)},
                      {"text": "planted text (label signal)", "image": "planted image (noise)"}, ids=ds.df["id"])
     return ds, emb
+
+
+COLOURS = ("red", "blue", "green", "yellow")
+FILLERS = ("a", "small", "large", "iron", "silk", "block", "figure", "piece", "on", "the", "shelf", "desk", "window")
+
+
+def congruence(n: int = 400, seed: int = 0, widths=(6, 5), noise: float = 0.5):
+    """``(ds, images)`` for a MUSTI-like binary task: does the text's colour word name the image's colour?
+
+    Each text holds one colour word among filler words (the tiny BERT's vocabulary); each image branch
+    (``image_a``, ``image_b``: ``widths``) is a fixed random prototype of the image's colour plus noise. Half the
+    pairs agree ("yes"); neither modality alone says anything about the label (chance 0.5), together they
+    decide it."""
+    rng = np.random.default_rng(seed)
+    text_colour = rng.integers(len(COLOURS), size=n)
+    yes = rng.random(n) < 0.5
+    image_colour = np.where(yes, text_colour, (text_colour + rng.integers(1, len(COLOURS), size=n)) % len(COLOURS))
+    texts = []
+    for c in text_colour:
+        words = list(rng.choice(FILLERS, size=5))
+        words.insert(int(rng.integers(6)), COLOURS[c])
+        texts.append(" ".join(words))
+    images = {}
+    for name, d in zip(("image_a", "image_b"), widths):
+        protos = rng.normal(0, 1, (len(COLOURS), d)) * 2.0
+        images[name] = (protos[image_colour] + rng.normal(0, noise, (n, d))).astype(np.float32)
+    split = rng.choice(np.array(["train", "val", "test"]), size=n, p=[0.6, 0.2, 0.2])
+    df = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "text": texts, "image_path": None,
+                       "label": np.where(yes, "yes", "no"), "split": split})
+    spec = DatasetSpec(name="congruence", task="binary", classes=["no", "yes"], variant=f"s{seed}")
+    return MultimodalDataset(df, spec), images

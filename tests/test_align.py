@@ -152,12 +152,14 @@ def test_align_embeddings_fits_on_train_only_and_keeps_missing_rows_missing():
     before = gap_table(ds, base)
     assert list(gt["split"]) == ["train", "val", "test"]
     assert gt["gap"].iloc[0] < 0.4 * before["gap"].iloc[0]  # re-normalising leaves a little
-    rows = compare_alignments(ds, emb, ["shift"], heads=["early_fusion"], epochs=2, batch_size=32, device="cpu")
+    rows = compare_alignments(ds, emb, ["shift"], heads=["early_fusion"], epochs=20, batch_size=32, device="cpu")
     assert [r["alignment"] for r in rows] == ["raw (unnormalised)", "none (normalised, pca)", "shift(lambda=1, pca)"]
     assert [r["method"] for r in rows] == ["raw", "none", "shift"]
     assert rows[2]["gap_train_after"] < 0.4 * rows[2]["gap_train_before"]
     assert rows[1]["gap_train_after"] == pytest.approx(rows[1]["gap_train_before"])  # the control does not align
-    assert 0.0 <= rows[2]["accuracy"] <= 1.0
+    # was: 0 <= accuracy <= 1. Both modalities carry the class (prototypes + small noise): every head finds it,
+    # before and after the shift (chance is 0.25)
+    assert all(r["accuracy"] > 0.9 and r["n_test"] == 30 for r in rows), [r["accuracy"] for r in rows]
 
 
 # ------------------------------------------------------------ contrastive / unified space
@@ -229,3 +231,49 @@ def test_cca_caps_components_at_the_data_rank():
     assert cca.k == 3
     ta, tb = cca.transform(a, b)
     assert np.isfinite(ta).all() and np.isfinite(tb).all() and ta.shape == (40, 3)
+
+
+# ------------------------------------------------------------------- the seed's ESC-50 recipe (seed 001)
+def test_esc50_seed_recipe_merges_clips_per_class_and_fold(tmp_path):
+    """Clips merged per class (within each fold, so the test fold stays unseen), one text folder and one image
+    folder per class: each merged file is its source clips end to end, sample for sample."""
+    import soundfile as sf
+
+    from utils import data
+    from utils.data.esc50 import merge_clips
+
+    from .fixtures_data import build
+
+    fx = build("esc50", tmp_path / "esc50")
+    ds = data.load("esc50", root=fx.root, class_texts="class_text_folders", class_images="class_images", merged="merged")
+    plain = data.load("esc50", root=fx.root, class_texts="class_text_folders", class_images="class_images")
+    assert ds.spec.modalities == ["text", "image", "audio"] and ds.spec.variant != plain.spec.variant
+    # one record per (fold, class) present among the usable clips; the fold decides the split as before
+    want = plain.df.groupby(["fold", "label"]).size()
+    assert len(ds.df) == len(want) and sorted(zip(ds.df["fold"], ds.df["label"])) == sorted(want.index)
+    assert (ds.df["split"] == np.where(ds.df["fold"] == 5, "test", np.where(ds.df["fold"] == 4, "val", "train"))).all()
+    table = pd.read_csv(fx.root / "meta" / "esc50_merged.csv", dtype=str)
+    assert table["n_clips"].astype(int).sum() == len(plain.df)  # every usable clip, once
+    for rec in table.to_dict("records")[:4]:
+        merged, sr = sf.read(str(fx.root / "merged" / rec["filename"]), dtype="float32")
+        parts = [sf.read(str(fx.root / "audio" / s), dtype="float32")[0] for s in rec["sources"].split(" ")]
+        assert sr == 8000 and np.array_equal(merged, np.concatenate(parts))
+        assert sorted(rec["sources"].split(" ")) == sorted(
+            f + ".wav" for f in plain.df["id"][(plain.df["fold"] == int(rec["fold"])) & (plain.df["label"] == rec["category"])])
+    # texts from the class's folder of .txt files, images from its folder, k mod n within the class
+    dog = ds.df[ds.df["label"] == "dog"].reset_index(drop=True)
+    assert [t for t in dog["text"]] == [f"text {k % 3} about the sound of dog" for k in range(len(dog))]
+    assert list(dog["image_path"]) == [f"class_images/dog/{k % 2}.png" for k in range(len(dog))]
+    assert ds.resolve_path(ds.df["audio_path"].iloc[0]).is_file()
+    # made once: a second load reuses the files; clips_per_merge=1 gives back one record per clip
+    stamp = (fx.root / "merged" / table["filename"].iloc[0]).stat().st_mtime_ns
+    data.load("esc50", root=fx.root, class_texts="class_text_folders", merged="merged")
+    assert (fx.root / "merged" / table["filename"].iloc[0]).stat().st_mtime_ns == stamp
+    single = data.load("esc50", root=fx.root, merged="single", clips_per_merge=1)
+    assert len(single.df) == len(plain.df)
+    with pytest.raises(data.DatasetError, match="no text for class"):
+        (fx.root / "class_text_folders" / "rain" / "0.txt").write_text("  ")
+        for f in (fx.root / "class_text_folders" / "rain").glob("[12].txt"):
+            f.unlink()
+        data.load("esc50", root=fx.root, class_texts="class_text_folders", merged="merged")
+    assert merge_clips(fx.root, "merged") == fx.root / "meta" / "esc50_merged.csv"

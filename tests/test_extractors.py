@@ -153,3 +153,34 @@ def test_nul_bytes_are_dropped_from_texts_before_any_family_sees_them():
 
     Echo("m").encode(["ab\x00cd", "\x00", "plain", None], show_progress=False)
     assert seen == ["abcd", "", "plain", None]
+def test_catalog_families_are_consistent():
+    """Issue 21: aliases of one family (the name before its last '-') share one extractor family and one input
+    size, unless the hub id names another resolution; a backend variant ('-timm' / '-hf') has its twin's width.
+    dinov2-small was timm at 518 px while dinov2-base/large/giant were transformers at 224 px."""
+    import re
+
+    from utils.extractors import catalog
+
+    rows = {r["alias"]: r for r in catalog.table()}
+    variants = {a: r for a, r in rows.items() if a.endswith(catalog.BACKEND_SUFFIXES)}
+    groups = {}
+    for alias, r in rows.items():
+        if alias not in variants:
+            groups.setdefault(alias.rsplit("-", 1)[0], []).append(r)
+    assert len(groups["dinov2"]) == 4 and len(groups["convnext"]) == 4 and len(groups["sam"]) == 3
+    for name, members in groups.items():
+        families = {r["spec"].split(":", 1)[0] for r in members}
+        assert len(families) == 1, f"{name}: aliases on several extractor families {families}"
+        written = {r["alias"]: re.search(r"[-_](224|256|384|448|512|518)(?:$|[-_.])", r["spec"]) for r in members}
+        for r in members:
+            if written[r["alias"]]:  # the id names its resolution: the catalog must say the same
+                assert r["size"] == int(written[r["alias"]].group(1)), r
+        sizes = {r["size"] for r in members if not written[r["alias"]]}
+        assert len(sizes) <= 1, f"{name}: one family at several input sizes {sizes}"
+    for alias, r in variants.items():
+        twin = rows[alias.rsplit("-", 1)[0]]
+        assert r["dim"] == twin["dim"] and r["spec"] != twin["spec"]
+    assert extractors.parse_spec("dinov2-small")[:2] == ("hf-image", "facebook/dinov2-small")
+    assert {rows[f"dinov2-{s}"]["size"] for s in ("small", "base", "large", "giant")} == {224}
+    assert extractors.parse_spec("dinov2-small-timm")[:2] == ("timm", "vit_small_patch14_dinov2.lvd142m")
+    assert extractors.alias_dim("dinov2-small") == 384 == extractors.alias_dim("dinov2-small-timm")

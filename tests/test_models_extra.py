@@ -190,21 +190,180 @@ def test_guided_end_to_end_gradients_and_train_guided_on_cache(tiny_bert, tmp_pa
     assert img.shape[0] == 40 and len(names) == 2 and img.shape[1] > 0
     folder = cache_token_features(ds.items("text"), list(ds.df["id"]), str(tiny_bert), tmp_path / "tok", max_length=24, show_progress=False)
     rows = train_guided(ds, folder, img, seeds=[0, 1], epochs=3, batch_size=8, hidden=16)
-    assert [r["model"] for r in rows] == ["guided", "guided"] and all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert [r["model"] for r in rows] == ["guided_gated", "guided_gated"]
     assert rows[0]["n_params"] == n_params(ImageGuidedTextSelector(32, img.shape[1], 4, 16))
+    assert rows[0]["n_test"] == int((ds.df.split == "test").sum()) and rows[0]["seed"] == 0 and rows[1]["seed"] == 1
+
+
+def test_guided_gated_on_cache_learns_a_planted_congruence(tiny_bert, tmp_path):
+    """Was: 0 <= accuracy <= 1 (true of any model). Text and image each say nothing about the label (chance
+    0.5); only reading the colour word from the cached tokens and comparing it with the image decides it."""
+    from utils.experiment import train_guided
+    from utils.token_features import cache_token_features
+
+    from .planted import congruence
+
+    ds, images = congruence(400, seed=0)
+    folder = cache_token_features(ds.items("text"), list(ds.df["id"]), str(tiny_bert), tmp_path / "tok", max_length=16,
+                                  show_progress=False)
+    img = np.concatenate(list(images.values()), axis=1)
+    rows = train_guided(ds, folder, img, seeds=[0, 1], epochs=30, batch_size=32, hidden=64, device="cpu", lr=1e-2, patience=None)
+    assert all(r["macro_f1"] > 0.85 for r in rows), [r["macro_f1"] for r in rows]
+    # the same model with the image features shuffled across rows cannot find it
+    shuffled = img[np.random.default_rng(1).permutation(len(img))]
+    (r,) = train_guided(ds, folder, shuffled, seeds=[0], epochs=30, batch_size=32, hidden=64, device="cpu", lr=1e-2, patience=None)
+    assert r["macro_f1"] < 0.7
 
 
 def test_guided_run_kind_and_metric_monitor(tiny_bert):
     from utils import experiment as runs
 
-    rows = runs.run_seeds({"kind": "guided", "dataset_options": {"n": 40}, "text_model": str(tiny_bert), "max_length": 16,
+    rows = runs.run_seeds({"kind": "guided_gated", "dataset_options": {"n": 40}, "text_model": str(tiny_bert), "max_length": 16,
                            "image_extractors": ["timm:test_vit", "timm:test_resnet"], "hidden": 16, "epochs": 3, "batch_size": 8,
                            "extractor_options": {"timm:test_vit": {"pretrained": False}, "timm:test_resnet": {"pretrained": False}},
                            "train": {"monitor": "val_macro_f1", "patience": None}}, seeds=[0, 1])
-    assert [r["model"] for r in rows] == ["guided", "guided"] and rows[0]["config"]["kind"] == "guided"
+    assert [r["model"] for r in rows] == ["guided_gated", "guided_gated"] and rows[0]["config"]["kind"] == "guided_gated"
     assert all(len(r["history"]) == 3 and "val_macro_f1" in r["history"][0] for r in rows)
     s = runs.summarize(rows)
     assert s.loc[0, "seeds"] == 2 and s.loc[0, "accuracy_std"] == pytest.approx(np.std([r["accuracy"] for r in rows], ddof=1))
+
+
+# ------------------------------------------------------------------------- the published MUSTI block (TSF)
+def _tsf(tiny_bert, n_out=1, task=None, train_encoder=True, dims=(6, 5), tokens=3):
+    from transformers import AutoModel
+
+    from utils.models.guided import TextSelectionFusion
+
+    torch.manual_seed(0)
+    return TextSelectionFusion(AutoModel.from_pretrained(str(tiny_bert)), {"image_vit": dims[0], "image_resnet": dims[1]},
+                               n_out, task, n_image_tokens=tokens, train_encoder=train_encoder)
+
+
+def _tsf_batch(tiny_bert, dims=(6, 5)):
+    from transformers import AutoTokenizer
+
+    b = AutoTokenizer.from_pretrained(str(tiny_bert))(["a small iron block", "red silk on the shelf", "the cat"],
+                                                       padding=True, return_tensors="pt")
+    torch.manual_seed(1)
+    return {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"],
+            "image_vit": torch.randn(3, dims[0]), "image_resnet": torch.randn(3, dims[1])}
+
+
+def test_tsf_shapes_parameter_count_and_gradients(tiny_bert):
+    from utils.models.full import param_groups
+
+    H, K = 32, 3
+    m = _tsf(tiny_bert, n_out=2, task="multiclass", tokens=K)
+    b = _tsf_batch(tiny_bert)
+    m.train()
+    out = m(**b)
+    assert out.shape == (3, 2)
+    branches = m.branch_logits(**b)
+    assert list(branches) == ["image_vit", "image_resnet"] and all(v.shape == (3, 2) for v in branches.values())
+    # per branch, by hand: image tokens D*K*H + K*H, mix 2H*H + H, LayerNorm 2H, cosine scorer D*C*H + C*H + scale + C
+    branch = lambda D, C=2: (D * K * H + K * H) + (2 * H * H + H) + 2 * H + (D * C * H + C * H) + 1 + C  # noqa: E731
+    assert n_params(m.head) == branch(6) + branch(5)
+    assert n_params(m) == n_params(m.head) + n_params(m.encoder) and m.encoder.pooler is None
+    out.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters()), "a parameter got no gradient"
+    groups = param_groups(m, 2e-5, 1e-3)  # the encoder at the fine-tuning rate, the new modules at the head rate
+    assert [g["lr"] for g in groups] == [2e-5, 1e-3] and sum(p.numel() for p in groups[1]["params"]) == n_params(m.head)
+    # a frozen encoder still passes gradients back to the mixers in front of it
+    frozen = _tsf(tiny_bert, train_encoder=False)
+    frozen.train()
+    frozen(**b).sum().backward()
+    assert n_params(frozen) == n_params(frozen.head) and not frozen.encoder.training
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in frozen.head.parameters())
+    assert all(p.grad is None for p in frozen.encoder.parameters())
+    with pytest.raises(ValueError, match="no image feature for branch"):
+        m(input_ids=b["input_ids"], attention_mask=b["attention_mask"], image_vit=b["image_vit"])
+
+
+def test_tsf_image_tokens_change_the_encoder_input(tiny_bert):
+    """The image enters before the encoder (published block), not after it (our gated variant)."""
+    m = _tsf(tiny_bert).eval()
+    b = _tsf_batch(tiny_bert)
+    seen = []
+    hook = m.encoder.embeddings.register_forward_hook(lambda mod, args, kw, out: seen.append(kw["inputs_embeds"].clone()),
+                                                      with_kwargs=True)
+    with torch.no_grad():
+        m.branch_logits(**b)
+        other = dict(b, image_vit=b["image_vit"] + 1.0)
+        m.branch_logits(**other)
+    hook.remove()
+    assert len(seen) == 4  # one encoder pass per branch, twice
+    words = m.encoder.get_input_embeddings()(b["input_ids"])
+    assert seen[0].shape == words.shape and not torch.allclose(seen[0], words)  # mixed, not the plain word embeddings
+    assert not torch.allclose(seen[0], seen[2])  # another ViT feature: another encoder input for the ViT branch
+    assert torch.allclose(seen[1], seen[3])  # ... and the same one for the ResNet branch
+    # by hand for the ViT branch: LayerNorm(e + W [e; softmax(e U^T / sqrt(H)) U])
+    mixer = m.head["image_vit"].mixer
+    u = mixer.image_tokens(b["image_vit"]).view(3, 3, 32)
+    read = torch.softmax(words @ u.transpose(1, 2) / 32 ** 0.5, dim=-1) @ u
+    want = torch.nn.functional.layer_norm(words + mixer.mix(torch.cat([words, read], -1)), (32,), mixer.norm.weight, mixer.norm.bias)
+    assert torch.allclose(seen[0], want, atol=1e-5)
+
+
+def test_tsf_scores_by_cosine_and_votes_by_averaging_probabilities(tiny_bert):
+    from utils.models.guided import CosineScorer, soft_vote
+
+    # the vote, by hand: binary branches at logits 0 and 2 -> p = (0.5 + sigmoid(2)) / 2, returned as log-odds
+    p = (0.5 + sig(2.0)) / 2
+    got = soft_vote([torch.tensor([[0.0]]), torch.tensor([[2.0]])], "binary")
+    assert got.item() == pytest.approx(math.log(p / (1 - p)), rel=1e-6)
+    # extreme logits stay finite (log-sum-exp, not log of a rounded probability)
+    assert torch.isfinite(soft_vote([torch.tensor([[60.0]]), torch.tensor([[80.0]])], "binary")).all()
+    # multiclass: the log of the mean softmax
+    a, b = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[0.0, 3.0, 0.0]])
+    want = torch.log((torch.softmax(a, -1) + torch.softmax(b, -1)) / 2)
+    assert torch.allclose(soft_vote([a, b], "multiclass"), want, atol=1e-6)
+    assert torch.allclose(torch.softmax(soft_vote([a, b], "multiclass"), -1), torch.exp(want), atol=1e-6)
+    # the model's output is the vote of its branches
+    m = _tsf(tiny_bert).eval()
+    batch = _tsf_batch(tiny_bert)
+    with torch.no_grad():
+        branches = m.branch_logits(**batch)
+        assert torch.allclose(m(**batch), soft_vote(list(branches.values()), "binary"))
+    # cosine scoring, by hand: s * cos(t, R v) + b
+    sc = CosineScorer(4, 3, 1, scale=5.0)
+    t, v = torch.randn(2, 4), torch.randn(2, 3)
+    r = sc.image(v)
+    want = 5.0 * torch.nn.functional.cosine_similarity(t, r, dim=-1)[:, None] + sc.bias
+    assert torch.allclose(sc(t, v), want, atol=1e-6)
+    assert torch.allclose(sc(3.0 * t, v), sc(t, v), atol=1e-5)  # the text vector's length does not count
+
+
+def test_tsf_learns_a_planted_congruence_end_to_end(tiny_bert):
+    """The published block through train_tsf (the tiny random BERT trained with it): neither modality alone says
+    anything about the label, together they decide it. With the images shuffled across rows it cannot."""
+    from utils.experiment import train_tsf
+
+    from .planted import congruence
+
+    ds, images = congruence(400, seed=0)
+    opts = dict(epochs=10, batch_size=32, lr=3e-3, head_lr=3e-3, patience=None, max_length=16, device="cpu")
+    (row,) = train_tsf(ds, tiny_bert, images, seeds=[0], **opts)
+    assert row["model"] == "guided_tsf" and row["n_test"] == int((ds.df.split == "test").sum())
+    assert row["macro_f1"] > 0.85, row["macro_f1"]
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(len(ds.df))
+    (shuffled,) = train_tsf(ds, tiny_bert, {k: v[perm] for k, v in images.items()}, seeds=[0], **opts)
+    assert shuffled["macro_f1"] < 0.7, shuffled["macro_f1"]
+    with pytest.raises(ValueError, match="aligned with the dataset"):
+        train_tsf(ds, tiny_bert, {"image_a": images["image_a"][:10]}, seeds=[0], **opts)
+
+
+def test_guided_run_kind_is_the_published_block(tiny_bert, tmp_path):
+    from utils import experiment as ex
+
+    rows = ex.run_seeds({"kind": "guided", "dataset_options": {"n": 40}, "text_model": str(tiny_bert), "max_length": 16,
+                         "image_extractors": ["timm:test_vit", "timm:test_resnet"], "epochs": 1, "batch_size": 8,
+                         "extractor_options": {"timm:test_vit": {"pretrained": False}, "timm:test_resnet": {"pretrained": False}},
+                         "train": {"loss": "focal", "focal_gamma": 2.0, "focal_alpha": 0.3}}, seeds=[0])
+    (r,) = rows
+    assert r["model"] == "guided_tsf" and r["config"]["kind"] == "guided" and r["config"]["lr"] == 2e-5
+    assert r["train_config"]["loss"] == "focal" and r["train_config"]["focal_alpha"] == 0.3
+    assert r["extractors"]["image"].count("test_") == 2  # one branch per image extractor
 
 
 def test_logreg_probabilities_cover_classes_absent_from_training():

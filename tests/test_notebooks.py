@@ -57,7 +57,7 @@ def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
 
     rule = _rule(notebook_params.RULES, rel)
     assert rule is not None, f"no CI parameters for {rel}: add a rule in tests/notebook_params.py"
-    ctx = {"name": Path(rel).stem, "tmp": tmp_path, "results_json": tmp_path / "results.json", "tiny_bert": tiny_bert}
+    ctx = {"name": Path(rel).stem, "rel": rel, "tmp": tmp_path, "results_json": tmp_path / "results.json", "tiny_bert": tiny_bert}
     params = rule(ctx)
     monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -70,7 +70,8 @@ def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
         assert isinstance(rows, list) and rows
         for row in rows:
             assert ROW_FIELDS <= set(row), f"row lacks {ROW_FIELDS - set(row)}"
-            assert 0.0 <= row["accuracy"] <= 1.0 and row["n_params"] > 0
+            assert row["n_params"] > 0
+        _scores_follow_from_the_predictions(rows, params, ctx)
         expected = _rule(notebook_params.EXPECTED_MODELS, rel)
         if expected:
             assert {r["model"] for r in rows} >= set(expected)
@@ -85,6 +86,44 @@ def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
     check = _rule(notebook_params.CHECKS, rel)
     if check:
         check(params)
+
+
+def _scores_follow_from_the_predictions(rows, params, ctx) -> None:
+    """Was: 0 <= accuracy <= 1, true of any number a bug could write. Now each row's scores are recomputed by
+    hand from its own confusion matrix, which must count exactly the dataset's test rows (loaded here again
+    with the notebook's parameters), and every model is trained for each seed the notebook was asked for."""
+    import numpy as np
+
+    from utils import experiment as ex
+
+    n_test = None
+    if "DATASET" in params or "DATASET_OPTIONS" in params or "DATA_DIR" in params:
+        import nbformat
+
+        nb = nbformat.read(str(REPO / ctx["rel"]), as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        defaults: dict = {}
+        exec(cell.source, {}, defaults)  # the notebook's own defaults, then the CI parameters over them
+        given = {**defaults, **params}
+        ds = ex.load_dataset(given["DATASET"], given.get("DATA_DIR"), **dict(given.get("DATASET_OPTIONS") or {}))
+        n_test = int((ds.df["split"] == "test").sum())
+        if "SEED" in given and "N_SEEDS" in given:
+            want = list(range(given["SEED"], given["SEED"] + given["N_SEEDS"]))
+            key = lambda r: (r["model"], r.get("alignment"), r.get("method"))  # noqa: E731  (alignment rows: per method)
+            for k in {key(r) for r in rows}:
+                assert {r["seed"] for r in rows if key(r) == k} == set(want), k  # (a lambda sweep repeats lambda = 1)
+    for row in rows:
+        if row.get("task") == "multilabel" or "confusion_matrix" not in row:
+            continue
+        cm = np.asarray(row["confusion_matrix"], dtype=float)
+        assert cm.sum() == row["n_test"], (row["model"], cm.sum(), row["n_test"])
+        if n_test is not None:
+            assert row["n_test"] == n_test, (row["model"], row["n_test"], n_test)
+        assert row["accuracy"] == pytest.approx(np.trace(cm) / cm.sum()), row["model"]
+        present = (cm.sum(0) + cm.sum(1)) > 0
+        tp = np.diag(cm)
+        f1 = np.divide(2 * tp, cm.sum(0) + cm.sum(1), out=np.zeros_like(tp), where=present)
+        assert row["macro_f1"] == pytest.approx(f1[present].mean()), row["model"]
 
 
 def _output_is_tidy(executed: Path, rel: str) -> None:

@@ -23,7 +23,8 @@ from .alignment import (
     with_synthetic_modality,
 )
 from .baselines import (
-    BertClipConfig, FullTrainConfig, image_guide_features, train_bert_clip, train_full_models, train_guided, train_logreg,
+    BertClipConfig, FullTrainConfig, TSFConfig, image_branches, image_guide_features, train_bert_clip, train_full_models,
+    train_guided, train_logreg, train_tsf,
 )
 from .heads import HeadOutputs, TrainedHeads, fit_head
 from .main import JobConfigError, JobPlan, MainJob, MainJobConfig, check_job, main_job, run_embedding_experiment
@@ -42,8 +43,9 @@ from .steps import (
 )
 
 __all__ = [
-    "AlignmentConfig", "BertClipConfig", "DEFAULT_HEADS", "EmbedConfig", "Embeddings", "FullTrainConfig",
-    "HeadOutputs", "JobConfigError", "JobPlan", "MainJob", "MainJobConfig", "RESULT_COLUMNS", "RUN_KINDS", "Report", "ReportConfig", "TrainedHeads",
+    "AlignmentConfig", "BertClipConfig", "TSFConfig", "image_branches", "train_tsf", "DEFAULT_HEADS", "EmbedConfig",
+    "Embeddings", "FullTrainConfig", "HeadOutputs", "JobConfigError", "JobPlan", "MainJob", "MainJobConfig",
+    "RESULT_COLUMNS", "RUN_KINDS", "Report", "ReportConfig", "TrainedHeads",
     "align_embeddings", "alignment_table", "append_runs", "check_job", "compare_alignments", "content_report",
     "dataset_request", "embed_config",
     "ExtractorMismatchError", "extract_embeddings", "fit_head", "import_embeddings", "load_model", "predict",

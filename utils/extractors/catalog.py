@@ -15,11 +15,17 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # ViT-in21k, BEiT, SigLIP
 OPENAI_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
-# alias -> (spec, dim, input size (px), (mean, std), description)
+# alias -> (spec, dim, input size (px), (mean, std), description). Aliases of one family (the name before its
+# last "-": dinov2, convnext, swin, sam, ...) share one extractor family and one input size, unless the hub id
+# names another resolution (siglip-so400m-patch14-384); a backend variant is suffixed "-timm" / "-hf"
+# (tests/test_extractors.py::test_catalog_families_are_consistent).
+BACKEND_SUFFIXES = ("-timm", "-hf")
 _TABLE: Dict[str, Tuple[str, int, int, Tuple[Tuple[float, ...], Tuple[float, ...]], str]] = {
-    # the foundation's alias (timm weights, timm's 518 px config); the hf-image twin is dinov2-small-hf
-    "dinov2-small": ("timm:vit_small_patch14_dinov2.lvd142m", 384, 518, IMAGENET, "DINOv2 ViT-S/14 (timm)"),
-    "dinov2-small-hf": ("hf-image:facebook/dinov2-small", 384, 224, IMAGENET, "DINOv2 ViT-S/14"),
+    # one DINOv2 family: every size through transformers at its hub processor's 224 px crop (the original
+    # framework's facebook/dinov2-* models). The timm weights (timm's config: 518 px, the pretraining
+    # resolution, ~5x the compute per image) are an explicit variant, named by their backend.
+    "dinov2-small": ("hf-image:facebook/dinov2-small", 384, 224, IMAGENET, "DINOv2 ViT-S/14"),
+    "dinov2-small-timm": ("timm:vit_small_patch14_dinov2.lvd142m", 384, 518, IMAGENET, "DINOv2 ViT-S/14 (timm, 518 px)"),
     "dinov2-base": ("hf-image:facebook/dinov2-base", 768, 224, IMAGENET, "DINOv2 ViT-B/14"),
     "dinov2-large": ("hf-image:facebook/dinov2-large", 1024, 224, IMAGENET, "DINOv2 ViT-L/14"),
     "dinov2-giant": ("hf-image:facebook/dinov2-giant", 1536, 224, IMAGENET, "DINOv2 ViT-g/14"),

@@ -9,6 +9,7 @@ every other cell with the template. To add a dataset, add an entry to :data:`DAT
 - :mod:`utils.notebooks.cells`         the cell toolkit (markdown / code / parameters cells, the Colab cell)
 - :mod:`utils.notebooks.embed_model`   ``notebooks/embed_model_<dataset>.ipynb``
 - :mod:`utils.notebooks.full_model`    ``notebooks/full_model_<dataset>.ipynb``
+- :mod:`utils.notebooks.guided_model`  ``notebooks/guided_model_<dataset>.ipynb`` (MUSTI: image-guided text selection)
 - :mod:`utils.notebooks.alignment`     ``Alignment/``: alignment per dataset, unified space, retrieval
 - :mod:`utils.notebooks.generate`      ``generate_{text,image}_embeddings.ipynb``
 - :mod:`utils.notebooks.get_datasets`  ``get_datasets.ipynb``
@@ -20,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
-from . import alignment, embed_model, full_model, generate, get_datasets, predict
+from . import alignment, embed_model, full_model, generate, get_datasets, guided_model, predict
 from .cells import build_notebook
 
 # dataset -> parameter overrides for its generated notebooks (defaults are in each template's parameters())
@@ -44,12 +45,16 @@ DATASET_NOTEBOOKS: Dict[str, Dict[str, Any]] = {
     "table": {"DATASET_OPTIONS": {"file": "records.csv", "text_column": "text", "image_column": "image", "label_column": "label"}},
 }
 
+# datasets that also get notebooks/guided_model_<dataset>.ipynb (the seed's image-guided text selection)
+GUIDED_NOTEBOOKS = ("musti",)
+
 # notebooks that are not per dataset: relative path -> zero-argument cell builder
 SINGLE_NOTEBOOKS: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
     "get_datasets.ipynb": get_datasets.cells,
     "generate_text_embeddings.ipynb": lambda: generate.notebook_cells("text"),
     "generate_image_embeddings.ipynb": lambda: generate.notebook_cells("image"),
     "Alignment/unified_space.ipynb": alignment.unified_space_cells,
+    "Alignment/unified_space_esc50.ipynb": alignment.unified_space_esc50_cells,
     "Alignment/retrieval.ipynb": alignment.retrieval_cells,
     "notebooks/predict.ipynb": predict.cells,
 }
@@ -62,6 +67,8 @@ def generated_notebooks(repo: Path) -> Dict[Path, Any]:
         out[repo / "notebooks" / f"embed_model_{dataset}.ipynb"] = build_notebook(embed_model.cells(dataset, overrides))
         out[repo / "notebooks" / f"full_model_{dataset}.ipynb"] = build_notebook(full_model.cells(dataset, overrides))
         out[repo / "Alignment" / f"alignment_{dataset}.ipynb"] = build_notebook(alignment.alignment_cells(dataset, overrides))
+        if dataset in GUIDED_NOTEBOOKS:
+            out[repo / "notebooks" / f"guided_model_{dataset}.ipynb"] = build_notebook(guided_model.cells(dataset, overrides))
     for rel, make in SINGLE_NOTEBOOKS.items():
         out[repo / rel] = build_notebook(make())
     return out

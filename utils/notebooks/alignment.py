@@ -3,6 +3,8 @@
 - ``Alignment/alignment_<dataset>.ipynb``: one per entry of ``DATASET_NOTEBOOKS`` (gap, post-hoc methods,
   lambda sweep, UMAP before/after, gap-shift plots);
 - ``Alignment/unified_space.ipynb``: a shared 256-d space for text, image and a synthetic third modality;
+- ``Alignment/unified_space_esc50.ipynb``: seed 001's unified space: ESC-50 built by the seed's recipe (clips
+  merged per class, a text and an image folder per class) and the seed's encoders (BERT, CLIP ViT-L/14, CLAP);
 - ``Alignment/retrieval.ipynb``: cross-modal retrieval with FAISS in three spaces.
 """
 
@@ -36,6 +38,7 @@ COMMENTS = {
     "DEVICE": "'auto': CUDA, then MPS, then CPU",
     "RESULTS_DIR": "None: MMFUSION_RESULTS_DIR, .env or ./results",
     "RESULTS_JSON": "None: RESULTS_DIR/<notebook name>.json",
+    "AUDIO_EXTRACTOR": "audio encoder (clap family); the seed's laion/larger_clap_general",
     "THIRD_MODALITY": "name of the synthetic third modality (None: text and image only)",
     "THIRD_DIM": "its width",
     "THIRD_NOISE": "its per-row noise (1.0: class recoverable, not trivially)",
@@ -128,22 +131,10 @@ def alignment_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, A
     return notebook_cells(title, params, steps)
 
 
-def unified_space_cells() -> List[Dict[str, Any]]:
-    params = {
-        **head_params(), "THIRD_MODALITY": "aux", "THIRD_DIM": 64, "THIRD_NOISE": 1.0, "DIM": 256, "UNIFIED_EPOCHS": 100,
-        "PAIR_WEIGHTS": {}, "FUSION": ["early_fusion", "late_fusion"], "EPOCHS": 50, "BATCH_SIZE": 64,
-        "EMBED_BATCH_SIZE": 32, "SEED": 0, "N_SEEDS": 1, "KS": [1, 5, 10], "PROJECTION": "umap", "DEVICE": "auto",
-        "RESULTS_DIR": None, "RESULTS_JSON": None,
-    }
-    steps = LOAD_AND_EMBED + [
-        ("md", "## Duplicated content\nRows sharing a text or image (class-level inputs, as in ESC-50) are masked "
-               "out of each other's negatives in the contrastive loss; a class-level modality is flagged here."),
-        ("code", "ex.content_report(ds, emb)"),
-        ("md", "## A third modality\nThe synthetic dataset has no audio. `align.synthetic_modality` makes a stand-in: a "
-               "fixed random prototype per class plus Gaussian noise. It carries the whole label (text and image carry "
-               "half each), so it is an honest test of the three-modality code path, not of audio. For real audio use "
-               "the ESC-50 layout with a CLAP extractor and pass its vectors here instead."),
-        ("code", "raw = ex.with_synthetic_modality(ds, emb, THIRD_MODALITY, THIRD_DIM, THIRD_NOISE, seed=SEED)\nraw.dims()"),
+def unified_steps(stem: str, query: str) -> List:
+    """The steps both unified-space notebooks share (``raw`` holds every modality's vectors): learn the space,
+    fusion heads raw against unified, retrieval from ``query``, the map, and the results saved as ``<stem>.json``."""
+    steps = [
         ("md", "## Learn the shared space\nOne linear projection per modality into `DIM` dimensions, L2-normalised, "
                "symmetric InfoNCE over every pair, learnable temperature, per-pair weights; early stopping on the "
                "validation loss."),
@@ -159,15 +150,84 @@ def unified_space_cells() -> List[Dict[str, Any]]:
         ("md", "## Retrieval in the shared space (test split)\nPair Recall@k finds the same record in the other "
                "modality; the hit share shows whether one modality crowds the others out of the top k."),
         ("code", "ex.retrieval_table(ds, {\"unified\": unified.vectors}, \"test\", KS)"),
-        ("code", "share = ex.hit_shares(ds, unified.vectors, \"text\", \"test\")\n"
-                 "fig = viz.hit_share_plot(share, path=out_dir / \"unified_space_hit_share.png\")\nshare"),
-        ("code", "fig = viz.umap_plot(unified.vectors, ex.label_names(ds), PROJECTION, path=out_dir / \"unified_space_umap.png\",\n"
+        ("code", "share = ex.hit_shares(ds, unified.vectors, QUERY, \"test\")\n"
+                 "fig = viz.hit_share_plot(share, path=out_dir / \"STEM_hit_share.png\")\nshare"),
+        ("code", "fig = viz.umap_plot(unified.vectors, ex.label_names(ds), PROJECTION, path=out_dir / \"STEM_umap.png\",\n"
                  "                   title=\"unified space\")"),
         ("md", "## Save"),
-        ("code", "ex.save_results(rows, RESULTS_JSON or out_dir / \"unified_space.json\")"),
+        ("code", "ex.save_results(rows, RESULTS_JSON or out_dir / \"STEM.json\")"),
     ]
+    return [(kind, src.replace("STEM", stem).replace("QUERY", f'"{query}"')) for kind, src in steps]
+
+
+def unified_space_cells() -> List[Dict[str, Any]]:
+    params = {
+        **head_params(), "THIRD_MODALITY": "aux", "THIRD_DIM": 64, "THIRD_NOISE": 1.0, "DIM": 256, "UNIFIED_EPOCHS": 100,
+        "PAIR_WEIGHTS": {}, "FUSION": ["early_fusion", "late_fusion"], "EPOCHS": 50, "BATCH_SIZE": 64,
+        "EMBED_BATCH_SIZE": 32, "SEED": 0, "N_SEEDS": 1, "KS": [1, 5, 10], "PROJECTION": "umap", "DEVICE": "auto",
+        "RESULTS_DIR": None, "RESULTS_JSON": None,
+    }
+    steps = LOAD_AND_EMBED + [
+        ("md", "## Duplicated content\nRows sharing a text or image (class-level inputs, as in ESC-50) are masked "
+               "out of each other's negatives in the contrastive loss; a class-level modality is flagged here."),
+        ("code", "ex.content_report(ds, emb)"),
+        ("md", "## A third modality\nThe synthetic dataset has no audio. `align.synthetic_modality` makes a stand-in: a "
+               "fixed random prototype per class plus Gaussian noise. It carries the whole label (text and image carry "
+               "half each), so it is an honest test of the three-modality code path, not of audio. For real audio: "
+               "`unified_space_esc50.ipynb` (the seed's recipe and encoders on ESC-50)."),
+        ("code", "raw = ex.with_synthetic_modality(ds, emb, THIRD_MODALITY, THIRD_DIM, THIRD_NOISE, seed=SEED)\nraw.dims()"),
+    ] + unified_steps("unified_space", "text")
     title = ("# A unified embedding space\n\nProject text, image and a third modality into one shared space with a "
              "contrastive (InfoNCE) loss trained on cached embeddings, then compare fusion heads and retrieval.")
+    return notebook_cells(title, params, steps)
+
+
+# seed 001's encoders for the three-modality space (hub models; offline, pass local folders: hf:/path, clip:/path, clap:/path)
+SEED_UNIFIED_EXTRACTORS = {"TEXT_EXTRACTOR": "hf:bert-base-uncased", "IMAGE_EXTRACTOR": "clip-vit-l14",
+                           "AUDIO_EXTRACTOR": "clap-general"}
+
+
+def unified_space_esc50_cells() -> List[Dict[str, Any]]:
+    """``Alignment/unified_space_esc50.ipynb``: seed 001's recipe and encoders on ESC-50."""
+    params = {
+        **head_params("esc50"), **SEED_UNIFIED_EXTRACTORS,
+        "DATASET_OPTIONS": {"class_texts": "class_texts", "class_images": "class_images", "merged": "merged"},
+        "DIM": 256, "UNIFIED_EPOCHS": 100, "PAIR_WEIGHTS": {}, "FUSION": ["early_fusion", "late_fusion", "audio_only"],
+        "EPOCHS": 50, "BATCH_SIZE": 64, "EMBED_BATCH_SIZE": 16, "SEED": 0, "N_SEEDS": 1, "KS": [1, 5, 10],
+        "PROJECTION": "umap", "DEVICE": "auto", "RESULTS_DIR": None, "RESULTS_JSON": None,
+    }
+    steps = [
+        ("md", "## The seed's recipe\n"
+               "1. ESC-50 under `DATA_DIR/esc50` (`get_datasets.ipynb` downloads it: `meta/esc50.csv`, `audio/`).\n"
+               "2. One folder of texts and one folder of images per class, supplied by you (ESC-50 has neither): "
+               "`esc50/class_texts/<category>/*.txt` (one text per file; a `class, text` CSV also works) and "
+               "`esc50/class_images/<category>/*.jpg|png`, for every category of `meta/esc50.csv` (`dog`, `rain`, ...).\n"
+               "3. The clips of each class are merged, within each fold so the test fold stays unseen: "
+               "`merged='merged'` writes `esc50/merged/<fold>-<target>-0.wav` (8 clips of 5 s each in the release) "
+               "and `meta/esc50_merged.csv` once, and reuses them while the clips are unchanged "
+               "(`clips_per_merge=2` merges two clips at a time instead: more, shorter records).\n"
+               "4. Each merged clip gets its class's text k and image k (k mod the number the class has).\n\n"
+               "The seed's encoders are the defaults: `bert-base-uncased`, CLIP ViT-L/14 (`clip-vit-l14`, "
+               "openai/clip-vit-large-patch14) and LAION CLAP (`clap-general`, laion/larger_clap_general), from the "
+               "Hugging Face hub; where the hub cannot be reached, pass local copies (`hf:/path`, `clip:/path`, "
+               "`clap:/path`). Each loads before anything is extracted, so an unreachable one fails first."),
+        ("code", "ds = ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, **DATASET_OPTIONS)\n"
+                 "out_dir = results_dir(RESULTS_DIR)\n"
+                 "ds.df.groupby(\"split\").size()"),
+        ("code", "merged = pd.read_csv(ds.resolve_path(f\"meta/esc50_{DATASET_OPTIONS['merged']}.csv\"))\n"
+                 "merged[[\"filename\", \"fold\", \"category\", \"n_clips\"]].head()"),
+        ("md", "## Embed the three modalities (cached in the store)"),
+        ("code", "raw = ex.extract_embeddings(ds, {\"text\": TEXT_EXTRACTOR, \"image\": IMAGE_EXTRACTOR, \"audio\": AUDIO_EXTRACTOR},\n"
+                 "                            EXTRACTOR_OPTIONS, batch_size=EMBED_BATCH_SIZE, device=DEVICE,\n"
+                 "                            embeddings_dir=EMBEDDINGS_DIR)\nraw.dims()"),
+        ("md", "## Duplicated content\nThe texts and images are chosen by class, so they encode the label: they "
+               "are flagged here, masked out of each other's negatives in the contrastive loss, and heads on them "
+               "measure nothing about sound (`audio_only` does)."),
+        ("code", "ex.content_report(ds, raw)"),
+    ] + unified_steps("unified_space_esc50", "audio")
+    title = ("# A unified embedding space: ESC-50, the seed's recipe\n\nText, image and audio projected into one "
+             "shared space with a contrastive (InfoNCE) loss over every pair, trained on cached embeddings of the "
+             "seed's encoders; fusion heads and retrieval before and after.")
     return notebook_cells(title, params, steps)
 
 

@@ -20,8 +20,11 @@ COMMENTS = {
     "FUSION": "embedding heads (and 'logreg') trained for comparison",
     "EPOCHS": "end-to-end epochs (early stopping on validation)",
     "HEAD_EPOCHS": "embedding-head epochs (early stopping on validation)",
-    "BATCH_SIZE": "end-to-end batch size",
-    "LR": "backbone learning rate when fine-tuning",
+    "BATCH_SIZE": "end-to-end batch size (the seed's 64 gives a quarter of the optimizer steps per epoch: see README)",
+    "LR": "backbone learning rate when fine-tuning (the seed's 1e-3 collapses a pretrained BERT to chance: see README)",
+    "HEAD_LR": "fusion-head learning rate (the seed's 1e-3)",
+    "CLIP_HEAD_LR": "BERT + CLIP head learning rate (None: LR for every weight, one rate as the seed's Trainer)",
+    "NUM_WORKERS": "DataLoader workers decoding images during training (the seed's 2; 0: in the main process)",
     "MAX_LENGTH": "tokenizer max length",
     "CLASS_WEIGHTS": "None, 'balanced' or one weight per class (binary: pos_weight from 'balanced')",
     "CLIP_BASE": "the CLIP a .pt / .pth CLIP_MODEL state dict goes over (None: openai/clip-vit-base-patch32)",
@@ -54,6 +57,9 @@ def parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
         "HEAD_EPOCHS": 50,
         "BATCH_SIZE": 16,
         "LR": 2e-5,
+        "HEAD_LR": 1e-3,
+        "CLIP_HEAD_LR": None,
+        "NUM_WORKERS": 2,
         "MAX_LENGTH": 128,
         "CLASS_WEIGHTS": None,
         "CLIP_CLASS_WEIGHTS": "balanced",
@@ -99,7 +105,8 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         code(
             "full_rows = [] if not FULL_MODELS else ex.run_seeds({\"kind\": \"full\", \"dataset\": DATASET, \"text_model\": TEXT_MODEL,\n"
             "                          \"image_model\": IMAGE_MODEL, \"models\": FULL_MODELS, \"epochs\": EPOCHS,\n"
-            "                          \"batch_size\": BATCH_SIZE, \"lr\": LR, \"max_length\": MAX_LENGTH, \"device\": DEVICE,\n"
+            "                          \"batch_size\": BATCH_SIZE, \"lr\": LR, \"head_lr\": HEAD_LR, \"num_workers\": NUM_WORKERS,\n"
+            "                          \"max_length\": MAX_LENGTH, \"device\": DEVICE,\n"
             f"                          {loss}}}, seeds, ds=ds)"
         ),
         md("## BERT + CLIP late fusion (`transformers.Trainer`, class-weighted loss, early stopping)\n"
@@ -107,7 +114,8 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         code(
             "clip_rows = [] if CLIP_MODEL is None else ex.run_seeds(\n"
             "    {\"kind\": \"bert_clip\", \"dataset\": DATASET, \"bert_path\": TEXT_MODEL, \"clip_path\": CLIP_MODEL,\n"
-            "     \"lora_path\": CLIP_LORA, \"clip_base\": CLIP_BASE, \"epochs\": EPOCHS, \"batch_size\": BATCH_SIZE, \"lr\": LR, \"max_length\": MAX_LENGTH,\n"
+            "     \"lora_path\": CLIP_LORA, \"clip_base\": CLIP_BASE, \"epochs\": EPOCHS, \"batch_size\": BATCH_SIZE, \"lr\": LR,\n"
+            "     \"head_lr\": CLIP_HEAD_LR, \"num_workers\": NUM_WORKERS, \"max_length\": MAX_LENGTH,\n"
             f"     \"device\": DEVICE, {loss.replace('CLASS_WEIGHTS', 'CLIP_CLASS_WEIGHTS')}}}, seeds, ds=ds)"
         ),
         md("## Embedding model heads for comparison"),
