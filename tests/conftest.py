@@ -38,6 +38,10 @@ def _isolated_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("MMFUSION_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setattr(config, "_dotenv_cache", {})
     yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:  # figures a test made are not kept open for the next one
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ COMMENTS = {
     "EPOCHS": "end-to-end epochs (early stopping on validation)",
     "HEAD_EPOCHS": "embedding-head epochs (early stopping on validation)",
     "BATCH_SIZE": "end-to-end batch size (the seed's 64 gives a quarter of the optimizer steps per epoch: see README)",
-    "LR": "backbone learning rate when fine-tuning (the seed's 1e-3 collapses a pretrained BERT to chance: see README)",
+    "LR": "backbone learning rate when fine-tuning (2e-5 scored best against the seed's 1e-3: see README)",
     "HEAD_LR": "fusion-head learning rate (the seed's 1e-3)",
     "CLIP_HEAD_LR": "BERT + CLIP head learning rate (None: LR for every weight, one rate as the seed's Trainer)",
     "NUM_WORKERS": "DataLoader workers decoding images during training (the seed's 2; 0: in the main process)",
