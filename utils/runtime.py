@@ -16,7 +16,7 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # with precision="auto" on a CPU, head training uses bf16 from this input width on. Measured on a 2-core
@@ -202,6 +202,55 @@ def cpu_bf16_matmuls(enabled: bool = True):
         yield
     finally:
         mm.fp32_precision = before
+
+
+# ------------------------------------------------------------------------------------------ batch sizes
+DEFAULT_BATCH_SIZE = 32  # extraction batch size where memory does not decide it (CPU, MPS)
+AUTO_BATCH_FRACTION = 0.6  # share of the free GPU memory an automatic batch may fill (decoding, copies: the rest)
+
+
+def batch_size_for_memory(free_bytes: float, per_item_bytes: float, fixed_bytes: float = 0.0,
+                          fraction: float = AUTO_BATCH_FRACTION, most: int = 1024) -> int:
+    """The largest power of two ``b <= most`` with ``fixed + b * per_item <= fraction * free`` (at least 1)."""
+    budget = fraction * float(free_bytes) - max(float(fixed_bytes), 0.0)
+    if per_item_bytes <= 0:
+        return int(most)
+    n = int(budget // float(per_item_bytes))
+    if n < 1:
+        return 1
+    return int(min(most, 1 << (n.bit_length() - 1)))
+
+
+def auto_batch_size(device: Any, probe: Callable[[int], Any], default: int = DEFAULT_BATCH_SIZE, most: int = 1024, sizes: "tuple[int, int]" = (4, 8), fraction: float = AUTO_BATCH_FRACTION) -> int:
+    """A batch size chosen from free GPU memory: ``default`` off CUDA; on CUDA, ``probe(b)`` (one forward pass of
+    ``b`` items, the largest kind the run will see) runs at two sizes, the peak memory they allocate gives the
+    bytes per item and the fixed part, and the batch is the largest power of two that fills at most ``fraction``
+    of the memory free on the device (:func:`batch_size_for_memory`)."""
+    import logging
+
+    import torch
+
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return int(default)
+    torch.cuda.synchronize(dev)
+    torch.cuda.empty_cache()  # blocks the allocator keeps would otherwise count as used
+    peaks = []
+    for b in sizes:
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        probe(b)
+        torch.cuda.synchronize(dev)
+        peaks.append(max(torch.cuda.max_memory_allocated(dev) - base, 0))
+    (s1, s2), (p1, p2) = sizes, peaks
+    per_item = (p2 - p1) / (s2 - s1) if p2 > p1 else p2 / s2
+    fixed = max(p1 - s1 * per_item, 0.0)
+    torch.cuda.empty_cache()
+    free, _total = torch.cuda.mem_get_info(dev)
+    chosen = batch_size_for_memory(free, per_item, fixed, fraction, most)
+    logging.getLogger(__name__).info("batch size %d from free GPU memory (%.0f MiB free, %.1f MiB per item, "
+                                     "%.0f MiB fixed)", chosen, free / 2**20, per_item / 2**20, fixed / 2**20)
+    return chosen
 
 
 # ------------------------------------------------------------------------------------ seeds and sizes
