@@ -130,7 +130,7 @@ def extract_embeddings(
     ds: MultimodalDataset,
     extractors: Mapping[str, str],
     options: Optional[Mapping[str, Mapping[str, Any]]] = None,
-    batch_size: int = 32,
+    batch_size: Union[int, str] = "auto",
     device: str = "auto",
     embeddings_dir: Optional[PathLike] = None,
     normalize: bool = False,

@@ -357,18 +357,21 @@ class ImageExtractor(Extractor):
 
     def auto_batch_size(self) -> int:
         """The batch size for ``batch_size="auto"``: from free GPU memory on CUDA, probed with forward passes of
-        blank inputs of the model's size (:func:`utils.runtime.auto_batch_size`); 32 elsewhere."""
+        blank inputs of the model's size (:func:`utils.runtime.auto_batch_size`), once per device; 32 elsewhere."""
         import torch
 
         from ..runtime import DEFAULT_BATCH_SIZE, auto_batch_size
 
         precision = self.resolved_precision()
+        key = (str(self._device), tuple(self._input_shape), precision)
+        cache = self.__dict__.setdefault("_auto_batch", {})  # later calls (one per store shard) reuse the size
+        if key not in cache:
+            def probe(b: int) -> None:
+                x = torch.zeros((b, *self._input_shape), device=self._device)
+                if self._channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode(), autocast(self._device, precision):
+                    self._forward(x)
 
-        def probe(b: int) -> None:
-            x = torch.zeros((b, *self._input_shape), device=self._device)
-            if self._channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), autocast(self._device, precision):
-                self._forward(x)
-
-        return auto_batch_size(self._device, probe, default=DEFAULT_BATCH_SIZE, most=MAX_AUTO_BATCH)
+            cache[key] = auto_batch_size(self._device, probe, default=DEFAULT_BATCH_SIZE, most=MAX_AUTO_BATCH)
+        return cache[key]

@@ -174,6 +174,10 @@ class HFTextExtractor(Extractor):
         model_max = getattr(tok, "model_max_length", None)
         if isinstance(model_max, int) and 0 < model_max < 100_000:
             max_len = min(max_len, model_max)
+        else:  # a tokenizer without a limit: the model's positions are the limit
+            positions = getattr(model.config, "max_position_embeddings", None)
+            if isinstance(positions, int) and positions > 0:
+                max_len = min(max_len, positions)
         lengths = [len(t) for t in texts]
         if batch_size == "auto":  # the longest texts come first: probe with them
             longest = sorted(range(len(texts)), key=lambda i: -lengths[i])[:AUTO_PROBE_ROWS]
@@ -201,24 +205,29 @@ class HFTextExtractor(Extractor):
         assert out is not None
         return out
 
-    def _embed_batch(self, texts: List[str], max_len: int):
+    def _embed_batch(self, texts: List[str], max_len: int, padding: Any = True):
         """Pooled fp32 vectors ``[B, H]`` of ``texts`` (padded to the batch's longest), left on the device."""
-        enc = self._tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        enc = self._tokenizer(texts, padding=padding, truncation=True, max_length=max_len, return_tensors="pt")
         enc = {k: v.to(self._device, non_blocking=True) for k, v in enc.items()}
         with autocast(self._device, self._autocast):
             hidden = self._model(**enc).last_hidden_state  # [B, T, H]
         return pool(hidden.float(), enc["attention_mask"], self._pooling)
 
     def auto_batch_size(self, longest: List[str], max_len: int) -> int:
-        """The batch size for ``batch_size="auto"``: from free GPU memory, probed with the longest texts (see
-        :func:`utils.runtime.auto_batch_size`); :data:`DEFAULT_BATCH_SIZE` on a CPU."""
+        """The batch size for ``batch_size="auto"``: from free GPU memory (:func:`utils.runtime.auto_batch_size`),
+        probed with the longest texts padded to ``max_len`` tokens (the worst case: later calls reuse the
+        size, per device); :data:`~utils.runtime.DEFAULT_BATCH_SIZE` on a CPU."""
         import torch
 
-        def probe(b: int) -> None:
-            with torch.inference_mode():
-                self._embed_batch((longest * b)[:b], max_len)
+        key = (str(self._device), max_len)
+        cache = self.__dict__.setdefault("_auto_batch", {})
+        if key not in cache:
+            def probe(b: int) -> None:
+                with torch.inference_mode():
+                    self._embed_batch((longest * b)[:b], max_len, padding="max_length")
 
-        return auto_batch_size(self._device, probe, default=DEFAULT_BATCH_SIZE, most=MAX_AUTO_BATCH)
+            cache[key] = auto_batch_size(self._device, probe, default=DEFAULT_BATCH_SIZE, most=MAX_AUTO_BATCH)
+        return cache[key]
 
     def describe(self) -> str:
         return f"{self.id} (pooling={self._pooling or self.options['pooling']})"
