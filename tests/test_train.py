@@ -255,3 +255,27 @@ def test_train_loop_takes_its_settings_from_the_config():
     assert len(params) <= 9 and "precision" not in params and "show_progress" not in params
     assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY
                for p in ("evaluate", "param_groups", "extra_modules", "on_epoch_end"))
+
+
+def test_fit_keeps_the_features_resident_and_steps_make_no_copies(monkeypatch):
+    """The features are converted to one tensor on the training device once; every step's batch is already there,
+    so move() hands back the very tensors it is given (on a GPU: no host-to-device copy per step)."""
+    import utils.train.classify as classify
+    import utils.train.loop as loop
+
+    conversions, moved = [], []
+    real_as_tensor, real_move = classify.as_tensor, loop.move
+    monkeypatch.setattr(classify, "as_tensor", lambda x, dev, dtype=torch.float32: conversions.append(dev)
+                        or real_as_tensor(x, dev, dtype))
+
+    def spy(inputs, dev):
+        out = real_move(inputs, dev)
+        moved.append(all(o is i for o, i in zip(out.values(), inputs.values())) if isinstance(inputs, dict) else out is inputs)
+        return out
+
+    monkeypatch.setattr(loop, "move", spy)
+    X, y = _blobs(300)
+    fit(build_head("text_only", {"text": 8}, 3), X[:200], y[:200], X[200:], y[200:], "multiclass", ["a", "b", "c"],
+        TrainConfig(epochs=2, patience=None, batch_size=32, device="cpu"))
+    assert len(conversions) == 2  # the training and the validation features, once each
+    assert len(moved) >= 2 * 2 * (200 // 32) and all(moved)
