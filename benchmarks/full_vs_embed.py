@@ -26,6 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import add_device_argument, describe_device  # noqa: E402 -- benchmarks/_timing.py
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,9 +37,11 @@ def main(argv=None) -> None:
     p.add_argument("--head-epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    add_device_argument(p)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    dev = describe_device(a.device)
 
     from torch.utils.data import DataLoader
     from transformers import BertConfig, BertTokenizer, ViTConfig, ViTImageProcessor
@@ -69,7 +73,7 @@ def main(argv=None) -> None:
     train = DataLoader(RecordsDataset.from_dataset(ds, rows, yt[rows]), batch_size=a.batch_size, shuffle=True, collate_fn=collate,
                        generator=torch.Generator().manual_seed(0))
     val = DataLoader(RecordsDataset.from_dataset(ds, rows[:4], yt[rows[:4]]), batch_size=4, collate_fn=collate)
-    res = fit_batches(model, train, val, ds.spec.task, ds.spec.classes, TrainConfig(epochs=a.full_epochs, patience=None, device="cpu"),
+    res = fit_batches(model, train, val, ds.spec.task, ds.spec.classes, TrainConfig(epochs=a.full_epochs, patience=None, device=str(dev)),
                       param_groups=param_groups(model, 2e-5, 1e-3), show_progress=True)
     full_s = statistics.median(res.epoch_seconds)
     full_params = n_params(model)
@@ -80,7 +84,7 @@ def main(argv=None) -> None:
     head = build_head("early_fusion", {"text": 768, "image": 768}, ds.spec.num_outputs)
     head_times = []
     for e in range(a.head_epochs):  # one-epoch fits: fit() times the training pass only
-        r = fit(head, X, y, X[:8], y[:8], ds.spec.task, ds.spec.classes, TrainConfig(epochs=1, patience=None, device="cpu", seed=e))
+        r = fit(head, X, y, X[:8], y[:8], ds.spec.task, ds.spec.classes, TrainConfig(epochs=1, patience=None, device=str(dev), seed=e))
         head_times.append(r.train_seconds)
     embed_s = statistics.median(head_times)
 

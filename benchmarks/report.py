@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _timing import median_time  # noqa: E402  benchmarks/_timing.py (the script's folder is on sys.path)
+from _timing import add_device_argument, describe_device, median_time  # noqa: E402  benchmarks/_timing.py
 
 
 def naive_bootstrap(y, probas, n_resamples: int, seed: int = 0) -> float:
@@ -61,9 +61,12 @@ def main(argv=None) -> int:
     p.add_argument("--image", default="effnet-lite0")
     p.add_argument("--repeats", type=int, default=3, help="report runs timed (median reported)")
     p.add_argument("--naive-resamples", type=int, default=50, help="resamples the naive loop is timed on")
+    add_device_argument(p)
     a = p.parse_args(argv)
 
     import torch
+
+    dev = describe_device(a.device)
 
     from utils import experiment as ex
     from utils.evaluation import bootstrap_intervals, brier, ece, label_strata, ScoreTable
@@ -74,9 +77,10 @@ def main(argv=None) -> int:
 
     ex.setup_logging("WARNING")
     ds = ex.load_dataset("synthetic", n=a.n)
-    emb = ex.extract_embeddings(ds, {"text": a.text, "image": a.image}, show_progress=False)
+    emb = ex.extract_embeddings(ds, {"text": a.text, "image": a.image}, show_progress=False, device=str(dev))
     t0 = time.perf_counter()
-    rows = ex.train_heads(ds, emb, ex.DEFAULT_HEADS, epochs=a.epochs, seeds=list(range(a.seeds)), show_progress=False)
+    rows = ex.train_heads(ds, emb, ex.DEFAULT_HEADS, epochs=a.epochs, seeds=list(range(a.seeds)), show_progress=False,
+                          device=str(dev))
     train_s = time.perf_counter() - t0
     recipe = rows.recipe
     y_test = recipe.y[recipe.parts["test"]]
@@ -109,7 +113,7 @@ def main(argv=None) -> int:
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         def one_report():
-            rep = ex.report(rows, out_dir=tmp, name="bench")
+            rep = ex.report(rows, out_dir=tmp, name="bench", device="auto" if dev.type == "cuda" else "cpu")
             sections.append(rep.seconds)
             return rep
 

@@ -1,18 +1,26 @@
-"""Early-fusion head training throughput: our in-memory trainer against the naive DataLoader path.
+"""Early-fusion head training throughput: our trainer against the original DataLoader loop and a plain loop.
 
-The setting of the original framework: 50,000 records with 4,096-d text (LLaMA-2) and 768-d image
-(DINOv2) embeddings, early fusion, batch 64, AdamW. The naive path is what the original did: a pandas
-DataFrame holding the vectors, a torch ``Dataset`` that reads one row at a time, a ``DataLoader`` with 2
-workers, and a head that concatenates the modalities in every step. Ours is ``utils.train.fit``: one
-feature tensor, one permutation per epoch, ``index_select`` batches, fused AdamW.
+The setting of the original framework (its ``classifiers.py``): 50,000 records with 4,096-d text (LLaMA-2)
+and 768-d image (DINOv2) embeddings, early fusion, batch 64, AdamW. Three paths train the same head from the
+same initial weights, one epoch each in turn (so drift in machine speed hits all alike), after a warm-up:
 
-Both train the same head from the same initial weights for the same number of epochs, and both are
-scored on the same held-out rows, so the F1 columns show the speed-up costs nothing.
+- ``ours``: ``utils.train.fit`` -- one feature tensor on the device (bf16 where it pays), one permutation per
+  epoch, ``index_select`` batches, fused AdamW, the loss summed on the device.
+- ``original``: what the original framework did -- a pandas DataFrame holding the vectors, a torch
+  ``Dataset`` that reads one row at a time, a ``DataLoader`` with 2 workers, the modalities concatenated in
+  every step.
+- ``naive``: the plain PyTorch loop on tensors already in memory -- fp32, ``X[perm[i:i + 64]]``, torch's
+  default AdamW, ``loss.item()`` every step.
 
-    python benchmarks/train_heads.py                 # full size (about 5 minutes here)
-    python benchmarks/train_heads.py --n 5000 --repeats 2   # a smoke run
+All three are scored on the same held-out rows, so the F1 lines show the speed-up costs nothing.
+All three run with the same CPU threads: ``--threads N``, or by default what ``TrainConfig(threads=None)``
+picks on this machine (one thread on 2 cores; see ``utils.runtime.train_threads``).
 
-Last line: ``speedup_vs_naive: <ratio of median samples/s>``.
+    python benchmarks/train_heads.py                          # full size
+    python benchmarks/train_heads.py --n 5000 --repeats 2     # a smoke run
+
+Speed-ups are medians over repeats of the per-repeat ratio (each repeat's paths run back to back). Last
+lines: ``speedup_vs_original`` and ``speedup_vs_naive``.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _timing import add_device_argument, describe_device  # noqa: E402 -- benchmarks/_timing.py
+from _timing import add_device_argument, describe_device, synchronize  # noqa: E402 -- benchmarks/_timing.py
 
 
 def make_data(n: int, d_text: int, d_image: int, classes: int, seed: int = 0):
@@ -44,7 +52,7 @@ def make_data(n: int, d_text: int, d_image: int, classes: int, seed: int = 0):
     return text, image, y
 
 
-def naive_epoch(df, model, opt, loss_fn, batch_size: int, workers: int, seed: int, device="cpu") -> float:
+def original_epoch(df, model, opt, loss_fn, batch_size: int, workers: int, seed: int, device="cpu") -> float:
     """One epoch the original way (each batch copied to the device in the step); returns seconds."""
     import torch
     from torch.utils.data import DataLoader, Dataset
@@ -66,6 +74,7 @@ def naive_epoch(df, model, opt, loss_fn, batch_size: int, workers: int, seed: in
     loader = DataLoader(RowDataset(df), batch_size=batch_size, shuffle=True, num_workers=workers, generator=g,
                         drop_last=True)
     model.train()
+    synchronize(device)
     t0 = time.perf_counter()
     for t, im, y in loader:
         t, im, y = t.to(device), im.to(device), y.to(device)
@@ -74,8 +83,28 @@ def naive_epoch(df, model, opt, loss_fn, batch_size: int, workers: int, seed: in
         opt.zero_grad()
         loss.backward()
         opt.step()
-    if getattr(device, "type", str(device)).startswith("cuda"):
-        torch.cuda.synchronize(device)
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def naive_epoch(X, y, model, opt, loss_fn, batch_size: int, seed: int, device="cpu") -> float:
+    """One epoch of the plain loop over tensors already on the device; returns seconds."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    synchronize(device)
+    t0 = time.perf_counter()
+    perm = torch.randperm(len(X), generator=g).to(device)
+    total = 0.0
+    for i in range(0, len(X) - batch_size + 1, batch_size):
+        idx = perm[i : i + batch_size]
+        loss = loss_fn(model(X[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item()
+    synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -96,20 +125,30 @@ def main(argv=None) -> int:
     p.add_argument("--d-image", type=int, default=768)
     p.add_argument("--classes", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive path")
-    p.add_argument("--repeats", type=int, default=5, help="epochs timed per path, alternating (median reported)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the original path")
+    p.add_argument("--repeats", type=int, default=5, help="epochs timed per path, in turn (medians reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed epochs per path first (allocator, caches, workers)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for every path (default: what TrainConfig(threads=None) picks here)")
+    p.add_argument("--paths", default="ours,original,naive", help="which paths to run (ours is always run)")
     add_device_argument(p)
     a = p.parse_args(argv)
 
     import pandas as pd
     import torch
 
+    from utils.runtime import train_threads
+
+    # every path runs with the thread count ours trains with (like with like; the baselines would otherwise
+    # keep torch's default, which is slower where that spins on shared cores)
+    threads = train_threads(a.threads) or torch.get_num_threads()
+    torch.set_num_threads(threads)
     dev = describe_device(a.device)
 
     from utils.models import build_head
     from utils.train import TrainConfig, fit
 
+    paths = ["ours"] + [q for q in a.paths.split(",") if q in ("original", "naive")]
     n_test = max(1000, a.n // 10)
     text, image, y = make_data(a.n + n_test, a.d_text, a.d_image, a.classes)
     X = np.concatenate([text, image], axis=1)
@@ -118,45 +157,57 @@ def main(argv=None) -> int:
     print(f"records: {a.n}, dims: text {a.d_text} + image {a.d_image}, batch {a.batch_size}, "
           f"threads {torch.get_num_threads()}, cores {os.cpu_count()}, torch {torch.__version__}")
 
-    # the two paths alternate epoch by epoch, so drift in machine speed hits both alike
     torch.manual_seed(0)
-    ours_model = build_head("early_fusion", dims, a.classes)
-    init = {k: v.clone() for k, v in ours_model.state_dict().items()}
-    naive_model = build_head("early_fusion", dims, a.classes)
-    naive_model.load_state_dict(init)
-    naive_model.to(dev)
-    df = pd.DataFrame({"text_embedding": list(text[: a.n]), "image_embedding": list(image[: a.n]), "label": ytr})
-    opt = torch.optim.AdamW(naive_model.parameters(), lr=1e-3, weight_decay=1e-2)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    models = {"ours": build_head("early_fusion", dims, a.classes)}
+    init = {k: v.clone() for k, v in models["ours"].state_dict().items()}
+    opts, loss_fn = {}, torch.nn.CrossEntropyLoss()
+    for q in paths[1:]:
+        models[q] = build_head("early_fusion", dims, a.classes)
+        models[q].load_state_dict(init)
+        models[q].to(dev)
+        # the original used AdamW with fused=False on the CPU (torch's default there); so does the plain loop
+        opts[q] = torch.optim.AdamW(models[q].parameters(), lr=1e-3, weight_decay=1e-2)
+    df = pd.DataFrame({"text_embedding": list(text[: a.n]), "image_embedding": list(image[: a.n]), "label": ytr}) \
+        if "original" in paths else None
+    X_dev, y_dev = torch.from_numpy(Xtr).to(dev), torch.from_numpy(ytr).to(dev)
     classes = [str(c) for c in range(a.classes)]
-    ours_rates, ours_secs, naive_rates = [], [], []
+    rates = {q: [] for q in paths}
+    ratios = {q: [] for q in paths[1:]}
+    ours_secs = []
     precision = None
     for r in range(-a.warmup, a.repeats):
+        seed = max(r, 0)
+        secs = {}
         # ours: utils.train.fit, one epoch per call, continuing from the same weights
-        res = fit(ours_model, Xtr, ytr, Xte[:256], yte[:256], "multiclass", classes,
-                  TrainConfig(epochs=1, batch_size=a.batch_size, patience=None, device=str(dev), seed=max(r, 0)))
-        precision = res.precision
-        # naive: DataFrame of vectors -> Dataset -> DataLoader(2 workers) -> cat in the step
-        secs = naive_epoch(df, naive_model, opt, loss_fn, a.batch_size, a.workers, seed=max(r, 0), device=dev)
+        res = fit(models["ours"], Xtr, ytr, Xte[:256], yte[:256], "multiclass", classes,
+                  TrainConfig(epochs=1, batch_size=a.batch_size, patience=None, device=str(dev), seed=seed,
+                              threads=threads))
+        precision, secs["ours"] = res.precision, res.train_seconds
+        if "original" in paths:  # DataFrame of vectors -> Dataset -> DataLoader(2 workers) -> cat in the step
+            secs["original"] = original_epoch(df, models["original"], opts["original"], loss_fn, a.batch_size,
+                                              a.workers, seed, dev)
+        if "naive" in paths:  # tensors in memory, fp32, default AdamW, .item() every step
+            secs["naive"] = naive_epoch(X_dev, y_dev, models["naive"], opts["naive"], loss_fn, a.batch_size, seed, dev)
         label = "warm-up" if r < 0 else f"repeat {r}"
-        print(f"{label}: ours {a.n / res.train_seconds:.0f} samples/s, naive {a.n / secs:.0f} samples/s", flush=True)
+        print(f"{label}: " + ", ".join(f"{q} {a.n / secs[q]:.0f} samples/s" for q in paths), flush=True)
         if r < 0:
             continue
-        ours_secs.append(res.train_seconds)
-        ours_rates.append(a.n / res.train_seconds)
-        naive_rates.append(a.n / secs)
-    ours_f1 = macro_f1(ours_model, Xte, yte, next(ours_model.parameters()).device)
-    naive_f1 = macro_f1(naive_model, Xte, yte, dev)
+        ours_secs.append(secs["ours"])
+        for q in paths:
+            rates[q].append(a.n / secs[q])
+        for q in paths[1:]:
+            ratios[q].append(secs[q] / secs["ours"])
 
-    ours, naive = statistics.median(ours_rates), statistics.median(naive_rates)
-    print(f"ours_samples_per_s: {ours:.0f}")
-    print(f"naive_samples_per_s: {naive:.0f}")
-    print(f"ours_s_per_epoch: {statistics.median(ours_secs):.2f}")
-    print(f"naive_s_per_epoch: {a.n / naive:.2f}")
+    print(f"threads: {threads}")
     print(f"ours_precision: {precision}")
-    print(f"ours_macro_f1: {ours_f1:.4f}")
-    print(f"naive_macro_f1: {naive_f1:.4f}")
-    print(f"speedup_vs_naive: {ours / naive:.2f}")
+    print(f"ours_s_per_epoch: {statistics.median(ours_secs):.2f}")
+    for q in paths:
+        print(f"{q}_samples_per_s: {statistics.median(rates[q]):.0f}")
+    for q in paths:
+        model = models[q]
+        print(f"{q}_macro_f1: {macro_f1(model, Xte, yte, next(model.parameters()).device):.4f}")
+    for q in paths[1:]:
+        print(f"speedup_vs_{q}: {statistics.median(ratios[q]):.2f}")
     return 0
 
 

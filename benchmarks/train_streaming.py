@@ -34,6 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import add_device_argument, describe_device  # noqa: E402 -- benchmarks/_timing.py
+
 
 def rss_anon_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -59,7 +61,7 @@ def make_data(folder: Path, n: int, d: int, seed: int = 0, chunk: int = 200_000)
         np.save(folder / f"{name}_y.npy", yy)
 
 
-def child(folder: Path, mode: str, budget_mb: float, epochs: int, precision: str) -> None:
+def child(folder: Path, mode: str, budget_mb: float, epochs: int, precision: str, device: str = "cpu") -> None:
     import torch
 
     from utils.models.fusion import build_head
@@ -80,7 +82,7 @@ def child(folder: Path, mode: str, budget_mb: float, epochs: int, precision: str
     Xt, yt = np.load(folder / "test_x.npy"), np.load(folder / "test_y.npy")
     base = rss_anon_mb()
     budget = X.nbytes / 2**20 * 4 if mode == "in_memory" else budget_mb
-    cfg = TrainConfig(epochs=epochs, batch_size=256, seed=0, device="cpu", precision=precision, patience=None,
+    cfg = TrainConfig(epochs=epochs, batch_size=256, seed=0, device=device, precision=precision, patience=None,
                       memory_budget_mb=budget)
     torch.manual_seed(0)
     model = build_head("early_fusion", {"x": X.shape[1]}, 4)
@@ -100,15 +102,18 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--folder", default=None, help=argparse.SUPPRESS)
+    add_device_argument(ap)
     a = ap.parse_args()
     if a.child:
-        return child(Path(a.folder), a.child, a.budget_mb, a.epochs, a.precision)
+        return child(Path(a.folder), a.child, a.budget_mb, a.epochs, a.precision, a.device)
+    dev = describe_device(a.device, a.precision)
     with tempfile.TemporaryDirectory() as tmp:
         make_data(Path(tmp), a.n, a.dim)
         out = {}
         for mode in ("in_memory", "streamed"):
             proc = subprocess.run([sys.executable, __file__, "--child", mode, "--folder", tmp, "--budget-mb",
-                                   str(a.budget_mb), "--epochs", str(a.epochs), "--precision", a.precision],
+                                   str(a.budget_mb), "--epochs", str(a.epochs), "--precision", a.precision,
+                                   "--device", str(dev)],
                                   capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode or not lines:

@@ -202,3 +202,48 @@ def test_prior_predictor_scores_chance_not_below():
     assert pt["macro_f1"][0] == pytest.approx(0.1)  # majority class: F1 0.4 on one class of four
     assert pt["macro_f1"][1] == pytest.approx(0.25, abs=0.04)  # guessing with the class shares
     assert pt["roc_auc"][1] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_bootstrap_on_a_torch_device_gives_the_numpy_samples(task):
+    """ScoreTable(device=...) runs the weighted counts and the ROC-AUC tie-group sums in torch (float64) on that
+    device -- on a GPU in the report -- from the same numpy-drawn weights: the samples equal numpy's. Exercised
+    here with the CPU as the device; ties and an absent class included."""
+    import torch
+
+    rng = np.random.default_rng(7)
+    n = 240
+    if task == "binary":
+        y = rng.integers(0, 2, n)
+        probas = [np.round(np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1), 2) for _ in range(3)]  # rounded: ties
+    elif task == "multiclass":
+        y = rng.integers(0, 3, n)
+        probas = []
+        for _ in range(3):
+            z = rng.normal(size=(n, 4))
+            z[np.arange(n), y] += 1.0
+            probas.append(np.round(np.exp(z) / np.exp(z).sum(1, keepdims=True), 2))
+    else:
+        y = (rng.random((n, 3)) < 0.3).astype(np.float32)
+        probas = [np.round(np.clip(0.4 * y + 0.6 * rng.random((n, 3)), 0, 1), 2) for _ in range(2)]
+    strata = ev.label_strata(y, task)
+    want = ev.ScoreTable(y, probas, task).samples(strata, n_resamples=300, seed=3, max_cells=240 * 64)
+    got = ev.ScoreTable(y, probas, task, device=torch.device("cpu")).samples(strata, n_resamples=300, seed=3,
+                                                                             max_cells=240 * 64)
+    for m in ev.METRICS:
+        assert got[m].shape == want[m].shape == (300, len(probas))
+        np.testing.assert_allclose(got[m], want[m], rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=m)
+    assert np.isfinite(want["roc_auc"]).all()
+
+
+def test_bootstrap_device_goes_to_a_gpu_only_where_it_pays(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ev.bootstrap_device("auto", n_rows=5000, n_resamples=1000) == torch.device("cuda")
+    assert ev.bootstrap_device("auto", n_rows=50, n_resamples=1000) is None  # small: the copies cost more
+    assert ev.bootstrap_device("cpu", 10**6, 1000) is None and ev.bootstrap_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ev.bootstrap_device("auto", n_rows=10**6, n_resamples=1000) is None
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ev.bootstrap_device("cuda")

@@ -31,17 +31,22 @@ def test_gpu_check_smoke_writes_every_figure_with_its_device(tmp_path):
     assert took < 120, f"smoke mode took {took:.0f}s; it must stay under 2 minutes"
     f = _figures(out)
     assert f["mode"] == "smoke" and f["failed_steps"] == "0"
-    for section in ("images", "text", "heads"):
+    sections = ("images", "images_device_decode", "text", "heads", "bootstrap")
+    for section in sections:
         assert f[f"{section}.device"] == "cpu" and f[f"{section}.device_name"], section
         assert f[f"{section}.precision"] in ("fp32", "bf16", "fp16")
     for key in ("images.test_vit_ours_images_per_s", "images.test_vit_naive_fp32_images_per_s",
-                "images.test_vit_ceiling_images_per_s", "text.ours_texts_per_s",
-                "text.sentence_transformers_texts_per_s", "heads.ours_samples_per_s", "heads.naive_samples_per_s"):
+                "images.test_vit_ceiling_images_per_s", "images_device_decode.test_vit_ours_images_per_s",
+                "text.ours_texts_per_s", "text.sentence_transformers_texts_per_s", "heads.ours_samples_per_s",
+                "heads.original_samples_per_s", "heads.naive_samples_per_s", "bootstrap.numpy_s", "bootstrap.device_s"):
         assert float(f[key]) > 0, key
+    assert f["images.test_vit_batch_size"] == "32"  # batch_size auto: 32 off CUDA
     assert float(f["images.test_vit_cosine_vs_fp32"]) > 0.99  # the fast path gives the fp32 vectors
+    assert float(f["images_device_decode.test_vit_cosine_vs_fp32"]) > 0.99  # decoded by torchvision, resized in torch
     assert float(f["text.cosine_vs_sentence_transformers"]) > 0.99
-    assert abs(float(f["heads.ours_macro_f1"]) - float(f["heads.naive_macro_f1"])) < 0.1
-    assert float(f["heads.speedup_vs_naive"]) > 1.5  # the in-memory trainer beats the DataLoader loop even tiny
+    assert abs(float(f["heads.ours_macro_f1"]) - float(f["heads.original_macro_f1"])) < 0.1
+    assert float(f["heads.speedup_vs_original"]) > 1.5  # the in-memory trainer beats the DataLoader loop even tiny
+    assert float(f["bootstrap.max_abs_difference"]) < 1e-9  # the device bootstrap gives numpy's samples
 
 
 def test_gpu_check_reports_a_failed_step_and_runs_the_rest(tmp_path):
@@ -50,5 +55,5 @@ def test_gpu_check_reports_a_failed_step_and_runs_the_rest(tmp_path):
                           "--out", str(out)], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHON": sys.executable})
     f = _figures(out)
-    assert run.returncode == 3 and f["failed_steps"] == "3"
-    assert all(f[f"{s}.error"].startswith("exit ") for s in ("images", "text", "heads"))
+    assert run.returncode == 5 and f["failed_steps"] == "5"
+    assert all(f[f"{s}.error"].startswith("exit ") for s in ("images", "images_device_decode", "text", "heads", "bootstrap"))

@@ -245,3 +245,30 @@ def test_figure_titles_name_the_dataset_not_its_cache_key(trained, rep):
         titles = [fig._suptitle.get_text() if fig._suptitle else ""] + [ax.get_title() for ax in fig.axes]
         assert any("planted (test n=" in t or "planted, test n=" in t for t in titles), (key, titles)
         assert not any("planted-s0" in t for t in titles), (key, titles)
+
+
+def test_the_bootstrap_runs_on_the_chosen_device_with_the_same_samples(trained, monkeypatch):
+    """ReportConfig.device: the bootstrap's counts and ROC-AUC sums run in torch on that device (a GPU in practice;
+    the CPU as a torch device here) and give the numpy report's intervals. Shapley subsets retrain with the
+    comparison's own TrainConfig (its device: the GPU the heads were trained on)."""
+    import sys
+
+    import utils.train
+
+    report_mod = sys.modules["utils.experiment.report"]  # (utils.experiment.report is also the function's name)
+
+    configs = []
+    real_fit = utils.train.fit
+    monkeypatch.setattr(utils.train, "fit", lambda *a, **k: configs.append(a[7]) or real_fit(*a, **k))
+    numpy_rep = ex.report(trained[2], device="cpu", figures=False, shapley_heads=["late_fusion"], n_resamples=300)
+    assert configs and all(c is trained[2].recipe.configs[0] or c is trained[2].recipe.configs[1] for c in configs)
+    seen = []
+    real = report_mod.bootstrap_device
+    monkeypatch.setattr(report_mod, "bootstrap_device",
+                        lambda *a: seen.append(a) or torch.device("cpu"))
+    torch_rep = ex.report(trained[2], device="cuda", figures=False, shapley_heads=["late_fusion"], n_resamples=300)
+    assert seen and seen[0][0] == "cuda" and real("cpu") is None
+    cols = [c for c in numpy_rep.intervals.columns if c.endswith(("_ci_low", "_ci_high"))]
+    np.testing.assert_allclose(torch_rep.intervals[cols].to_numpy(float), numpy_rep.intervals[cols].to_numpy(float),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(torch_rep.shapley["shapley"], numpy_rep.shapley["shapley"], rtol=1e-9, atol=1e-12)

@@ -173,14 +173,109 @@ def test_heap_tuning_is_idempotent_and_can_be_switched_off():
 
 def test_auto_precision_keeps_narrow_inputs_in_fp32_on_cpu(monkeypatch):
     import utils.runtime
-    from utils.train import CPU_BF16_MIN_FEATURES
 
     monkeypatch.setattr(utils.runtime, "cpu_has_bf16", lambda: True)
     X, y = _blobs(100, d=16)
     narrow = fit(build_head("text_only", {"text": 16}, 3), X[:80], y[:80], X[80:], y[80:], "multiclass",
                  ["a", "b", "c"], TrainConfig(epochs=1, device="cpu"))
     assert narrow.precision == "fp32"
-    wide_X = np.repeat(X, CPU_BF16_MIN_FEATURES // 16, axis=1)
+    wide_X = np.repeat(X, utils.runtime.cpu_bf16_min_features() // 16, axis=1)
     wide = fit(build_head("text_only", {"text": wide_X.shape[1]}, 3), wide_X[:80], y[:80], wide_X[80:], y[80:],
                "multiclass", ["a", "b", "c"], TrainConfig(epochs=1, device="cpu"))
     assert wide.precision == "bf16"
+
+
+# ------------------------------------------------------------------ speed knobs of the loop (issue 18)
+def test_train_threads_picks_one_thread_on_two_cores_and_keeps_an_explicit_count(monkeypatch):
+    import utils.runtime as rt
+
+    monkeypatch.setattr(rt, "available_cores", lambda: 2)
+    assert rt.train_threads(None) == 1 and rt.train_threads(3) == 3
+    monkeypatch.setattr(rt, "available_cores", lambda: 16)
+    assert rt.train_threads(None) is None  # torch's own setting on a larger machine
+    with pytest.raises(ValueError, match="threads"):
+        TrainConfig(threads=0)
+
+
+def test_the_loop_trains_with_the_configured_threads_and_restores_them_after():
+    from utils.models.losses import make_loss
+    from utils.train import TensorBatches, train_loop
+
+    X, y = _blobs(200)
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train = TensorBatches({"x": torch.from_numpy(X[:150])}, torch.from_numpy(y[:150]), 32, shuffle=True)
+        val = TensorBatches({"x": torch.from_numpy(X[150:])}, torch.from_numpy(y[150:]), 64)
+        res = train_loop(build_head("text_only", {"text": 8}, 3), train, val, make_loss("multiclass"),
+                         TrainConfig(epochs=2, patience=None, threads=1, device="cpu"),
+                         on_epoch_end=lambda row: seen.append(torch.get_num_threads()))
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        assert res.epochs_run == 2 and len(res.history) == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_bf16_training_runs_matmuls_in_onednn_without_autocast(monkeypatch):
+    """precision="bf16" on a CPU: oneDNN's bf16 matmuls on fp32 tensors (no weight / gradient casts), not autocast;
+    the setting is on only inside the training passes and the result is as good as fp32."""
+    import utils.runtime as rt
+    import utils.train.loop as loop
+
+    if not rt.cpu_bf16_matmuls_supported():
+        pytest.skip("this torch build or CPU has no bf16 matmuls in oneDNN")
+    seen, modes = [], []
+    real = loop.autocast
+    monkeypatch.setattr(loop, "autocast", lambda dev, precision: seen.append(precision) or real(dev, precision))
+    X, y = _blobs(600, d=16)
+    torch.manual_seed(0)
+    res = fit(build_head("text_only", {"text": 16}, 3), X[:400], y[:400], X[400:500], y[400:500], "multiclass",
+              ["a", "b", "c"], TrainConfig(epochs=6, patience=None, precision="bf16", device="cpu"))
+    assert res.precision == "bf16" and set(seen) == {"fp32"}  # autocast never asked for bf16
+    assert torch.backends.mkldnn.matmul.fp32_precision != "bf16"  # restored after training
+    assert (predict_proba(res.model, X[500:], "multiclass").argmax(1) == y[500:]).mean() > 0.9
+    # inside the block a matmul really is computed from bf16-rounded operands
+    a, b = torch.randn(64, 512), torch.randn(512, 64)
+    exact = a @ b
+    with rt.cpu_bf16_matmuls():
+        modes.append(torch.backends.mkldnn.matmul.fp32_precision)
+        approx = a @ b
+    want = a.bfloat16().float() @ b.bfloat16().float()
+    assert modes == ["bf16"]
+    assert (approx - want).abs().max() < 1e-3 < (exact - want).abs().max()
+
+
+def test_train_loop_takes_its_settings_from_the_config():
+    import inspect
+
+    from utils.train import train_loop
+
+    params = inspect.signature(train_loop).parameters
+    assert len(params) <= 9 and "precision" not in params and "show_progress" not in params
+    assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY
+               for p in ("evaluate", "param_groups", "extra_modules", "on_epoch_end"))
+
+
+def test_fit_keeps_the_features_resident_and_steps_make_no_copies(monkeypatch):
+    """The features are converted to one tensor on the training device once; every step's batch is already there,
+    so move() hands back the very tensors it is given (on a GPU: no host-to-device copy per step)."""
+    import utils.train.classify as classify
+    import utils.train.loop as loop
+
+    conversions, moved = [], []
+    real_as_tensor, real_move = classify.as_tensor, loop.move
+    monkeypatch.setattr(classify, "as_tensor", lambda x, dev, dtype=torch.float32: conversions.append(dev)
+                        or real_as_tensor(x, dev, dtype))
+
+    def spy(inputs, dev):
+        out = real_move(inputs, dev)
+        moved.append(all(o is i for o, i in zip(out.values(), inputs.values())) if isinstance(inputs, dict) else out is inputs)
+        return out
+
+    monkeypatch.setattr(loop, "move", spy)
+    X, y = _blobs(300)
+    fit(build_head("text_only", {"text": 8}, 3), X[:200], y[:200], X[200:], y[200:], "multiclass", ["a", "b", "c"],
+        TrainConfig(epochs=2, patience=None, batch_size=32, device="cpu"))
+    assert len(conversions) == 2  # the training and the validation features, once each
+    assert len(moved) >= 2 * 2 * (200 // 32) and all(moved)

@@ -38,7 +38,7 @@ ENGINES = ("local", "ray")
 @dataclass
 class EmbedConfig:
     root: Optional[str] = None  # embeddings folder (None: MMFUSION_EMBEDDINGS_DIR, .env or ./embeddings)
-    batch_size: int = 32  # rows per forward pass
+    batch_size: Union[int, str] = "auto"  # rows per forward pass; "auto": from free GPU memory on CUDA, else 32
     device: Optional[str] = "auto"  # "auto": CUDA, then MPS, then CPU
     normalize: bool = False  # L2-normalise the stored vectors
     shard_size: int = 1024  # rows per shard: the unit of resume, of repair and of parallel jobs
@@ -54,8 +54,9 @@ class EmbedConfig:
     ray: Any = None  # engine="ray": a utils.distributed.RayConfig or a dict of its fields (None: its defaults)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                          or self.batch_size < 1):
+            raise ValueError(f"batch_size must be an integer >= 1 or 'auto', got {self.batch_size!r}")
         if not isinstance(self.shard_size, int) or self.shard_size < 1:
             raise ValueError(f"shard_size must be an integer >= 1, got {self.shard_size!r}")
         if not 0 <= self.shard < self.num_shards:

@@ -1,6 +1,7 @@
 """Beyond one score: bootstrap intervals, paired comparisons, calibration, subgroups and Shapley values.
 
-Everything here takes plain arrays (labels, probabilities, group values); no model, no torch, no dataset.
+Everything here takes plain arrays (labels, probabilities, group values); no model, no dataset. torch is used
+only to run the bootstrap's two heavy parts on a GPU (``ScoreTable(device=...)``; :func:`bootstrap_device`).
 
 **Bootstrap.** A resample is a vector of row weights (how often each test row is drawn). Resamples are drawn
 within strata (the class labels by default: each resample keeps the class counts of the test split), in
@@ -9,6 +10,8 @@ from those weights: F1 from weighted confusion counts (one matrix product), ROC-
 sums over the sorted scores. No Python loop runs over resamples; the loop over models is only in ROC-AUC
 (one vectorised pass per model and class). Models scored on the same rows with the same weights are paired,
 so the difference of two models has its own interval. Intervals are percentile intervals (95% by default).
+On a GPU (``ScoreTable(device="cuda")``) the weighted counts (the matrix product) and the ROC-AUC sums run there
+in float64 from the same numpy-drawn weights, so the samples equal the CPU's (up to float64 rounding).
 
     samples = metric_samples(y, [proba_a, proba_b], "multiclass")          # {"macro_f1": [B, 2], ...}
     low, high = percentile_interval(samples["macro_f1"][:, 0])
@@ -30,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from itertools import combinations
-from typing import Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -41,6 +44,7 @@ METRICS = ("accuracy", "macro_f1", "weighted_f1", "roc_auc")
 N_RESAMPLES = 1000  # bootstrap resamples (the issue's floor)
 LEVEL = 0.95  # two-sided interval level
 MAX_CELLS = 1 << 23  # weights per chunk (B x N floats): about 32 MB of float32 at a time
+GPU_BOOTSTRAP_MIN_CELLS = 1 << 20  # device="auto": the bootstrap goes to a GPU from this many row weights
 
 
 # ------------------------------------------------------------------------------------------------ bootstrap
@@ -91,8 +95,10 @@ class ScoreTable:
     """
 
     def __init__(self, y_true: np.ndarray, probas: Sequence[np.ndarray], task: str, threshold: float = 0.5,
-                 hard: Optional[Mapping[int, np.ndarray]] = None):
+                 hard: Optional[Mapping[int, np.ndarray]] = None, device: Any = None):
         self.task = task
+        self.device = device  # None: numpy; a torch device: the counts and ROC-AUC sums run there (float64)
+        self._on_device: Optional[Dict[str, Any]] = None
         y = np.asarray(y_true)
         probas = [np.asarray(p, dtype=np.float64) for p in probas]
         if not probas:
@@ -134,8 +140,12 @@ class ScoreTable:
         W = np.asarray(W, dtype=np.float32)
         out: Dict[str, np.ndarray] = {}
         B, J, K = len(W), self.J, self.K
+        Wd = self.to_device(W) if self.device is not None else None
         if {"accuracy", "macro_f1", "weighted_f1"} & set(metrics):
-            S = (W @ self.design).astype(np.float64)  # [B, K + 2 J K + J]: weighted counts (exact in float32)
+            if Wd is not None:
+                S = (Wd @ self.device_arrays()["design"]).cpu().numpy()
+            else:
+                S = (W @ self.design).astype(np.float64)  # [B, K + 2 J K + J]: weighted counts (exact in float32)
             T = S[:, :K]
             P = S[:, K: K + J * K].reshape(B, J, K)
             TP = S[:, K + J * K: K + 2 * J * K].reshape(B, J, K)
@@ -153,12 +163,40 @@ class ScoreTable:
                     if "weighted_f1" in metrics:  # weights: each class's (weighted) support in the labels
                         out["weighted_f1"] = (f1 * T[:, None, :]).sum(-1) / T.sum(-1, keepdims=True)
         if "roc_auc" in metrics:
-            aucs = np.stack([auc_weighted(W, prep) for prep in self.auc_sorted], axis=1)  # [B, J * classes]
+            if Wd is not None:
+                aucs = np.stack([auc_weighted_on_device(Wd, prep) for prep in self.device_arrays()["auc"]], axis=1)
+            else:
+                aucs = np.stack([auc_weighted(W, prep) for prep in self.auc_sorted], axis=1)  # [B, J * classes]
             aucs = aucs.reshape(B, J, self.auc_classes)
             with np.errstate(invalid="ignore"):
                 valid = np.isfinite(aucs)
                 out["roc_auc"] = np.where(valid.any(-1), np.nansum(aucs, -1) / np.maximum(valid.sum(-1), 1), np.nan)
         return out
+
+    def to_device(self, W: np.ndarray) -> Any:
+        """Row weights as a float64 tensor on :attr:`device`."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(W)).to(self.device, dtype=torch.float64)
+
+    def device_arrays(self) -> Dict[str, Any]:
+        """The design matrix and the ROC-AUC preparations as tensors on :attr:`device` (made once)."""
+        if self._on_device is None:
+            import torch
+
+            dev = self.device
+            auc = []
+            for prep in self.auc_sorted:
+                if prep is None:
+                    auc.append(None)
+                    continue
+                order, pos, starts = prep
+                group = np.zeros(len(order), np.int64)
+                group[starts[1:]] = 1
+                auc.append((torch.from_numpy(order).to(dev), torch.from_numpy(pos).to(dev, torch.float64),
+                            torch.from_numpy(np.cumsum(group)).to(dev), len(starts)))
+            self._on_device = {"design": torch.from_numpy(self.design).to(dev, torch.float64), "auc": auc}
+        return self._on_device
 
     def point(self, metrics: Sequence[str] = METRICS) -> Dict[str, np.ndarray]:
         """The scores on the rows as they are (unit weights): ``{metric: [J]}``."""
@@ -201,6 +239,45 @@ def auc_weighted(W: np.ndarray, prepared: Optional[Tuple[np.ndarray, np.ndarray,
     den = P.sum(axis=1, dtype=np.float64) * N.sum(axis=1, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, np.nan)
+
+
+def auc_weighted_on_device(W: Any, prepared: Optional[Tuple[Any, Any, Any, int]]) -> np.ndarray:
+    """:func:`auc_weighted` on a device: ``W [B, N]`` a float64 tensor; ``prepared``: (sort order, positive flags
+    in that order, tie-group id of each sorted position, number of groups) as tensors there (see
+    :meth:`ScoreTable.device_arrays`). Returns numpy ``[B]``."""
+    if prepared is None:
+        return np.full(W.shape[0], np.nan)
+    import torch
+
+    order, pos, group, n_groups = prepared
+    Ws = W.index_select(1, order)
+    total = torch.zeros((W.shape[0], n_groups), dtype=W.dtype, device=W.device).index_add_(1, group, Ws)
+    P = torch.zeros_like(total).index_add_(1, group, Ws * pos)
+    N = total - P
+    below = torch.cumsum(N, dim=1) - N
+    num = (P * (below + 0.5 * N)).sum(dim=1)
+    den = P.sum(dim=1) * N.sum(dim=1)
+    auc = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, math.nan))
+    return auc.cpu().numpy()
+
+
+def bootstrap_device(device: Any = "auto", n_rows: int = 0, n_resamples: int = N_RESAMPLES) -> Any:
+    """Where the report's bootstrap runs: ``None`` (numpy on the CPU) or a torch CUDA device. ``"auto"``: CUDA when
+    there is one and the work is large enough to pay for the copies (``n_rows * n_resamples`` at least
+    :data:`GPU_BOOTSTRAP_MIN_CELLS`; ``n_rows``: test rows times the models scored on them); ``"cpu"``: numpy;
+    ``"cuda"`` / ``"cuda:N"``: that GPU."""
+    if device in (None, "cpu"):
+        return None
+    import torch
+
+    if device == "auto":
+        if not torch.cuda.is_available() or n_rows * n_resamples < GPU_BOOTSTRAP_MIN_CELLS:
+            return None
+        return torch.device("cuda")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"bootstrap device {device!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
+    return dev
 
 
 def percentile_interval(samples: np.ndarray, level: float = LEVEL, axis: int = 0) -> Tuple[np.ndarray, np.ndarray]:

@@ -16,12 +16,15 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # with precision="auto" on a CPU, head training uses bf16 from this input width on. Measured on a 2-core
-# AVX-512 BF16 CPU at batch 64: 704 features ran 1.7x slower in bf16 (casts dominate), 4,864 features 1.3x faster.
+# AVX-512 BF16 CPU at batch 64 under autocast: 704 features ran 1.7x slower in bf16 (casts dominate), 4,864
+# features 1.3x faster. With bf16 matmuls inside oneDNN (no casts; torch >= 2.9, see cpu_bf16_matmuls), on a
+# 2-core AMX CPU: 768 features break even (1.39 / 1.44 ms of CPU per step), 1,536 run 1.2x faster in bf16.
 CPU_BF16_MIN_FEATURES = 2048
+CPU_BF16_MIN_FEATURES_ONEDNN = 1024
 
 
 # --------------------------------------------------------------------------------------------- devices
@@ -93,13 +96,20 @@ def resolve_precision(precision: str, device: Any) -> str:
 
 def resolve_train_precision(precision: str, device: Any, n_features: Optional[int] = None) -> str:
     """The precision head training runs in: as :func:`resolve_precision`, except that ``"auto"`` on a CPU
-    keeps inputs narrower than :data:`CPU_BF16_MIN_FEATURES` in fp32 (there the casts cost more than the
+    keeps inputs narrower than :func:`cpu_bf16_min_features` in fp32 (there the casts cost more than the
     small matmuls save). ``n_features=None`` (inputs that are not one feature matrix) means fp32 on a CPU."""
     resolved = resolve_precision(precision, device)
-    if precision == "auto" and getattr(device, "type", str(device)) == "cpu":
-        if n_features is None or n_features < CPU_BF16_MIN_FEATURES:
+    if precision == "auto" and resolved == "bf16" and getattr(device, "type", str(device)) == "cpu":
+        if n_features is None or n_features < cpu_bf16_min_features():
             return "fp32"
     return resolved
+
+
+def cpu_bf16_min_features() -> int:
+    """The input width from which ``precision="auto"`` trains heads in bf16 on a CPU with native bf16:
+    :data:`CPU_BF16_MIN_FEATURES_ONEDNN` where oneDNN runs the matmuls in bf16 (no casts), else
+    :data:`CPU_BF16_MIN_FEATURES` (autocast)."""
+    return CPU_BF16_MIN_FEATURES_ONEDNN if cpu_bf16_matmuls_supported() else CPU_BF16_MIN_FEATURES
 
 
 def torch_dtype(precision: str):
@@ -115,6 +125,132 @@ def autocast(device: Any, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch_dtype(precision))
+
+
+# head training on a CPU with threads=None: one thread on machines with at most this many cores (see train_threads)
+FEW_CORES = 2
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def train_threads(threads: Optional[int]) -> Optional[int]:
+    """The CPU threads head training runs with: ``threads`` when given; for ``None``, 1 on a machine with at most
+    :data:`FEW_CORES` cores, else ``None`` (torch's setting, every core).
+
+    Why: at batch 64 a training step is ~30 small ops, each an OpenMP parallel region. On 2 cores the second
+    thread saves at most ~1.6x (measured CPU time per step: 3.9 ms on one thread, 4.2 ms over two), and when
+    anything else runs on the machine the idle thread spins at every barrier while the busy one waits for a
+    core: measured 10-25x slower than one thread on a shared 2-core machine (README "Speed")."""
+    if threads is not None:
+        return int(threads)
+    return 1 if available_cores() <= FEW_CORES else None
+
+
+@contextlib.contextmanager
+def cpu_threads(n: Optional[int]):
+    """Run the block with ``torch.set_num_threads(n)`` and restore the previous count after it (``None``: leave
+    torch's setting as it is)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def cpu_bf16_matmuls_supported() -> bool:
+    """True when this torch build lets oneDNN run fp32 matmuls with bf16 arithmetic
+    (``torch.backends.mkldnn.matmul.fp32_precision``, torch 2.9 and later) and this CPU computes bf16 natively."""
+    import torch
+
+    mk = getattr(torch.backends, "mkldnn", None)
+    return bool(mk is not None and mk.is_available() and hasattr(getattr(mk, "matmul", None), "fp32_precision")
+                and cpu_has_bf16())
+
+
+@contextlib.contextmanager
+def cpu_bf16_matmuls(enabled: bool = True):
+    """Within the block, fp32 matmuls and linear layers on the CPU compute in bf16 inside oneDNN (fp32 in and out,
+    bf16 products, fp32 sums), and the previous setting is restored after it.
+
+    Head training uses this for ``precision="bf16"`` on a CPU instead of autocast: autocast casts the fp32 weights
+    to bf16 in every forward pass and the bf16 gradients back to fp32 in every backward pass (two passes over the
+    first layer's 1.2 M weights per step); oneDNN converts while it packs the operands, and the other ops stay in
+    fp32. Measured at batch 64 on 4,864 features: 3.2 ms of CPU per step against 3.9 ms with autocast."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    mm = torch.backends.mkldnn.matmul
+    before = mm.fp32_precision
+    mm.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        mm.fp32_precision = before
+
+
+# ------------------------------------------------------------------------------------------ batch sizes
+DEFAULT_BATCH_SIZE = 32  # extraction batch size where memory does not decide it (CPU, MPS)
+AUTO_BATCH_FRACTION = 0.6  # share of the free GPU memory an automatic batch may fill (decoding, copies: the rest)
+
+
+def batch_size_for_memory(free_bytes: float, per_item_bytes: float, fixed_bytes: float = 0.0,
+                          fraction: float = AUTO_BATCH_FRACTION, most: int = 1024) -> int:
+    """The largest power of two ``b <= most`` with ``fixed + b * per_item <= fraction * free`` (at least 1)."""
+    budget = fraction * float(free_bytes) - max(float(fixed_bytes), 0.0)
+    if per_item_bytes <= 0:
+        return int(most)
+    n = int(budget // float(per_item_bytes))
+    if n < 1:
+        return 1
+    return int(min(most, 1 << (n.bit_length() - 1)))
+
+
+def auto_batch_size(device: Any, probe: Callable[[int], Any], default: int = DEFAULT_BATCH_SIZE, most: int = 1024, sizes: "tuple[int, int]" = (4, 8), fraction: float = AUTO_BATCH_FRACTION) -> int:
+    """A batch size chosen from free GPU memory: ``default`` off CUDA; on CUDA, ``probe(b)`` (one forward pass of
+    ``b`` items, the largest kind the run will see) runs at two sizes, the peak memory they allocate gives the
+    bytes per item and the fixed part, and the batch is the largest power of two that fills at most ``fraction``
+    of the memory free on the device (:func:`batch_size_for_memory`)."""
+    import logging
+
+    import torch
+
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return int(default)
+    torch.cuda.synchronize(dev)
+    torch.cuda.empty_cache()  # blocks the allocator keeps would otherwise count as used
+    peaks = []
+    for b in sizes:
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        probe(b)
+        torch.cuda.synchronize(dev)
+        peaks.append(max(torch.cuda.max_memory_allocated(dev) - base, 0))
+    (s1, s2), (p1, p2) = sizes, peaks
+    per_item = (p2 - p1) / (s2 - s1) if p2 > p1 else p2 / s2
+    fixed = max(p1 - s1 * per_item, 0.0)
+    torch.cuda.empty_cache()
+    free, _total = torch.cuda.mem_get_info(dev)
+    chosen = batch_size_for_memory(free, per_item, fixed, fraction, most)
+    logging.getLogger(__name__).info("batch size %d from free GPU memory (%.0f MiB free, %.1f MiB per item, "
+                                     "%.0f MiB fixed)", chosen, free / 2**20, per_item / 2**20, fixed / 2**20)
+    return chosen
 
 
 # ------------------------------------------------------------------------------------ seeds and sizes

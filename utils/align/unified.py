@@ -129,11 +129,11 @@ def fit_unified(
     objective = ContrastiveObjective(infonce, mods)
     train_cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                             weight_decay=config.weight_decay, patience=config.patience, seed=config.seed,
-                            device=config.device, precision="fp32")
+                            device=config.device, precision="fp32", show_progress=show_progress)
     res = train_loop(
         model, _batches(X, keys, tr, config.batch_size, shuffle=True, seed=config.seed),
         _batches(X, keys, va, config.batch_size), objective, train_cfg, extra_modules=[objective],
-        on_epoch_end=lambda row: row.update(temperature=infonce.temperature), show_progress=show_progress,
+        on_epoch_end=lambda row: row.update(temperature=infonce.temperature),
     )
     best = res.history[res.best_epoch - 1]["val_loss"] if res.best_epoch else float("nan")
     log.info("unified space: best epoch %d, val loss %.3f, temperature %.3f", res.best_epoch, best, infonce.temperature)

@@ -40,8 +40,8 @@ import pandas as pd
 
 from ..config import PathLike, merge_config
 from ..evaluation import (
-    METRICS, ScoreTable, all_subsets, apply_temperature, brier, ece, fit_temperature, group_labels, label_strata,
-    mean_over, paired_difference, percentile_interval, prior_predictions, prior_proba, reliability_bins,
+    METRICS, ScoreTable, all_subsets, apply_temperature, bootstrap_device, brier, ece, fit_temperature, group_labels,
+    label_strata, mean_over, paired_difference, percentile_interval, prior_predictions, prior_proba, reliability_bins,
     shapley_values, subgroup_metrics,
 )
 from ..io import atomic_write_bytes, write_json
@@ -70,6 +70,9 @@ class ReportConfig:
     reliability_bins: str = "adaptive"  # the diagram's bins: "adaptive" (equal-mass, ~25 predictions each), "quantile", "uniform"
     figure_formats: Sequence[str] = ("png", "pdf")  # each figure saved in these formats (pdf / svg: vector, for a paper)
     figure_dpi: int = 200  # resolution of the PNG
+    # where the bootstrap's counts and ROC-AUC sums run: "auto" (a GPU when there is one and the resamples are large
+    # enough to pay for the copies, else numpy), "cpu", "cuda", "cuda:N". The samples are the same either way.
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.n_resamples < 1:
@@ -300,10 +303,12 @@ def report(rows: TrainedHeads, out_dir: Optional[PathLike] = None, name: Optiona
 
     # ---- one bootstrap over all of them
     t0 = time.perf_counter()
-    table = ScoreTable(y_test, cols.arrays, task, hard=cols.hard)
+    boot_dev = bootstrap_device(cfg.device, len(y_test) * len(cols.arrays), cfg.n_resamples)
+    table = ScoreTable(y_test, cols.arrays, task, hard=cols.hard, device=boot_dev)
     point = table.point()
     samples = table.samples(label_strata(y_test, task), cfg.n_resamples, cfg.seed)
     seconds["bootstrap"] = time.perf_counter() - t0
+    log.debug("report: bootstrap on %s", boot_dev or "the CPU (numpy)")
 
     def of(model: str) -> List[int]:
         return [cols.index[("row", i)] for i in by_model[model]]

@@ -17,7 +17,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -44,6 +44,7 @@ class Extractor(ABC):
 
     family: str = ""
     modality: str = ""  # "text", "image" or "audio"
+    auto_batch: bool = False  # True: _encode resolves batch_size="auto" itself (from free GPU memory)
     # appended to "could not load <id> (<error>)." when loading fails: what the user should give instead
     load_hint: str = ("Give a Hugging Face hub id (needs network or a filled cache) or a local folder saved "
                       "with save_pretrained.")
@@ -154,7 +155,7 @@ class Extractor(ABC):
     def encode(
         self,
         items: Sequence[Any],
-        batch_size: int = 32,
+        batch_size: Union[int, str] = "auto",
         device: Optional[str] = "auto",
         normalize: bool = False,
         show_progress: bool = True,
@@ -164,11 +165,17 @@ class Extractor(ABC):
 
         ``normalize`` L2-normalises each row; NUL bytes are dropped from texts. ``on_error="skip"`` turns an
         unreadable file into a row of NaN and records ``row -> reason`` in ``self.last_failures`` instead of raising.
+        ``batch_size="auto"``: chosen from free GPU memory on CUDA by the families that can (``auto_batch``), else
+        :data:`utils.runtime.DEFAULT_BATCH_SIZE`.
         """
+        from ..runtime import DEFAULT_BATCH_SIZE
+
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size == "auto":
+            batch_size = "auto" if self.auto_batch else DEFAULT_BATCH_SIZE
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1 or 'auto', got {batch_size!r}")
         self.last_failures = {}
         items = list(items)
         if self.modality == "text":  # a NUL byte is no text (a C tokenizer would stop at it): dropped for every family

