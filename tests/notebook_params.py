@@ -77,6 +77,7 @@ def full_model(ctx) -> Params:
         "MAX_LENGTH": 32,
         "N_SEEDS": 3,
         "RESULTS_JSON": str(ctx["results_json"]),
+        "RESULTS_DIR": str(ctx["tmp"] / "results"),
     }
     extra = dataset_ci(dataset, ctx)
     extra.pop("FUSION", None)  # embed-only choices; the full-model rule sets its own
@@ -307,10 +308,34 @@ def check_planted_third_modality(params: Params) -> None:
     assert rows and all(r["macro_f1"] > 0.8 for r in rows), [(r["model"], r["macro_f1"]) for r in rows]
 
 
-# notebook pattern -> f(params) checking what it wrote
+def figures_named_by_the_dataset(prefix: str) -> Callable[[Params], None]:
+    """The comparison chart lands in RESULTS_DIR as ``<prefix>_<dataset's own name>`` in every FIGURE_FORMATS
+    (was ``<prefix>_<DATASET>.png``: two own tables, both ``table``, overwrote each other's results)."""
+
+    def check(params: Params) -> None:
+        from pathlib import Path
+
+        from utils import experiment as ex
+
+        ds = ex.load_dataset(params["DATASET"], params.get("DATA_DIR"), **dict(params.get("DATASET_OPTIONS") or {}))
+        found = sorted(p.name for p in Path(params["RESULTS_DIR"]).glob(f"{prefix}_*"))
+        assert found == sorted(f"{prefix}_{ds.spec.name}.{fmt}" for fmt in params["FIGURE_FORMATS"]), found
+
+    return check
+
+
+def all_of(*checks: Callable[[Params], None]) -> Callable[[Params], None]:
+    def check(params: Params) -> None:
+        for c in checks:
+            c(params)
+
+    return check
+
+
+# notebook pattern -> f(params) checking what it wrote (params: the notebook's defaults with CI's over them)
 CHECKS: Dict[str, Callable[[Params], None]] = {
     "notebooks/predict.ipynb": check_predictions,
-    "notebooks/full_model_*.ipynb": check_bert_clip_weights,
-    "notebooks/guided_model_*.ipynb": check_focal_as_the_seed,
+    "notebooks/full_model_*.ipynb": all_of(check_bert_clip_weights, figures_named_by_the_dataset("full_model")),
+    "notebooks/guided_model_*.ipynb": all_of(check_focal_as_the_seed, figures_named_by_the_dataset("guided_model")),
     "Alignment/unified_space.ipynb": check_planted_third_modality,
 }

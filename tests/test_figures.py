@@ -175,3 +175,32 @@ def test_alignment_sweep_labels_are_words():
     fig = viz.metric_vs_lambda(t, ["macro_f1", "gap_test_after"])
     assert [ax.get_ylabel() for ax in fig.axes] == ["Macro-F1 (mean ± sd over seeds)", "modality gap (test, after)"]
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "early fusion"
+
+
+def test_the_full_model_comparison_chart_is_saved_like_every_figure_with_readable_model_names(tmp_path):
+    """The full-model notebooks' chart was saved at a fixed 120 dpi as PNG only, with raw snake_case model names
+    and the dataset's cache key (with its path hash) as its title."""
+    from PIL import Image
+
+    from utils import experiment as ex
+
+    rows = [{"model": m, "family": fam, "dataset": "table-records-b632c606", "seed": s, "macro_f1": f1 + 0.01 * s,
+             "train_s_per_epoch": t}
+            for m, fam, f1, t in (("bert_vit_late_finetune", "full", 0.8, 120.0), ("bert_clip_late", "full", 0.7, 90.0),
+                                  ("early_fusion", "embedding", 0.75, 0.01), ("logreg", "embedding", 0.6, 0.2))
+            for s in (0, 1)]
+    fig = ex.plot_comparison(rows, tmp_path / "low.png", title="table-records: full models against embedding heads",
+                             dpi=60, formats=["png", "svg"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["low.png", "low.svg"]
+    ex.plot_comparison(rows, tmp_path / "high.png", dpi=180, formats=["png"])
+    ratio = Image.open(tmp_path / "high.png").size[0] / Image.open(tmp_path / "low.png").size[0]
+    assert 2.5 < ratio < 3.5, ratio  # the dpi asked for, not a fixed 120
+    names = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert set(names) == {"bert vit late finetune", "bert clip late", "early fusion", "logreg"}, names
+    assert fig._suptitle.get_text() == "table-records: full models against embedding heads"
+    assert fig.axes[0].get_xlabel().startswith("Macro-F1") and fig.axes[0].get_legend() is None
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["embedding model", "full model"]
+    assert _box(legend, fig).y1 < _box(fig.axes[0], fig).y0  # below the bars, over none of them
+    default = ex.plot_comparison(rows)  # no title given: the rows' dataset, as before
+    assert default._suptitle.get_text() == "table-records-b632c606"

@@ -85,7 +85,18 @@ def test_notebook_runs_headless(rel, tmp_path, tiny_bert, monkeypatch):
     _output_is_tidy(tmp_path / "executed.ipynb", rel)
     check = _rule(notebook_params.CHECKS, rel)
     if check:
-        check(params)
+        check({**_notebook_defaults(rel), **params})  # what the notebook ran with: its own defaults, then CI's
+
+
+def _notebook_defaults(rel: str) -> dict:
+    """The literals of a notebook's parameters cell (its defaults before papermill injects CI's)."""
+    import nbformat
+
+    nb = nbformat.read(str(REPO / rel), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    defaults: dict = {}
+    exec(cell.source, {}, defaults)
+    return defaults
 
 
 def _scores_follow_from_the_predictions(rows, params, ctx) -> None:
@@ -98,13 +109,7 @@ def _scores_follow_from_the_predictions(rows, params, ctx) -> None:
 
     n_test = None
     if "DATASET" in params or "DATASET_OPTIONS" in params or "DATA_DIR" in params:
-        import nbformat
-
-        nb = nbformat.read(str(REPO / ctx["rel"]), as_version=4)
-        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        defaults: dict = {}
-        exec(cell.source, {}, defaults)  # the notebook's own defaults, then the CI parameters over them
-        given = {**defaults, **params}
+        given = {**_notebook_defaults(ctx["rel"]), **params}  # the notebook's own defaults, then the CI parameters
         ds = ex.load_dataset(given["DATASET"], given.get("DATA_DIR"), **dict(given.get("DATASET_OPTIONS") or {}))
         n_test = int((ds.df["split"] == "test").sum())
         if "SEED" in given and "N_SEEDS" in given:

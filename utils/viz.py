@@ -328,9 +328,14 @@ def projection_panels(panels, method: str = "umap", path=None, seed: int = 0, ti
     return fig
 
 
-def comparison_plot(df: pd.DataFrame, path=None):
+def comparison_plot(df: pd.DataFrame, path=None, title: Optional[str] = None, dpi: Optional[int] = None,
+                    formats: Optional[Sequence[str]] = None):
     """Result rows of several families: macro-F1 per model (bars with the spread over seeds) and train seconds
-    per epoch (log scale), coloured by approach (embedding model / full model)."""
+    per epoch (log scale), coloured by approach (embedding model / full model).
+
+    Models are labelled in words (:func:`label`: ``bert_vit_late_finetune`` -> ``bert vit late finetune``);
+    ``title`` (e.g. the dataset's own name) goes above both panels, wrapped to the figure's width (None: the
+    rows' ``dataset`` values). Saved like every figure here (:func:`save_figure`: ``formats``, ``dpi``)."""
     import numpy as np
     import seaborn as sns
 
@@ -338,16 +343,28 @@ def comparison_plot(df: pd.DataFrame, path=None):
     df = df.copy()
     family = df["family"] if "family" in df.columns else pd.Series("embedding", index=df.index)
     df["approach"] = np.where(family.fillna("embedding") == "full", "full model", "embedding model")
-    order = list(dict.fromkeys(df.sort_values("approach")["model"]))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(order) + 2), sharey=True)
-    sns.barplot(df, y="model", x="macro_f1", hue="approach", order=order, errorbar="sd", ax=axes[0], dodge=False)
-    axes[0].set(xlim=(0, 1), xlabel="macro-F1 (test, mean ± sd over seeds)", ylabel="")
-    sns.barplot(df, y="model", x="train_s_per_epoch", hue="approach", order=order, errorbar="sd", ax=axes[1],
-                dodge=False, legend=False)
-    axes[1].set(xscale="log", xlabel="train seconds per epoch (log)", ylabel="")
-    fig.suptitle(", ".join(sorted(map(str, df["dataset"].unique()))))
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
+    df["shown"] = df["model"].map(label)
+    order = list(dict.fromkeys(df.sort_values("approach", kind="stable")["shown"]))
+    hues = sorted(df["approach"].unique())
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.4 * len(order) + 1.8), sharey=True)
+    sns.barplot(df, y="shown", x="macro_f1", hue="approach", order=order, hue_order=hues, errorbar="sd", ax=axes[0],
+                dodge=False)
+    axes[0].set(xlim=(0, 1), xlabel=f"{label('macro_f1')} (test, mean ± sd over seeds)", ylabel="")
+    sns.barplot(df, y="shown", x="train_s_per_epoch", hue="approach", order=order, hue_order=hues, errorbar="sd",
+                ax=axes[1], dodge=False, legend=False)
+    axes[1].set(xscale="log", xlabel="train seconds per epoch (log scale)", ylabel="")
+    handles, names = axes[0].get_legend_handles_labels()
+    if axes[0].get_legend() is not None:
+        axes[0].get_legend().remove()
+    fig.legend(handles, names, loc="lower center", ncol=len(names) or 1, frameon=False, fontsize=8)  # under the bars
+    for ax in axes:
+        ax.spines[["top", "right"]].set_visible(False)
+    if title is None:
+        title = ", ".join(sorted(map(str, df["dataset"].unique()))) if "dataset" in df.columns else ""
+    if title:
+        fig.suptitle(wrap(title, int(fig.get_figwidth() * 11)), fontsize=10)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
+    save_figure(fig, path, dpi, formats)
     plt.close(fig)
     return fig
 

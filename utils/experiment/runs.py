@@ -324,9 +324,12 @@ def paper_table(rows: Union[Sequence[Mapping[str, Any]], pd.DataFrame]) -> pd.Da
     return s[keep].sort_values(["dataset", "approach", "f1"], ascending=[True, True, False]).reset_index(drop=True)
 
 
-def plot_comparison(rows: Union[Sequence[Mapping[str, Any]], pd.DataFrame], path: Optional[PathLike] = None):
-    """macro-F1 per model (bars with the spread over seeds) and train seconds per epoch (log scale)."""
+def plot_comparison(rows: Union[Sequence[Mapping[str, Any]], pd.DataFrame], path: Optional[PathLike] = None,
+                    title: Optional[str] = None, dpi: Optional[int] = None, formats: Optional[Sequence[str]] = None):
+    """macro-F1 per model (bars with the spread over seeds) and train seconds per epoch (log scale); saved as
+    PNG and PDF when ``path`` is given (``formats``, ``dpi``: see :func:`utils.viz.save_figure`). ``title``:
+    e.g. the dataset's own name (``ds.spec.name``; None: the rows' dataset keys)."""
     from ..viz import comparison_plot
 
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    return comparison_plot(df, path)
+    return comparison_plot(df, path, title=title, dpi=dpi, formats=formats)

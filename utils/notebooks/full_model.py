@@ -33,7 +33,9 @@ COMMENTS = {
     "FOCAL_GAMMA": "focal loss focusing parameter",
     "FOCAL_ALPHA": "focal loss alpha: None, a number (binary) or one per class",
     "RESULTS_TABLE": "None: RESULTS_DIR/runs.parquet (every run is appended)",
-    "RESULTS_JSON": "None: RESULTS_DIR/full_model_<DATASET>.json",
+    "FIGURE_FORMATS": "the comparison chart saved in these formats: png, and pdf or svg (vector, for a paper)",
+    "FIGURE_DPI": "resolution of the PNG chart",
+    "RESULTS_JSON": "None: RESULTS_DIR/full_model_<dataset name>.json (for a table: table-<file stem>, or the name option)",
 }
 
 
@@ -71,6 +73,8 @@ def parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
         "DEVICE": "auto",
         "RESULTS_DIR": None,
         "RESULTS_TABLE": None,
+        "FIGURE_FORMATS": ["png", "pdf"],
+        "FIGURE_DPI": 200,
         "RESULTS_JSON": None,
     }
     params.update({k: v for k, v in overrides.items() if k in params})
@@ -93,12 +97,14 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         code(COLAB_CELL),
         code(
             "from utils import experiment as ex\n"
-            "from utils.config import results_dir\n\n"
+            "from utils.config import results_dir\n"
+            "from utils.viz import figure_formats\n\n"
             "ex.setup_logging()"
         ),
         code(parameters_cell(params, COMMENTS), tags=["parameters"]),
         md("## Load the dataset"),
         code("options = {**DATASET_OPTIONS, **({\"positive_class\": POSITIVE_CLASS} if POSITIVE_CLASS is not None else {})}\n"
+             "figure_formats(FIGURE_FORMATS)  # a format that cannot be written fails here, before any training\n"
              "ds = ex.load_dataset(DATASET, DATA_DIR, **options)\n"
              "seeds = list(range(SEED, SEED + N_SEEDS))\nds"),
         md("## BERT + ViT end to end\nEach backbone with its own preprocessing (tokenizer, image processor)."),
@@ -128,7 +134,15 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         ),
         md("## Results (test split, mean and std over seeds)"),
         code("rows = full_rows + clip_rows + embed_rows\nex.append_runs(rows, RESULTS_TABLE)\nex.paper_table(rows)"),
-        code("out_dir = results_dir(RESULTS_DIR)\nfig = ex.plot_comparison(rows, out_dir / f\"full_model_{DATASET}.png\")"),
+        md("### The comparison chart\nTest macro-F1 per model (mean and spread over seeds) and training seconds per "
+           "epoch. Saved as PNG and PDF (`FIGURE_FORMATS`, `FIGURE_DPI`), named by the dataset's own name so one "
+           "table's results never overwrite another's."),
+        code(
+            "out_dir = results_dir(RESULTS_DIR)\n"
+            "name = f\"full_model_{ds.spec.name}\"  # the dataset's own name: each own table gets its own files\n"
+            "fig = ex.plot_comparison(rows, out_dir / f\"{name}.png\", title=f\"{ds.spec.name}: full models against embedding heads\",\n"
+            "                         dpi=FIGURE_DPI, formats=FIGURE_FORMATS)"
+        ),
         md("## Save\nOne row per trained model and seed."),
-        code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"full_model_{DATASET}.json\")"),
+        code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"{name}.json\")"),
     ]

@@ -37,7 +37,9 @@ COMMENTS = {
     "FOCAL_ALPHA": "focal loss weight of the positive class (the seed: 0.3)",
     "CLASS_WEIGHTS": "None, 'balanced' or one weight per class",
     "RESULTS_TABLE": "None: RESULTS_DIR/runs.parquet (every run is appended)",
-    "RESULTS_JSON": "None: RESULTS_DIR/guided_model_<DATASET>.json",
+    "FIGURE_FORMATS": "the comparison chart saved in these formats: png, and pdf or svg (vector, for a paper)",
+    "FIGURE_DPI": "resolution of the PNG chart",
+    "RESULTS_JSON": "None: RESULTS_DIR/guided_model_<dataset name>.json",
 }
 
 
@@ -73,6 +75,8 @@ def parameters(dataset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
         "DEVICE": "auto",
         "RESULTS_DIR": None,
         "RESULTS_TABLE": None,
+        "FIGURE_FORMATS": ["png", "pdf"],
+        "FIGURE_DPI": 200,
         "RESULTS_JSON": None,
     }
     params.update({k: v for k, v in overrides.items() if k in params})
@@ -96,12 +100,14 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         code(COLAB_CELL),
         code(
             "from utils import experiment as ex\n"
-            "from utils.config import results_dir\n\n"
+            "from utils.config import results_dir\n"
+            "from utils.viz import figure_formats\n\n"
             "ex.setup_logging()"
         ),
         code(parameters_cell(params, COMMENTS), tags=["parameters"]),
         md("## Load the dataset"),
-        code("ds = ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, positive_class=POSITIVE_CLASS, **DATASET_OPTIONS)\n"
+        code("figure_formats(FIGURE_FORMATS)  # a format that cannot be written fails here, before any training\n"
+             "ds = ex.load_dataset(DATASET, DATA_DIR, EMBEDDINGS_DIR, positive_class=POSITIVE_CLASS, **DATASET_OPTIONS)\n"
              "seeds = list(range(SEED, SEED + N_SEEDS))\nloss = " + loss + "\n"
              "options = lambda specs: {k: v for k, v in EXTRACTOR_OPTIONS.items() if k in specs}  # each run's own extractors\n"
              "ds"),
@@ -132,7 +138,12 @@ def cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
         ),
         md("## Results (test split, mean and std over seeds)"),
         code("rows = tsf_rows + gated_rows + embed_rows\nex.append_runs(rows, RESULTS_TABLE)\nex.summarize(rows)"),
-        code("out_dir = results_dir(RESULTS_DIR)\nfig = ex.plot_comparison(rows, out_dir / f\"guided_model_{DATASET}.png\")"),
+        code(
+            "out_dir = results_dir(RESULTS_DIR)\n"
+            "name = f\"guided_model_{ds.spec.name}\"  # the dataset's own name: each own table gets its own files\n"
+            "fig = ex.plot_comparison(rows, out_dir / f\"{name}.png\", title=f\"{ds.spec.name}: image-guided text selection\",\n"
+            "                         dpi=FIGURE_DPI, formats=FIGURE_FORMATS)"
+        ),
         md("## Save\nOne row per trained model and seed."),
-        code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"guided_model_{DATASET}.json\")"),
+        code("ex.save_results(rows, RESULTS_JSON or out_dir / f\"{name}.json\")"),
     ]
