@@ -36,7 +36,17 @@ def test_result_rows_carry_intervals_and_calibration(trained):
     for r in rows:
         assert r["macro_f1_ci_low"] <= r["macro_f1"] <= r["macro_f1_ci_high"]
         assert r["roc_auc_ci_low"] <= r["roc_auc"] <= r["roc_auc_ci_high"]
-        assert 0 <= r["ece"] <= 1 and 0 <= r["brier"] <= 2
+    # ECE (15 equal-width bins of the top probability) and Brier, computed here by hand from the test outputs
+    y = rows.recipe.y[rows.recipe.parts["test"]]
+    for r, out in zip(rows, rows.outputs):
+        p = np.asarray(out.test_proba, dtype=np.float64)
+        conf, hit = p.max(1), (p.argmax(1) == y).astype(float)
+        bins = np.minimum((conf * 15).astype(int), 14)
+        ece = sum(abs(hit[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins))
+        assert r["ece"] == pytest.approx(ece, abs=1e-9), r["model"]
+        assert r["brier"] == pytest.approx(np.mean(((p - np.eye(p.shape[1])[y]) ** 2).sum(1)), abs=1e-9), r["model"]
+    text = {r["model"]: r for r in rows if r["seed"] == 0}
+    assert text["text_only"]["brier"] < 0.5 < text["image_only"]["brier"]  # the text carries the label, the image is noise
     json.dumps(list(rows))  # still plain JSON rows
     assert ex.results_table(rows).shape[0] == 4
 
