@@ -622,3 +622,19 @@ def test_the_api_key_echoed_by_a_server_is_not_in_an_executed_notebook(server, t
     assert sum(1 for _, auth in server.seen if auth and "VERYSECRET" in auth) >= 2
     written = [f for f in tmp_path.rglob("*") if f.is_file()]
     assert len(written) > 3 and not [f for f in written if b"VERYSECRET" in f.read_bytes()]
+
+
+def test_embed_batch_size_is_auto_by_default_and_takes_a_number_or_auto(capsys):
+    """The extraction batch defaults to "auto" (from free GPU memory on CUDA, 32 on a CPU) in the CLI, the job
+    config and the notebooks; anything but a whole number or auto is refused by the CLI, naming the option."""
+    from utils.__main__ import parser
+    from utils.experiment import MainJobConfig
+    from utils.notebooks import embed_model
+
+    assert parser().parse_args([]).embed_batch_size == "auto" == MainJobConfig().embed_batch_size
+    assert parser().parse_args(["--embed-batch-size", "AUTO"]).embed_batch_size == "auto"
+    assert parser().parse_args(["--embed-batch-size", "64"]).embed_batch_size == 64
+    assert embed_model.parameters("synthetic", {})["EMBED_BATCH_SIZE"] == "auto"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--embed-batch-size", "many"])
+    assert "--embed-batch-size: give a whole number or auto, got 'many'" in capsys.readouterr().err

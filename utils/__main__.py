@@ -40,6 +40,16 @@ def seeds_option(value: str) -> list:
         raise SystemExit(str(e)) from None
 
 
+def batch_size_option(value: str):
+    """``--embed-batch-size``: ``auto`` or a whole number (whether it is >= 1 is checked with the other settings)."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a whole number or auto, got {value!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m utils", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="synthetic", help="dataset name (see utils.data.names())")
@@ -55,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
                         "see utils.models.HEADS.names())")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--embed-batch-size", type=int, default=32, help="rows per forward pass during extraction")
+    p.add_argument("--embed-batch-size", type=batch_size_option, default="auto",
+                   help="rows per forward pass during extraction (auto: from free GPU memory on CUDA, else 32)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)

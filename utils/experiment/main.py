@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import pandas as pd
 
@@ -37,7 +37,7 @@ class MainJobConfig:
     data_dir: Optional[str] = None  # None: MMFUSION_DATA_DIR, .env or ./data
     embeddings_dir: Optional[str] = None  # None: MMFUSION_EMBEDDINGS_DIR, .env or ./embeddings
     out_dir: Optional[str] = None  # None: MMFUSION_RESULTS_DIR, .env or ./results
-    embed_batch_size: int = 32  # extraction batch size
+    embed_batch_size: Union[int, str] = "auto"  # extraction batch size ("auto": from free GPU memory on CUDA, else 32)
     device: str = "auto"  # "auto": CUDA, then MPS, then CPU
     report: bool = True  # the report (utils.experiment.report) saved beside the results
     save_model: bool = True  # save the best head on validation as a model folder under <out_dir>/models/

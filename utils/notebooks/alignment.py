@@ -31,7 +31,7 @@ COMMENTS = {
     "LAMBDAS": "centroid-shift strengths: 1 closes the gap, 0 leaves it, -1 doubles it",
     "EPOCHS": "upper bound; early stopping on the validation split",
     "BATCH_SIZE": "head training batch size",
-    "EMBED_BATCH_SIZE": "extraction batch size",
+    "EMBED_BATCH_SIZE": "extraction batch size (\"auto\": from free GPU memory on CUDA, else 32)",
     "SEED": "first seed",
     "N_SEEDS": "seeds per setting (mean and std in the tables)",
     "PROJECTION": "'umap' (umap-learn; ~15 s to compile on first use) or 'pca'",
@@ -91,7 +91,7 @@ def alignment_cells(dataset: str, overrides: Dict[str, Any]) -> List[Dict[str, A
         **head_params(dataset),
         "FUSION": ["early_fusion", "late_fusion"], "METHODS": ["none", "shift", "centering", "procrustes", "cca"],
         "COMMON_DIM": "pca", "LAMBDAS": [-1.0, -0.5, 0.0, 0.5, 1.0], "EPOCHS": 50, "BATCH_SIZE": 64,
-        "EMBED_BATCH_SIZE": 32, "SEED": 0, "N_SEEDS": 3, "PROJECTION": "umap", "DEVICE": "auto",
+        "EMBED_BATCH_SIZE": "auto", "SEED": 0, "N_SEEDS": 3, "PROJECTION": "umap", "DEVICE": "auto",
         "RESULTS_DIR": None, "RESULTS_JSON": None,
     }, overrides)
     steps = LOAD_AND_EMBED + [
@@ -164,7 +164,7 @@ def unified_space_cells() -> List[Dict[str, Any]]:
     params = {
         **head_params(), "THIRD_MODALITY": "aux", "THIRD_DIM": 64, "THIRD_NOISE": 1.0, "DIM": 256, "UNIFIED_EPOCHS": 100,
         "PAIR_WEIGHTS": {}, "FUSION": ["early_fusion", "late_fusion"], "EPOCHS": 50, "BATCH_SIZE": 64,
-        "EMBED_BATCH_SIZE": 32, "SEED": 0, "N_SEEDS": 1, "KS": [1, 5, 10], "PROJECTION": "umap", "DEVICE": "auto",
+        "EMBED_BATCH_SIZE": "auto", "SEED": 0, "N_SEEDS": 1, "KS": [1, 5, 10], "PROJECTION": "umap", "DEVICE": "auto",
         "RESULTS_DIR": None, "RESULTS_JSON": None,
     }
     steps = LOAD_AND_EMBED + [
@@ -234,7 +234,7 @@ def unified_space_esc50_cells() -> List[Dict[str, Any]]:
 def retrieval_cells() -> List[Dict[str, Any]]:
     params = {
         **head_params(), "COMMON_DIM": "pca", "DIM": 256, "UNIFIED_EPOCHS": 100, "KS": [1, 5, 10], "INDEX_KIND": "auto",
-        "EMBED_BATCH_SIZE": 32, "SEED": 0, "DEVICE": "auto", "RESULTS_DIR": None, "RESULTS_JSON": None,
+        "EMBED_BATCH_SIZE": "auto", "SEED": 0, "DEVICE": "auto", "RESULTS_DIR": None, "RESULTS_JSON": None,
     }
     steps = LOAD_AND_EMBED + [
         ("md", "## Three spaces to search\n`common`: each modality mapped to one width (no alignment); `shift`: the "

@@ -13,7 +13,7 @@ COMMENTS = {
     "DATASET_OPTIONS": "loader options (task, subset size, ...)",
     "EXTRACTORS": "aliases or 'family:model_id'; utils.extractors.names() lists the aliases",
     "EXTRACTOR_OPTIONS": "options per extractor, keyed by its spec as written in EXTRACTORS, e.g. {'dinov2-base': {'precision': 'fp32'}}",
-    "EMBED_BATCH_SIZE": "extraction batch size",
+    "EMBED_BATCH_SIZE": "extraction batch size (\"auto\": from free GPU memory on CUDA, else 32)",
     "DEVICE": "'auto': CUDA, then MPS, then CPU",
     "NORMALIZE": "L2-normalise the stored vectors",
     "ON_ERROR": "'raise' stops at an unreadable file; 'skip' records it as failed and goes on",
@@ -32,7 +32,7 @@ def notebook_cells(modality: str) -> List[Dict[str, Any]]:
     default = {"text": ["bge-base", "minilm"], "image": ["dinov2-base", "clip-vit-b16"]}[modality]
     params = {
         "DATASET": "synthetic", "DATA_DIR": None, "DATASET_OPTIONS": {}, "EXTRACTORS": default,
-        "EXTRACTOR_OPTIONS": {}, "EMBED_BATCH_SIZE": 32, "DEVICE": "auto", "NORMALIZE": False, "ON_ERROR": "raise",
+        "EXTRACTOR_OPTIONS": {}, "EMBED_BATCH_SIZE": "auto", "DEVICE": "auto", "NORMALIZE": False, "ON_ERROR": "raise",
         "SHARD": 0, "NUM_SHARDS": 1, "ENGINE": "local", "RAY_OPTIONS": {}, "EMBEDDINGS_DIR": None,
         "RESULTS_DIR": None, "RESULTS_JSON": None,
     }
