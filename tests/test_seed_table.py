@@ -222,7 +222,7 @@ def test_seed_fidelity_defaults_of_issue_21():
     from utils.experiment.baselines import BertClipConfig, FullTrainConfig
     from utils.experiment.runs import defaults
     from utils.extractors import ALIASES
-    from utils.extractors.catalog import _TABLE
+    from utils.extractors.catalog import table as catalog_table
     from utils.models.guided import DEFAULT_IMAGE_EXTRACTORS, DEFAULT_TEXT_MODEL
     from utils.notebooks import DATASET_NOTEBOOKS, guided_model
     from utils.notebooks.alignment import SEED_UNIFIED_EXTRACTORS, unified_space_esc50_cells
@@ -235,9 +235,9 @@ def test_seed_fidelity_defaults_of_issue_21():
         assert defaults(kind)["text_model"] == DEFAULT_TEXT_MODEL
         assert defaults(kind)["image_extractors"] == list(DEFAULT_IMAGE_EXTRACTORS) == guided["IMAGE_EXTRACTORS"]
     assert ["vit" in e for e in DEFAULT_IMAGE_EXTRACTORS] == [True, False] and "resnet34" in DEFAULT_IMAGE_EXTRACTORS[1]
-    dinov2 = {a: row for a, row in _TABLE.items() if a.startswith("dinov2-") and not a.endswith("-timm")}
+    dinov2 = {r["alias"]: r for r in catalog_table() if r["alias"].startswith("dinov2-") and not r["alias"].endswith("-timm")}
     assert sorted(dinov2) == ["dinov2-base", "dinov2-giant", "dinov2-large", "dinov2-small"]
-    assert all(row[0] == f"hf-image:facebook/{a}" and row[2] == 224 for a, row in dinov2.items())
+    assert all(r["spec"] == f"hf-image:facebook/{a}" and r["size"] == 224 for a, r in dinov2.items())
     assert BertClipConfig().class_weights == "balanced" and BertClipConfig().num_workers == FullTrainConfig().num_workers == 2
     hub = {m: ALIASES.get(s, (s,))[0] for m, s in SEED_UNIFIED_EXTRACTORS.items()}
     assert hub == {"TEXT_EXTRACTOR": "hf:bert-base-uncased", "IMAGE_EXTRACTOR": "clip:openai/clip-vit-large-patch14",
