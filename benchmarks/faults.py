@@ -90,12 +90,15 @@ class Bytes(Extractor):
         return np.stack([vector_of(Path(p).read_bytes().hex()) for p in items])
 
 
-def text_dataset(n: int, name: str = "probe"):
+def text_dataset(n: int, name: str = "probe", edit: bool = False):
+    """``n`` text rows; ``edit``: row 3's text changed (the same ids, other inputs)."""
     from utils.data import DatasetSpec, MultimodalDataset
 
     splits = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
     df = pd.DataFrame({"id": [f"r{i:05d}" for i in range(n)], "text": [f"text number {i} " * (1 + i % 4) for i in range(n)],
                        "label": ["ab"[i % 2] for i in range(n)], "split": [splits[i % 10] for i in range(n)]})
+    if edit:
+        df.loc[3, "text"] = "an edited text"
     return MultimodalDataset(df, DatasetSpec(name=name, task="binary", classes=["a", "b"], modalities=["text"]))
 
 
@@ -124,9 +127,14 @@ def child(argv: Sequence[str]) -> None:
     p.add_argument("--hit", type=int, default=1)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--enospc", default="")
+    p.add_argument("--normalize", action="store_true", help="L2-normalise the stored vectors")
+    p.add_argument("--edit", action="store_true", help="row 3's text edited (other inputs, same ids)")
+    p.add_argument("--start-at", type=float, default=0.0, help="wait for this time.time() before embedding")
+    p.add_argument("--out", default="", help="save the job's vectors (table order) here")
     a = p.parse_args(argv)
     import utils.store
     from utils.embed import embed
+    from utils.store import StoreBusyError, StoreMismatchError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     hits: Dict[str, int] = {}
@@ -152,10 +160,18 @@ def child(argv: Sequence[str]) -> None:
             return real(self, data)
 
         files.HashingWriter.write = write
-    ds = text_dataset(a.n)
+    ds = text_dataset(a.n, edit=a.edit)
     ext = Det()
     ext.sleep = a.sleep
-    store = embed(ds, "text", ext, root=a.root, shard_size=a.shard_size, show_progress=False)
+    if a.start_at:
+        time.sleep(max(0.0, a.start_at - time.time()))
+    try:
+        store = embed(ds, "text", ext, root=a.root, shard_size=a.shard_size, show_progress=False, normalize=a.normalize)
+    except (StoreMismatchError, StoreBusyError) as e:  # refused: said on stdout for the probe to judge
+        print(json.dumps({"refused": type(e).__name__, "message": str(e)}))
+        sys.exit(3)
+    if a.out:
+        np.save(a.out, store.aligned(ds.df["id"], verify="full"))
     print(json.dumps({"complete": store.is_complete(), "calls": ext.calls}))
 
 
@@ -377,11 +393,8 @@ def concurrent_cases(p: Probe) -> None:
 # -------------------------------------------------------------------------------- store: damage
 def damage_cases(p: Probe) -> None:
     from utils import experiment as ex
-    from utils.extractors import FAMILIES, register_family
 
-    if "det" not in FAMILIES.names():
-        FAMILIES.register("det", modality="text")(Det)
-        register_family("det", Det.__module__)
+    probe_families()
     n = 2000
     ds = text_dataset(n)
     ref = reference(ds)
@@ -1315,6 +1328,471 @@ def archive_cases(p: Probe) -> None:
     p.case("archive: 300 KB zip expanding to 300 MB", bomb)
 
 
+# --------------------------------------------------------------------- issue 20: found from outside
+def probe_families() -> None:
+    """Register the probe's hash extractors as families ``det`` (text) and ``bytes`` (image)."""
+    from utils.extractors import FAMILIES, register_family
+
+    for name, cls in (("det", Det), ("bytes", Bytes)):
+        if name not in FAMILIES.names():
+            FAMILIES.register(name, modality=cls.modality)(cls)
+            register_family(name, cls.__module__)
+
+
+def found_cases(p: Probe) -> None:
+    """The faults issue 20 found by using the framework from outside, each reproduced the way its unit test does
+    (two racing jobs, weights saved in place, a lock of another pid namespace, a shard copied over another, table
+    cells pandas would guess, a results folder that cannot be written, a test split with 2 positives, DAQUAR's
+    ``in th eimage999 ?``)."""
+    probe_families()
+    one_thread()
+    race_cases(p)
+    weights_case(p)
+    namespace_lock_case(p)
+    copied_shard_cases(p)
+    guessed_cell_cases(p)
+    results_folder_cases(p)
+    two_positives_case(p)
+    daquar_case(p)
+
+
+def race_cases(p: Probe) -> None:
+    """Two jobs started at the same instant on an empty store, one with other options (``normalize``) or other
+    inputs (one text edited). Creation was check-then-write: both wrote a manifest and the store ended with
+    vectors of both under one manifest, and verify said ok. Now one creates the store and the other is refused
+    (or, starting after the first finished, rebuilds it for its own rows); every job that succeeds has exactly
+    the vectors of a clean run of its own, and the store left behind is one job's whole, verified in full."""
+    from utils.embed import embed
+    from utils.store import EmbeddingStore
+
+    def clean(normalize: bool, edit: bool) -> np.ndarray:
+        ds = text_dataset(60, edit=edit)
+        root = p.folder(f"race-clean-{normalize}-{edit}")
+        return embed(ds, "text", Det(), root=root, shard_size=10, show_progress=False,
+                     normalize=normalize).aligned(ds.df["id"], verify="full")
+
+    def why(message: str) -> str:  # "<folder> holds embeddings of something else (<why>). They will not be mixed ..."
+        return message.split("something else (", 1)[-1].split("). They will not be mixed", 1)[0]
+
+    def race(flag: str):
+        def run():
+            root = p.folder(f"race-{flag}")
+            jobs = [("plain", []), (flag, [f"--{flag}"])]
+            want = {"plain": clean(False, False), flag: clean(flag == "normalize", flag == "edit")}
+            start = f"{time.time() + 1.5:.3f}"  # both children imported and waiting: they start together
+            procs = {name: popen_child(root, "--sleep", "0.2", "--start-at", start, "--out",
+                                       str(root / f"{name}.npy"), *args) for name, args in jobs}
+            outs = {name: pr.communicate(timeout=120) for name, pr in procs.items()}
+            ok, said = [], []
+            for name, pr in procs.items():
+                last = (outs[name][0].strip().splitlines() or ["{}"])[-1]
+                if pr.returncode == 3:
+                    msg = json.loads(last)["message"]
+                    if "holds embeddings of something else" not in msg or "overwrite=True" not in msg:
+                        return "UNCLEAR", f"job '{name}' refused without saying why: {msg[:200]}"
+                    said.append(f"'{name}' refused ({why(msg)})")
+                elif pr.returncode == 0:
+                    if not np.array_equal(np.load(root / f"{name}.npy"), want[name]):
+                        return "WRONG", f"job '{name}' finished with vectors that are not those of a clean run"
+                    ok.append(name)
+                else:
+                    return "UNCLEAR", f"job '{name}' failed: {outs[name][1].strip().splitlines()[-1:]}"
+            if not ok:
+                return "UNCLEAR", "both jobs were refused: " + " | ".join(said)[:200]
+            folder = store_folder(root)
+            store = EmbeddingStore(folder)
+            report = store.verify(full=True)
+            got = store.aligned(text_dataset(60).df["id"], verify="full")
+            whole = [name for name in want if np.array_equal(got, want[name])]
+            if not whole:
+                return "WRONG", (f"the store mixes the two jobs' vectors (verify: {'ok' if report.ok else report})")
+            if not report.ok:
+                return "UNCLEAR", f"the store holds one job's vectors but verify says: {report}"
+            if said:
+                return "refused", f"{said[0]}; '{ok[0]}' made the store: a clean run's vectors, verify(full=True) ok"
+            return "identical", f"jobs {ok} each have a clean run's vectors; the store is '{whole[0]}''s, verified in full"
+        return run
+
+    p.case("found: two jobs start together on an empty store, one with normalize=True", race("normalize"))
+    p.case("found: two jobs start together on an empty store, one with a text edited", race("edit"))
+
+
+def weights_case(p: Probe) -> None:
+    """``hf:/path/model`` whose weights were edited and saved in place reused the old vectors (only the path was
+    in the store's identity). Now the weights' size and time are: refused, naming it; ``overwrite=True`` gives
+    what the model now gives."""
+    def run():
+        import torch
+        from transformers import BertModel
+
+        from tests.conftest import make_tiny_bert
+        from utils import extractors
+        from utils.embed import embed
+        from utils.store import StoreMismatchError
+
+        folder = make_tiny_bert(p.folder("weights-model") / "bert")
+        ds, emb = text_dataset(12), p.folder("weights-emb")
+        first = embed(ds, "text", extractors.create(f"hf:{folder}"), root=emb, show_progress=False).aligned(ds.df["id"])
+        again = embed(ds, "text", extractors.create(f"hf:{folder}"), root=emb, show_progress=False)
+        if not again.reused:
+            return "WRONG", "untouched weights were not reused"
+        torch.manual_seed(5)
+        BertModel(BertModel.from_pretrained(folder).config).save_pretrained(folder)  # the same path, other weights
+        try:
+            embed(ds, "text", extractors.create(f"hf:{folder}"), root=emb, show_progress=False)
+        except StoreMismatchError as e:
+            message = str(e)
+        else:
+            return "WRONG", "the old vectors were reused for the new weights"
+        if "local weights changed" not in message or "overwrite=True" not in message:
+            return "UNCLEAR", message[:200]
+        fresh = embed(ds, "text", extractors.create(f"hf:{folder}"), root=emb, show_progress=False, overwrite=True)
+        clean = embed(ds, "text", extractors.create(f"hf:{folder}"), root=p.folder("weights-clean"), show_progress=False)
+        now = fresh.aligned(ds.df["id"])
+        if not np.array_equal(now, clean.aligned(ds.df["id"])) or np.allclose(now, first):
+            return "WRONG", "overwrite=True did not give the vectors the saved model now gives"
+        return "refused", ("refused: " + message.split("something else (extractor: ", 1)[-1].split(")", 1)[0]
+                           + "); overwrite=True then gives a clean run's vectors")
+    p.case("found: a local model's weights saved again in place (hf:/path)", run)
+
+
+def namespace_lock_case(p: Probe) -> None:
+    """A job in a container restarted with the same host name (same kernel, another pid namespace) left a shard
+    claim as pid 1: the waiting job took it for alive forever. Now only its heartbeat counts: while it is
+    refreshed the claim is respected, once it stops the claim is taken over and the store finishes."""
+    def run():
+        import threading
+
+        import utils.store.locks as locks
+        from utils.embed import embed
+
+        ds, root = text_dataset(60), p.folder("ns-lock")
+        lock = store_folder(root) / "locks" / "shard-000000.lock"
+        lock.parent.mkdir(parents=True)
+        owner = {**locks.me(), "pid_ns": "pid:[4026531999]", "pid": 1, "taken": time.time(), "token": "theirs"}
+        lock.write_text(json.dumps(owner))
+        stolen, jammed = [], []
+
+        def heartbeat():  # the other container's job, alive for 2.5 s more, refreshing its claim; then dead
+            end = time.monotonic() + 2.5
+            while time.monotonic() < end:
+                if (locks.read_owner(lock) or {}).get("token") != "theirs":
+                    stolen.append(time.monotonic())
+                    return
+                os.utime(lock)
+                time.sleep(0.2)
+            end = time.monotonic() + 15  # the job must take the dead claim over; if not, unjam it by hand
+            while time.monotonic() < end and (locks.read_owner(lock) or {}).get("token") == "theirs":
+                time.sleep(0.2)
+            if (locks.read_owner(lock) or {}).get("token") == "theirs":
+                jammed.append(True)
+                lock.unlink()
+
+        old, locks.STALE_AFTER_S = locks.STALE_AFTER_S, 1.0
+        threading.Thread(target=heartbeat, daemon=True).start()
+        t0 = time.monotonic()
+        try:
+            with Warnings() as told:
+                got = embed(ds, "text", Det(), root=root, shard_size=10, show_progress=False).aligned(ds.df["id"])
+        finally:
+            locks.STALE_AFTER_S = old
+        took = time.monotonic() - t0
+        if stolen:
+            return "WRONG", f"the claim was taken {stolen[0] - t0:.1f} s in, while its owner still refreshed it"
+        if jammed:
+            return "WRONG", "the job waited for the dead claim for 15 s (heartbeat limit 1 s) and had to be unjammed by hand"
+        if not np.array_equal(got, reference(ds)):
+            return "WRONG", "vectors differ from an uninterrupted run"
+        over = [w for w in told.lines if "took over the lock" in w and "not refreshed" in w]
+        if not over:
+            return "UNCLEAR", "the claim was taken over without a word"
+        return "identical", (f"waited while the claim was refreshed, took it over {took:.1f} s in once it stopped "
+                             f"(heartbeat limit set to 1 s for the probe): " + over[0].replace(str(root), "…"))
+    p.case("found: a shard claim left by pid 1 of another pid namespace (same host name)", run)
+
+
+def copied_shard_cases(p: Probe) -> None:
+    """Shard 0's files (checksums and all) copied over shard 1's gave a "complete" store with duplicate ids that
+    verify passed. The shard number in each header and the ids across shards are checked now."""
+    from utils.embed import embed
+    from utils.store import EmbeddingStore
+
+    ds = text_dataset(60)
+
+    class Stop(Det):
+        def _encode(self, items, **kw):
+            if self.calls >= 3:
+                raise KeyboardInterrupt("simulated crash")
+            return super()._encode(items, **kw)
+
+    def unfinished():
+        root = p.folder("copied-shard")
+        try:
+            embed(ds, "text", Stop(), root=root, shard_size=10, show_progress=False)
+        except KeyboardInterrupt:
+            pass
+        shards = store_folder(root) / "shards"
+        copied = 0
+        for suffix in (".npy", ".ids.npy", ".failed.json", ".meta.json"):
+            if (shards / f"000000{suffix}").exists():
+                shutil.copyfile(shards / f"000000{suffix}", shards / f"000001{suffix}")
+                copied += 1
+        ext = Det()
+        with Warnings() as told:
+            store = embed(ds, "text", ext, root=root, shard_size=10, show_progress=False)
+        ids = store.read()[0]
+        if len(set(ids.tolist())) != len(ids):
+            return "WRONG", "the store holds duplicate ids"
+        if not np.array_equal(store.aligned(ds.df["id"], verify="full"), reference(ds)):
+            return "WRONG", "vectors differ from an uninterrupted run"
+        if ext.calls != 4:
+            return "WRONG", f"{ext.calls} shards computed, expected 4 (the copy and the 3 never written)"
+        said = [w for w in told.lines if "belongs to shard 0" in w]
+        return ("repaired", said[0].replace(str(root), "…")) if said else ("UNCLEAR", "recomputed without saying why")
+    p.case("found: shard 0's files copied over shard 1's (unfinished store)", unfinished)
+
+    def finished():
+        from utils.store.files import npy_writer, write_file
+        from utils.store import StoreIntegrityError
+
+        root = p.folder("copied-ids")
+        done = embed(ds, "text", Det(), root=root, shard_size=10, show_progress=False)
+        ids = np.load(done.folder / "ids.npy")
+        ids[15] = ids[5]  # shard 1's ids as shard 0's, with a checksum that agrees
+        size, digest = write_file(done.folder / "ids.npy", npy_writer(ids))
+        m = done.manifest()
+        m["files"]["ids.npy"] = {"size": size, **{k: digest for k in m["files"]["ids.npy"] if k != "size"}}
+        done.write_manifest(m)
+        report = EmbeddingStore(done.folder).verify(full=True)
+        if report.ok or "appear more than once" not in " ".join(report.problems):
+            return "WRONG", "verify(full=True) passed a store with a repeated id"
+        try:
+            with Warnings() as told:
+                store = embed(ds, "text", Det(), root=root, shard_size=10, show_progress=False, verify="full")
+        except StoreIntegrityError as e:
+            return ("refused", str(e).replace(str(root), "…")) if "ids.npy" in str(e) else ("UNCLEAR", str(e)[:200])
+        if not np.array_equal(store.aligned(ds.df["id"], verify="full"), reference(ds)):
+            return "WRONG", "vectors differ from an uninterrupted run"
+        return "repaired", (told.first() or str(report)).replace(str(root), "…")
+    p.case("found: a finished store's ids made to repeat (checksum updated to agree)", finished)
+
+
+def guessed_cell_cases(p: Probe) -> None:
+    """Cells pandas would guess at: a class named ``None`` lost its rows, texts ``NA`` / ``null`` / ``None`` became
+    empty, ``01`` / ``02`` became 1 / 2, ``True`` / ``False`` became 1 / 0, ids ``00007`` and ``7`` became one id
+    (dropped as conflicting), ``1`` and ``1.0`` were two classes. Every cell is read as its text now; the one
+    conversion (a number written two ways in a numeric label column) is reported."""
+    from utils import data
+
+    folder = p.folder("guessed-cells")
+    rows = ["id,text,label,flag,code",
+            "00007,NA,None,True,01", "7,null,None,False,02", "8,None,cat,True,01", "9,a cat,cat,False,02",
+            "10,,None,True,01", "11,a dog,dog,False,02"]
+    (folder / "records.csv").write_text("\n".join(rows) + "\n")
+
+    def load(label: str = "label", file: str = "records.csv"):
+        return data.load("table", root=folder, file=file, text_column="text", image_column=None, label_column=label,
+                         id_column="id", resplit=True)
+
+    def table():
+        return load().df.set_index("id")
+
+    def class_none():
+        ds = load()
+        n = int((ds.df["label"] == "None").sum())
+        if ds.spec.classes != ["None", "cat", "dog"] or n != 3:
+            return "WRONG", f"classes {ds.spec.classes}, {n} rows of class 'None' (3 in the file)"
+        return "identical", "class 'None' kept with its 3 rows"
+    p.case("found: table: a class named None", class_none)
+
+    def texts():
+        df = table()
+        got = {i: df["text"].get(i, "(row missing)") for i in ("00007", "7", "8")}
+        if got != {"00007": "NA", "7": "null", "8": "None"}:
+            return "WRONG", f"texts read as {got}"
+        if "10" not in df.index or not pd.isna(df.loc["10", "text"]):
+            return "WRONG", f"an empty cell read as {df['text'].get('10', '(row missing)')!r}"
+        return "identical", "texts 'NA', 'null', 'None' embedded as written; only the empty cell is missing"
+    p.case("found: table: texts NA / null / None", texts)
+
+    def column(col: str, want: List[str]):
+        def run():
+            got = load(col).spec.classes
+            return ("identical", f"classes {got}") if got == want else ("WRONG", f"classes {got}, the file says {want}")
+        return run
+    p.case("found: table: labels 01 / 02", column("code", ["01", "02"]))
+    p.case("found: table: labels True / False", column("flag", ["False", "True"]))
+
+    def ids():
+        got = sorted(load().df["id"])
+        want = sorted(["00007", "7", "8", "9", "10", "11"])
+        return ("identical", "ids '00007' and '7' both kept") if got == want else ("WRONG", f"ids {got}")
+    p.case("found: table: ids 00007 and 7", ids)
+
+    def numbers():
+        nums = ["id,text,label"] + [f"r{i},text {i},{v}" for i, v in enumerate(["1", "1.0", "2", "1", "2", "2.0", "1", "2"])]
+        (folder / "nums.csv").write_text("\n".join(nums) + "\n")
+        ds = load(file="nums.csv")
+        if ds.spec.classes != ["1", "2"]:
+            return "WRONG", f"classes {ds.spec.classes} for the labels 1, 1.0, 2, 2.0"
+        rep = ds.spec.extra.get("load_report")
+        said = rep.where("recovered") if rep is not None else []
+        if len(said) != 2:
+            return "WRONG", f"'1.0' read as '1' with {'no word' if not said else f'only {said}'}"
+        return "reported", f"one class per number; '1.0' and '2.0' reported as recovered at {', '.join(said)}"
+    p.case("found: table: labels 1 and 1.0 in a numeric column", numbers)
+
+
+def results_folder_cases(p: Probe) -> None:
+    """With the results folder read-only every head trained, then a raw OSError with no path; on a full disk the
+    JSON was written and the figures and report silently lost. Now the folder is checked before anything loads
+    or trains, and a write error while saving names the path and saves everything in a temporary folder."""
+    import errno
+
+    from utils.experiment import main as main_mod
+    from utils.experiment.main import JobConfigError
+
+    def job(**kw):
+        return main_mod.main_job(dataset_options={"n": 90}, text_extractor="det:m", image_extractor="bytes:b",
+                                 epochs=2, report_options={"n_resamples": 100}, figure_formats=["png"],
+                                 data_dir=str(p.work / "found-data"), embeddings_dir=str(p.work / "found-emb"), **kw)
+
+    def read_only():
+        folder = p.folder("results-ro")
+        how = "a read-only folder (chmod 555)"
+        mounted = False
+        if os.geteuid() == 0:  # root writes through chmod: mount a read-only tmpfs instead
+            mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                                     capture_output=True).returncode == 0
+            how = "a read-only tmpfs"
+            if not mounted:
+                folder = p.folder("results-ro-file") / "a-file"
+                folder.write_text("not a folder")
+                how = "a path under a regular file (root, no mount permission)"
+        else:
+            folder.chmod(0o555)
+        loads: List[str] = []
+        real = main_mod.load_dataset
+        main_mod.load_dataset = lambda *a, **k: loads.append("loaded") or real(*a, **k)
+        try:
+            target = folder / "results" if how.startswith("a path") else folder
+            outcome = refused(lambda: job(out_dir=str(target)), (JobConfigError,),
+                              ["out_dir", "cannot write to", str(target)])
+        finally:
+            main_mod.load_dataset = real
+            if mounted:
+                subprocess.run(["umount", str(folder)], capture_output=True)
+            elif folder.is_dir():
+                folder.chmod(0o755)
+        if loads:
+            return "WRONG", "the data was loaded (and heads trained) before the refusal"
+        return outcome[0], f"{how}: " + outcome[1].replace(str(p.work), "…")
+    p.case("found: results folder read-only (checked before training)", read_only)
+
+    def full_mid_save():
+        out = p.folder("results-full")
+        real, calls = main_mod.plot_results, []
+
+        def full_disk_once(table, path, **kw):  # the JSON is written; the disk fills at the figure
+            calls.append(path)
+            if len(calls) == 1:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return real(table, path, **kw)
+
+        logs = io.StringIO()
+        handler = logging.StreamHandler(logs)
+        logging.getLogger("utils").addHandler(handler)
+        main_mod.plot_results = full_disk_once
+        try:
+            done = job(out_dir=str(out))
+        finally:
+            main_mod.plot_results = real
+            logging.getLogger("utils").removeHandler(handler)
+        spare, said = done.results.parent, logs.getvalue()
+        if spare == out or str(out) not in said or str(spare) not in said or "No space left" not in said:
+            return "WRONG", f"the write error was not said with both paths: {said.strip()[-200:]}"
+        kept = sorted(f.name for f in spare.iterdir())
+        want = [f"embed_model_synthetic.{x}" for x in ("json", "png")]
+        if not all(w in kept for w in want) or done.report is None or done.model_dir is None or not done.model_dir.is_dir():
+            return "WRONG", f"not everything was saved in {spare}: {kept}"
+        shutil.rmtree(spare, ignore_errors=True)
+        error = next(line for line in said.splitlines() if "could not write the results" in line)
+        return "reported", (error.replace(str(p.work), "…").replace(str(spare), "/tmp/mmfusion-…") + f" ({len(done.table)} "
+                            f"heads' table, figure, report: {len(kept)} files, and the model)")
+    p.case("found: disk full while saving the results (figure fails after the JSON)", full_mid_save)
+
+
+def two_positives_case(p: Probe) -> None:
+    """A binary test split with 2 positives reported AUC and macro-F1 as 1.000 [1.000, 1.000] with no word. Every
+    row on such a split carries an ``interval_note`` now, and the report's interval table shows it."""
+    def run():
+        from utils import experiment as ex
+        from utils.data import DatasetSpec, MultimodalDataset
+
+        rng = np.random.default_rng(0)
+        labels = ["neg", "pos"] * 40 + ["neg"] * 38 + ["pos"] * 2
+        splits = ["train"] * 60 + ["val"] * 20 + ["test"] * 40
+        n = len(labels)
+        df = pd.DataFrame({"id": [f"r{i:04d}" for i in range(n)], "text": ["x"] * n, "image_path": ["x.png"] * n,
+                           "label": labels, "split": splits})
+        ds = MultimodalDataset(df, DatasetSpec("two-positives", "binary", ["neg", "pos"]))
+        y = ds.labels()
+        text = (rng.normal(size=(n, 6)) + 6.0 * np.eye(2, 6)[y]).astype(np.float32)  # separable: 2 positives, AUC 1
+        emb = ex.Embeddings({"text": text, "image": rng.normal(size=(n, 4)).astype(np.float32)},
+                            {"text": "t", "image": "i"}, ids=ds.df["id"])
+        rows = ex.train_heads(ds, emb, ["text_only", "early_fusion"], epochs=20, seeds=[0], show_progress=False)
+        rep = ex.report(rows, shapley=False, figures=False)
+        quiet = [r["model"] for r in rows if "too small" not in str(r.get("interval_note")) or "'pos' 2" not in str(r.get("interval_note"))]
+        if quiet:
+            return "WRONG", f"rows {quiet} scored on 2 positives without a note"
+        if not rep.intervals["note"].astype(str).str.contains("too small").all():
+            return "WRONG", "the report's interval table does not carry the note"
+        r = max(rows, key=lambda r: (r["roc_auc"] + r["macro_f1"], r["macro_f1_ci_low"]))  # the row that claims most
+        return "reported", (f"{r['model']}: AUC {r['roc_auc']:.3f} [{r['roc_auc_ci_low']:.3f}, {r['roc_auc_ci_high']:.3f}], "
+                            f"macro-F1 {r['macro_f1']:.3f} [{r['macro_f1_ci_low']:.3f}, {r['macro_f1_ci_high']:.3f}], "
+                            f"marked: {r['interval_note']}")
+    p.case("found: a binary test split with 2 positives", run)
+
+
+def daquar_case(p: Probe) -> None:
+    """DAQUAR's published training file has ``how many drawers are visible in th eimage999 ?``; it was skipped
+    (6,794 records instead of 6,795) although its image is certain. Recovered and reported now; a question with
+    two possible readings is still skipped."""
+    def run():
+        from PIL import Image
+
+        from utils import data
+
+        root = p.folder("daquar")
+        (root / "nyu_depth_images").mkdir()
+        for img in (1, 2, 3, 4, 999):
+            Image.fromarray(np.full((8, 8, 3), img % 250, np.uint8)).save(root / f"nyu_depth_images/image{img}.png")
+        answers = ["chair", "table", "lamp"]
+        for split, imgs in (("train", (1, 2, 3)), ("test", (4,))):
+            lines = []
+            for i in range(12):
+                lines += [f"what is beside the bed in the image{imgs[i % len(imgs)]} ?", answers[i % 3]]
+            if split == "train":
+                lines += ["how many drawers are visible in th eimage999 ?", "chair",  # the real line (lines 25-26)
+                          "what is left of ximage1 and yimage2 ?", "lamp"]  # two readings: not certain
+            (root / f"qa.894.raw.{split}.txt").write_text("\n".join(lines) + "\n")
+        ds = data.load("daquar", root=root)
+        rep = ds.spec.extra.get("load_report")
+        row = ds.df[ds.df["image_path"] == "nyu_depth_images/image999.png"]
+        if len(row) != 1:
+            return "WRONG", "the line with the image reference glued to 'th' was not loaded"
+        if row["text"].iloc[0] != "how many drawers are visible?" or list(row["label"].iloc[0]) != ["chair"]:
+            return "WRONG", f"recovered as {row['text'].iloc[0]!r} -> {list(row['label'].iloc[0])}"
+        got = rep.where("recovered", "image reference glued to the word before it") if rep is not None else []
+        if got != ["qa.894.raw.train.txt:25"]:
+            return "WRONG", f"recovered without a word (report: {got})"
+        skipped = rep.where("skipped")
+        if "qa.894.raw.train.txt:27" not in skipped or any(ds.df["text"].str.contains("left of")):
+            return "WRONG", "the question with two readings was loaded as a guess"
+        return "reported", f"recovered and reported at {got[0]} (image999); the two-reading question skipped at {skipped[0]}"
+    p.case("found: DAQUAR's 'in th eimage999 ?' line", run)
+
+
 # ------------------------------------------------------------------------------------------ fuzzing
 FUZZ_TABLES = 240  # seeded table mutations per run
 FUZZ_STORES = 60  # seeded byte-level damage to a finished store's files per run
@@ -1524,7 +2002,7 @@ def fuzz_cases(p: Probe, seed: int = 0, tables: int = FUZZ_TABLES, stores: int =
 GROUPS = {"kills": kill_cases, "concurrent": concurrent_cases, "damage": damage_cases, "space": space_cases,
           "fingerprint": fingerprint_cases, "images": image_cases, "tables": table_cases,
           "texts": text_cases, "training": training_cases, "parameters": parameter_cases, "openai": openai_cases,
-          "archives": archive_cases, "fuzz": fuzz_cases}
+          "archives": archive_cases, "found": found_cases, "fuzz": fuzz_cases}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -1541,16 +2019,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     try:
         order = ["kills", "concurrent", "damage", "space", "fingerprint", "images", "tables", "texts", "training",
-                 "parameters", "openai", "archives", "fuzz"]
+                 "parameters", "openai", "archives", "found", "fuzz"]
         for name in order:
             if a.only and name not in a.only:
                 continue
-            if name in ("tables", "fuzz") and "damage" not in (a.only or order):
-                from utils.extractors import FAMILIES, register_family
-
-                if "det" not in FAMILIES.names():
-                    FAMILIES.register("det", modality="text")(Det)
-                    register_family("det", Det.__module__)
+            probe_families()  # the hash extractors as families det: / bytes: (tables, fuzz and found use them)
             GROUPS[name](probe)
     finally:
         if not a.work:

@@ -1,8 +1,11 @@
 """The reliability probe (benchmarks/faults.py) as a test: kill -9 at ten named points and at 20 random
 moments, concurrent jobs, damaged files (and 300 seeded random damages of tables and stores), a full disk,
 bad images / tables / media paths / settings, awkward texts through every offline text family, training edge
-cases, a fake OpenAI server, hostile archives. Every case must end identical, repaired, refused with a clear
-error or loaded with the change reported; none silently wrong (about 2 min)."""
+cases, a fake OpenAI server, hostile archives, and every fault issue 20 found from outside (racing jobs on an
+empty store, weights saved in place, a lock of another pid namespace, a shard copied over another, table cells
+pandas would guess, an unwritable results folder, 2 test positives, DAQUAR's glued image reference). Every case
+must end identical, repaired, refused with a clear error or loaded with the change reported; none silently
+wrong (about 2.5 min)."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def test_fault_probe_finds_nothing_silently_wrong(tmp_path):
     bad = [line for line in lines if ": WRONG" in line or ": UNCLEAR" in line]
     assert out.returncode == 0 and not bad, "\n".join(bad) + out.stderr[-3000:]
     assert int(totals["silently_wrong"]) == 0 and int(totals["unclear_errors"]) == 0
-    assert int(totals["cases_tried"]) >= 420
+    assert int(totals["cases_tried"]) >= 440
     assert int(totals["loaded_with_the_change_reported"]) >= 80  # the fuzzed tables: loaded, every change said
     assert int(totals["repaired"]) >= 15 and int(totals["identical_after_resume_or_correct"]) >= 20
     kills = [line for line in lines if line.startswith("kill -9 at")]
@@ -37,6 +40,12 @@ def test_fault_probe_finds_nothing_silently_wrong(tmp_path):
     media = [line for line in lines if line.startswith(("image: EXIF orientation", "image: animated GIF",
                                                          "table: image is a symbolic link", "table: a folder on the image"))]
     assert len(media) == 4
+    found = [line for line in lines if line.startswith("found: ")]  # issue 20's list, one case (or more) each
+    assert len(found) == 16 and all(re.search(r": (identical|repaired|refused|reported) [(\[]", line) for line in found), found
+    for finding in ("two jobs start together", "weights saved again in place", "another pid namespace",
+                    "files copied over", "a class named None", "ids 00007 and 7", "1 and 1.0", "results folder read-only",
+                    "disk full while saving", "2 positives", "th eimage999"):
+        assert any(finding in line for line in found), finding
     fuzz = [line for line in lines if line.startswith("fuzz ")]
     assert len(fuzz) >= 300 and sum(line.startswith("fuzz store") for line in fuzz) >= 60
     # the random kills: most must land while a job runs (a kill after the end tests nothing)
