@@ -557,7 +557,6 @@ def fingerprint_cases(p: Probe) -> None:
 
     from utils.data import DatasetSpec, MultimodalDataset
     from utils.embed import embed
-    from utils.store import StoreMismatchError
 
     def image_ds(root: Path):
         df = pd.DataFrame({"id": [f"i{k}" for k in range(6)], "image_path": [f"img/{k}.png" for k in range(6)],
@@ -1044,7 +1043,6 @@ def text_cases(p: Probe) -> None:
                 v = got[kind]
                 if not np.isfinite(v).all():
                     return "WRONG", "a non-finite vector"
-                said = [w for w in told.lines if "row 6" in w or "truncated" in w]
                 if kind in ("empty", "whitespace only", "NUL only"):
                     if not blank[kind]:
                         return "WRONG", "the table does not count it as blank (heads would trust its vector)"
