@@ -46,6 +46,12 @@ def test_gpu_check_smoke_writes_every_figure_with_its_device(tmp_path):
     assert float(f["text.cosine_vs_sentence_transformers"]) > 0.99
     assert abs(float(f["heads.ours_macro_f1"]) - float(f["heads.original_macro_f1"])) < 0.1
     assert float(f["heads.speedup_vs_original"]) > 1.5  # the in-memory trainer beats the DataLoader loop even tiny
+    # the floor of a step (AdamW's kernel + the first layer's two matmuls, each timed alone) is below ours' step,
+    # and each ceiling is a baseline's step over that floor
+    floor, ours = float(f["heads.floor_total_ms"]), float(f["heads.ours_ms_per_step"])
+    assert 0 < floor < ours
+    want = float(f["heads.naive_ms_per_step"]) / floor
+    assert abs(float(f["heads.ceiling_speedup_vs_naive"]) - want) < 0.05 * want
     assert float(f["bootstrap.max_abs_difference"]) < 1e-9  # the device bootstrap gives numpy's samples
 
 

@@ -279,3 +279,79 @@ def test_fit_keeps_the_features_resident_and_steps_make_no_copies(monkeypatch):
         TrainConfig(epochs=2, patience=None, batch_size=32, device="cpu"))
     assert len(conversions) == 2  # the training and the validation features, once each
     assert len(moved) >= 2 * 2 * (200 // 32) and all(moved)
+
+
+def _twin_steps(n_steps, make_step, *, groups=None, drop_grad_at=None, reload_at=None):
+    """Two copies of one model trained on the same batches: one with ``opt.step()``, one with ``make_step(opt)``;
+    returns both models and optimizers."""
+    import copy
+
+    from utils.train.loop import make_optimizer
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(40, 16), torch.nn.ReLU(), torch.nn.BatchNorm1d(16),
+                               torch.nn.Linear(16, 3))
+    models = [base, copy.deepcopy(base)]
+    opts = [make_optimizer(groups(m) if groups else m.parameters(), 1e-3, 1e-2) for m in models]
+    steppers = [opts[0].step, make_step(opts[1])]
+    gen = torch.Generator().manual_seed(1)
+    X, y = torch.randn(400, 40, generator=gen), torch.randint(3, (400,), generator=gen)
+    for i in range(n_steps):
+        xb, yb = X[(i * 16) % 368:(i * 16) % 368 + 32], y[(i * 16) % 368:(i * 16) % 368 + 32]
+        for m, o, st in zip(models, opts, steppers):
+            if reload_at == i:  # a state loaded mid-training (what resuming from a checkpoint does)
+                o.load_state_dict(copy.deepcopy(o.state_dict()))
+            o.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(m(xb), yb).backward()
+            if drop_grad_at == i:
+                m[0].bias.grad = None  # a parameter without a gradient in this step
+            st()
+    return models, opts
+
+
+def _same(models, opts):
+    a, b = models
+    same_weights = all(torch.equal(x, z) for x, z in zip(a.state_dict().values(), b.state_dict().values()))
+    same_state = all(torch.equal(opts[0].state[p][k], opts[1].state[q][k])
+                     for p, q in zip(a.parameters(), b.parameters()) for k in ("step", "exp_avg", "exp_avg_sq"))
+    return same_weights and same_state
+
+
+def test_optimizer_step_is_bit_for_bit_torch_adamw_and_skips_its_per_step_python(monkeypatch):
+    from utils.train.loop import OptimizerStep
+
+    calls = []
+    stepper = {}
+
+    def make(opt):
+        stepper["s"] = s = OptimizerStep(opt)
+        real = opt.step
+        monkeypatch.setattr(opt, "step", lambda *a, **k: calls.append(1) or real(*a, **k))
+        return s
+
+    models, opts = _twin_steps(40, make)
+    assert stepper["s"].fast and stepper["s"].groups is not None
+    assert len(calls) == 1  # only the first step (which creates the state) went through torch.optim
+    assert _same(models, opts)
+    # two parameter groups with their own learning rates, a step where one parameter has no gradient, and a
+    # state loaded mid-way: still the same numbers as torch.optim
+    two = lambda m: [{"params": list(m[0].parameters()), "lr": 3e-3}, {"params": list(m[2:].parameters())}]
+    for kw in ({"groups": two}, {"drop_grad_at": 7}, {"reload_at": 11}, {"groups": two, "drop_grad_at": 3}):
+        assert _same(*_twin_steps(20, OptimizerStep, **kw)), kw
+
+
+def test_optimizer_step_leaves_other_optimizers_and_options_to_torch():
+    from utils.train.loop import OptimizerStep
+
+    p = [torch.nn.Parameter(torch.randn(3))]
+    assert not OptimizerStep(torch.optim.SGD(p, lr=0.1)).fast
+    assert not OptimizerStep(torch.optim.AdamW(p, lr=0.1, amsgrad=True, fused=True)).fast
+    assert not OptimizerStep(torch.optim.AdamW(p, lr=0.1, foreach=False)).fast
+    assert OptimizerStep(torch.optim.AdamW(p, lr=0.1, fused=True)).fast
+    # an optimizer it leaves alone still steps, through its own step()
+    w = torch.nn.Parameter(torch.ones(3))
+    sgd = OptimizerStep(torch.optim.SGD([w], lr=0.5))
+    w.grad = torch.ones(3)
+    sgd()
+    sgd.zero_grad()
+    assert torch.equal(w.detach(), torch.full((3,), 0.5)) and w.grad is None
