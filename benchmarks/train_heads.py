@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _timing import add_device_argument, describe_device, synchronize  # noqa: E402 -- benchmarks/_timing.py
+from _timing import add_device_argument, describe_device, median_time, synchronize  # noqa: E402 -- benchmarks/_timing.py
 
 
 def make_data(n: int, d_text: int, d_image: int, classes: int, seed: int = 0):
@@ -135,18 +135,14 @@ def step_floor(model, batch_size: int, device, precision: str, calls: int = 60, 
     d = torch.randn(batch_size, W.shape[0], generator=gen).to(device)
     onednn = device.type == "cpu" and precision == "bf16" and cpu_bf16_matmuls_supported()
 
-    def timed(fn) -> float:
-        for _ in range(5):
-            fn()
-        out = []
-        for _ in range(blocks):
-            synchronize(device)
-            t0 = time.perf_counter()
+    def timed(fn) -> float:  # ms per call: the median over blocks of `calls` calls, after a warm-up
+        def block():
             for _ in range(calls):
                 fn()
-            synchronize(device)
-            out.append((time.perf_counter() - t0) / calls * 1e3)
-        return statistics.median(out)
+
+        for _ in range(5):
+            fn()
+        return median_time(block, blocks, device) / calls * 1e3
 
     def forward():
         with autocast(device, "fp32" if onednn else precision):

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -117,6 +117,15 @@ def make_optimizer(params: Any, lr: float, weight_decay: float) -> torch.optim.O
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+class BoundGroup(NamedTuple):
+    """One AdamW parameter group with its state tensors, as the fused kernel takes them."""
+    group: Dict[str, Any]
+    params: List[torch.Tensor]
+    exp_avgs: List[torch.Tensor]
+    exp_avg_sqs: List[torch.Tensor]
+    steps: List[torch.Tensor]
+
+
 class OptimizerStep:
     """``opt.step()``, with torch.optim's per-step Python done once for a fused AdamW.
 
@@ -130,8 +139,7 @@ class OptimizerStep:
 
     def __init__(self, opt: torch.optim.Optimizer):
         self.opt = opt
-        self.groups: Optional[List[Tuple[Dict[str, Any], List[torch.Tensor], List[torch.Tensor],
-                                         List[torch.Tensor], List[torch.Tensor]]]] = None
+        self.groups: Optional[List[BoundGroup]] = None
         self.fast = (type(opt) is torch.optim.AdamW and hasattr(torch, "_fused_adamw_")
                      and all(g.get("fused") and not g.get("amsgrad") and not g.get("capturable")
                              and not g.get("differentiable") and not isinstance(g.get("lr"), torch.Tensor)
@@ -148,8 +156,8 @@ class OptimizerStep:
             if len({(p.device, p.dtype) for p in params}) != 1 or any(st["step"].device != params[0].device
                                                                      for st in states):
                 return False
-            groups.append((g, params, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
-                           [st["step"] for st in states]))
+            groups.append(BoundGroup(g, params, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+                                     [st["step"] for st in states]))
         self.groups = groups
         return True
 
@@ -157,23 +165,24 @@ class OptimizerStep:
         if not self.fast:
             self.opt.step()
             return
-        if self.groups is None or any(g[4][0] is not self.opt.state[g[1][0]].get("step") for g in self.groups):
+        if self.groups is None or any(b.steps[0] is not self.opt.state[b.params[0]].get("step") for b in self.groups):
             self.opt.step()  # the first step creates the state; a state loaded since is bound again
             self.fast = self.bind()
             return
-        grads = [[p.grad for p in g[1]] for g in self.groups]
+        grads = [[p.grad for p in b.params] for b in self.groups]
         if any(x is None for gs in grads for x in gs):
             self.opt.step()  # a parameter without a gradient this step: torch.optim skips it
             return
-        for i, ((g, params, exp_avgs, exp_avg_sqs, steps), gs) in enumerate(zip(self.groups, grads)):
-            torch._foreach_add_(steps, 1)
+        for i, (b, gs) in enumerate(zip(self.groups, grads)):
+            g = b.group
+            torch._foreach_add_(b.steps, 1)
             beta1, beta2 = g["betas"]
             try:
-                torch._fused_adamw_(params, gs, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=g["lr"],
+                torch._fused_adamw_(b.params, gs, b.exp_avgs, b.exp_avg_sqs, [], b.steps, amsgrad=False, lr=g["lr"],
                                     beta1=beta1, beta2=beta2, weight_decay=g["weight_decay"], eps=g["eps"],
                                     maximize=g["maximize"], grad_scale=None, found_inf=None)
             except TypeError:  # another torch's kernel signature: raised before anything is updated
-                torch._foreach_sub_(steps, 1)
+                torch._foreach_sub_(b.steps, 1)
                 if i:
                     raise
                 log.debug("torch._fused_adamw_ takes other arguments in this torch: using opt.step()")
@@ -184,8 +193,8 @@ class OptimizerStep:
     def zero_grad(self) -> None:
         """``opt.zero_grad(set_to_none=True)``."""
         if self.fast and self.groups is not None:
-            for g in self.groups:
-                for p in g[1]:
+            for b in self.groups:
+                for p in b.params:
                     p.grad = None
         else:
             self.opt.zero_grad(set_to_none=True)
